@@ -1,0 +1,1 @@
+"""Generators of Taipan's boot stub: assembly text and boot-time tables, emitted from Python."""

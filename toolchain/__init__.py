@@ -1,0 +1,1 @@
+"""Taipan's host toolchain: builds, verifies and runs the hypervisor image."""

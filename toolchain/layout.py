@@ -1,0 +1,45 @@
+"""The hypervisor's fixed physical memory layout: the one source of truth for stub, C and linker."""
+
+# The image is linked at its physical address and runs identity-mapped, so
+# every address here is both physical and virtual.
+LOAD_BASE = 0x100000
+
+# The boot stub's code: multiboot headers first (multiboot1 wants its header in
+# the first 8 KiB of the file, multiboot2 in the first 32 KiB), then the entry.
+BOOT_TEXT = 0x100000
+BOOT_TEXT_MAX = 0x4000
+
+# Boot-time data the stub needs before any C runs: page tables, GDT, TSS.
+BOOT_DATA = 0x104000
+BOOT_PML4 = BOOT_DATA + 0x0000
+BOOT_PDPT = BOOT_DATA + 0x1000
+BOOT_PD = BOOT_DATA + 0x2000  # four page directories, one per GiB
+BOOT_GDT = BOOT_DATA + 0x6000
+BOOT_TSS = BOOT_DATA + 0x6100
+BOOT_DATA_MAX = 0x7000
+
+# C's `struct boot_links` (function pointers and stack the stub jumps through):
+# the linker fills it, so the stub never needs a C symbol's address.
+BOOT_LINKS = 0x10B000
+
+# Where the C image (text, rodata, data, bss) begins.
+KERNEL_BASE = 0x10C000
+
+# The boot page tables identity-map this much with 2 MiB pages: all RAM a
+# small machine has plus the 32-bit MMIO hole (local APIC, IOAPIC).
+IDENTITY_MAP_BYTES = 4 << 30
+
+# GDT selectors.
+SEL_CODE64 = 0x08
+SEL_DATA = 0x10
+SEL_CODE32 = 0x18
+SEL_TSS = 0x20  # a 16-byte system descriptor: occupies 0x20 and 0x28
+GDT_ENTRIES = 6
+TSS_SIZE = 0x68
+
+# Exception vectors that push an error code (Intel SDM vol. 3, table 6-1).
+EXCEPTIONS_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
+EXCEPTION_VECTORS = 32
+
+# Size budget of the whole loaded image; the verifier enforces it.
+IMAGE_BUDGET_BYTES = 8 << 20
