@@ -1,0 +1,68 @@
+/* The 256-entry IDT: exception vectors to the generated entry stubs, critical ones on their own stack. */
+#include <stdbool.h>
+#include <stdint.h>
+#include "boot_symbols.h"
+#include "idt.h"
+#include "layout.h"
+
+#define IDT_ENTRIES 256
+#define GATE_INTERRUPT 0x8e   /* present, DPL 0, 64-bit interrupt gate: IF cleared on entry */
+#define IST_CRITICAL 1
+#define IST_STACK_SIZE (16 * 1024)
+/* IST1 field of the 64-bit TSS (Intel SDM vol. 3, figure 8-11). */
+#define TSS_IST1_OFFSET 0x24
+
+struct idt_gate {
+    uint16_t offset_low;
+    uint16_t selector;
+    uint8_t ist;
+    uint8_t type;
+    uint16_t offset_mid;
+    uint32_t offset_high;
+    uint32_t reserved;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct idt_gate) == 16, "long-mode gates are 16 bytes");
+
+static struct idt_gate idt[IDT_ENTRIES] __attribute__((aligned(16)));
+
+/*
+ * #DF, NMI and #MC can arrive with the current stack unusable (the fault may
+ * be the stack overflowing), so the CPU switches to this one unconditionally.
+ */
+static uint8_t ist_stack[IST_STACK_SIZE] __attribute__((aligned(16)));
+
+static void idt_set_gate(uint8_t vector, uint64_t handler, uint8_t ist)
+{
+    idt[vector] = (struct idt_gate){
+        .offset_low = (uint16_t)handler,
+        .selector = LAYOUT_SEL_CODE64,
+        .ist = ist,
+        .type = GATE_INTERRUPT,
+        .offset_mid = (uint16_t)(handler >> 16),
+        .offset_high = (uint32_t)(handler >> 32),
+    };
+}
+
+void idt_init(void)
+{
+    const uint64_t *isr_table = (const uint64_t *)(uintptr_t)BOOT_SYM_ISR_TABLE;
+
+    /* The TSS field is only 4-byte aligned: write it as two halves. */
+    uint64_t ist_top = (uint64_t)(uintptr_t)(ist_stack + sizeof(ist_stack));
+    volatile uint32_t *ist1 = (volatile uint32_t *)(uintptr_t)(LAYOUT_BOOT_TSS + TSS_IST1_OFFSET);
+    ist1[0] = (uint32_t)ist_top;
+    ist1[1] = (uint32_t)(ist_top >> 32);
+
+    /* Vectors 32..255 stay not-present: a stray interrupt becomes #NP and is dumped. */
+    for (uint8_t v = 0; v < LAYOUT_EXCEPTION_VECTORS; v++) {
+        bool critical = v == 2 || v == 8 || v == 18;   /* NMI, #DF, #MC */
+        idt_set_gate(v, isr_table[v], critical ? IST_CRITICAL : 0);
+    }
+
+    struct __attribute__((packed)) {
+        uint16_t limit;
+        uint64_t base;
+    } idtr = { sizeof(idt) - 1, (uint64_t)(uintptr_t)idt };
+    __asm__ volatile("lidt %0" : : "m"(idtr));
+}

@@ -1,0 +1,9 @@
+/* The boot CPU's interrupt descriptor table and the C side of exception handling. */
+#pragma once
+#include "exc_frame.h"
+
+/* Installs the exception vectors 0..31 (from the stub's ISR table) and loads the IDT. */
+void idt_init(void);
+
+/* Called by the exception entry stubs: prints a register dump and halts this CPU. */
+_Noreturn void exception_dispatch(struct exc_frame *f);

@@ -1,0 +1,5 @@
+# The x86_64 sources shared by the VMX and SVM backends.
+ARCH_SRC += arch/x86_64/common/cpu.c
+ARCH_SRC += arch/x86_64/common/exception.c
+ARCH_SRC += arch/x86_64/common/idt.c
+ARCH_SRC += arch/x86_64/common/reboot.c

@@ -1,0 +1,39 @@
+/* hv_main: bring up the console, memory, exceptions and CPU identification, then hand over to MicroPython. */
+#include "cpu.h"
+#include "idt.h"
+#include "main.h"
+#include "multiboot.h"
+#include "page_alloc.h"
+#include "port.h"
+#include "printk.h"
+#include "uart16550.h"
+
+_Noreturn void hv_main(uint32_t magic, uint64_t info)
+{
+    /* The console first: every later failure must be able to say why. */
+    uart_init();
+    printk("taipan: early boot (%s)\n", boot_protocol_name(magic));
+
+    /* Copy the loader's data before the allocator may reuse the memory holding it. */
+    if (!boot_info_parse(magic, info))
+        cpu_halt();
+    const struct boot_info *bi = boot_info_get();
+    page_alloc_init(bi);
+
+    idt_init();
+
+    cpu_identify();
+    const struct cpu_info *cpu = cpu_info_get();
+
+    struct page_stats ps;
+    page_alloc_stats(&ps);
+    printk("taipan: %lu MiB usable RAM below 4 GiB, %lu MiB free\n",
+           (unsigned long)(ps.total_pages >> 8), (unsigned long)(ps.free_pages >> 8));
+    printk("taipan: cpu %s \"%s\" family %u model %u stepping %u\n",
+           cpu->vendor, cpu->brand, cpu->family, cpu->model, cpu->stepping);
+    printk("taipan: virtualization %s: %s\n", cpu->virt, cpu->virt_note);
+
+    mp_port_main();
+    printk("taipan: MicroPython returned; halting\n");
+    cpu_halt();
+}

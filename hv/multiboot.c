@@ -1,0 +1,232 @@
+/* Multiboot1 and multiboot2 parsing into one neutral struct boot_info. */
+#include <stddef.h>
+#include "libc.h"
+#include "multiboot.h"
+#include "printk.h"
+
+/*
+ * Held by value: the loader's structures lie in RAM that the page allocator
+ * will hand out, so nothing here may point into them.
+ */
+static struct boot_info info;
+
+/* Multiboot1 information (multiboot specification 0.6.96, section 3.3). */
+#define MB1_FLAG_MEM (1u << 0)
+#define MB1_FLAG_CMDLINE (1u << 2)
+#define MB1_FLAG_MODS (1u << 3)
+#define MB1_FLAG_MMAP (1u << 6)
+#define MB1_FLAG_LOADER (1u << 9)
+
+struct mb1_info {
+    uint32_t flags;
+    uint32_t mem_lower, mem_upper;   /* KiB below 1 MiB, KiB from 1 MiB */
+    uint32_t boot_device;
+    uint32_t cmdline;
+    uint32_t mods_count, mods_addr;
+    uint32_t syms[4];
+    uint32_t mmap_length, mmap_addr;
+    uint32_t drives_length, drives_addr;
+    uint32_t config_table;
+    uint32_t boot_loader_name;
+};
+
+struct mb1_module {
+    uint32_t start, end, cmdline, reserved;
+};
+
+/* Each entry's size field excludes itself, and base is only 4-byte aligned. */
+struct mb1_mmap_entry {
+    uint32_t size;
+    uint64_t base, length;
+    uint32_t type;
+} __attribute__((packed));
+
+/* Multiboot2 information (multiboot2 specification, section 3.6). */
+#define MB2_TAG_END 0
+#define MB2_TAG_CMDLINE 1
+#define MB2_TAG_LOADER 2
+#define MB2_TAG_MODULE 3
+#define MB2_TAG_MEMINFO 4
+#define MB2_TAG_MMAP 6
+
+struct mb2_tag {
+    uint32_t type, size;
+};
+
+struct mb2_module {
+    struct mb2_tag tag;
+    uint32_t start, end;
+    char cmdline[];
+};
+
+struct mb2_meminfo {
+    struct mb2_tag tag;
+    uint32_t mem_lower, mem_upper;
+};
+
+struct mb2_mmap {
+    struct mb2_tag tag;
+    uint32_t entry_size, entry_version;
+};
+
+struct mb2_mmap_entry {
+    uint64_t base, length;
+    uint32_t type, reserved;
+};
+
+static const void *phys(uint64_t addr)
+{
+    return (const void *)(uintptr_t)addr;
+}
+
+static void copy_string(char *dst, size_t size, const char *src)
+{
+    size_t i = 0;
+    if (src)
+        for (; i + 1 < size && src[i]; i++)
+            dst[i] = src[i];
+    dst[i] = '\0';
+}
+
+static void region_add(uint64_t base, uint64_t length, uint32_t type)
+{
+    if (!length)
+        return;
+    if (info.region_count == BOOT_INFO_MAX_REGIONS) {
+        info.regions_dropped++;
+        return;
+    }
+    info.regions[info.region_count++] = (struct boot_region){ base, length, type };
+}
+
+/* Used only when the loader gave no map: the two classic usable ranges. */
+static void regions_from_meminfo(uint32_t lower_kib, uint32_t upper_kib)
+{
+    region_add(0, (uint64_t)lower_kib << 10, BOOT_REGION_USABLE);
+    region_add(1ull << 20, (uint64_t)upper_kib << 10, BOOT_REGION_USABLE);
+}
+
+static void module_add(uint64_t start, uint64_t end, const char *cmdline)
+{
+    if (info.module_count == BOOT_INFO_MAX_MODULES) {
+        printk("taipan: more than %d boot modules, ignoring module at 0x%lx\n",
+               BOOT_INFO_MAX_MODULES, (unsigned long)start);
+        return;
+    }
+    struct boot_module *m = &info.modules[info.module_count++];
+    m->start = start;
+    m->end = end;
+    copy_string(m->cmdline, sizeof(m->cmdline), cmdline);
+}
+
+static void parse_mb1(uint64_t addr)
+{
+    const struct mb1_info *mb = phys(addr);
+
+    if (mb->flags & MB1_FLAG_MMAP) {
+        for (uint64_t off = 0; off + sizeof(struct mb1_mmap_entry) <= mb->mmap_length;) {
+            const struct mb1_mmap_entry *e = phys(mb->mmap_addr + off);
+            region_add(e->base, e->length, e->type);
+            off += (uint64_t)e->size + sizeof(e->size);
+        }
+    } else if (mb->flags & MB1_FLAG_MEM) {
+        regions_from_meminfo(mb->mem_lower, mb->mem_upper);
+    }
+    if (mb->flags & MB1_FLAG_CMDLINE)
+        copy_string(info.cmdline, sizeof(info.cmdline), phys(mb->cmdline));
+    if (mb->flags & MB1_FLAG_LOADER)
+        copy_string(info.loader, sizeof(info.loader), phys(mb->boot_loader_name));
+    if (mb->flags & MB1_FLAG_MODS) {
+        const struct mb1_module *mods = phys(mb->mods_addr);
+        for (uint32_t i = 0; i < mb->mods_count; i++)
+            module_add(mods[i].start, mods[i].end, mods[i].cmdline ? phys(mods[i].cmdline) : NULL);
+    }
+}
+
+static void parse_mb2(uint64_t addr)
+{
+    uint32_t total = *(const uint32_t *)phys(addr);
+    const struct mb2_meminfo *meminfo = NULL;
+    bool have_mmap = false;
+
+    /* Tags start after the 8-byte header and are each padded to 8 bytes. */
+    for (uint64_t off = 8; off + sizeof(struct mb2_tag) <= total;) {
+        const struct mb2_tag *tag = phys(addr + off);
+        if (tag->type == MB2_TAG_END || tag->size < sizeof(struct mb2_tag))
+            break;
+        switch (tag->type) {
+        case MB2_TAG_CMDLINE:
+            copy_string(info.cmdline, sizeof(info.cmdline), (const char *)(tag + 1));
+            break;
+        case MB2_TAG_LOADER:
+            copy_string(info.loader, sizeof(info.loader), (const char *)(tag + 1));
+            break;
+        case MB2_TAG_MODULE: {
+            const struct mb2_module *m = (const void *)tag;
+            module_add(m->start, m->end, m->cmdline);
+            break;
+        }
+        case MB2_TAG_MEMINFO:
+            meminfo = (const void *)tag;
+            break;
+        case MB2_TAG_MMAP: {
+            const struct mb2_mmap *map = (const void *)tag;
+            if (map->entry_size < sizeof(struct mb2_mmap_entry))
+                break;
+            have_mmap = true;
+            for (uint64_t e = sizeof(*map); e + map->entry_size <= tag->size; e += map->entry_size) {
+                const struct mb2_mmap_entry *ent = (const void *)((const char *)tag + e);
+                region_add(ent->base, ent->length, ent->type);
+            }
+            break;
+        }
+        default:
+            break;
+        }
+        off += (tag->size + 7) & ~7u;
+    }
+    if (!have_mmap && meminfo)
+        regions_from_meminfo(meminfo->mem_lower, meminfo->mem_upper);
+}
+
+const char *boot_protocol_name(uint32_t magic)
+{
+    switch (magic) {
+    case MULTIBOOT1_MAGIC:
+        return "multiboot1";
+    case MULTIBOOT2_MAGIC:
+        return "multiboot2";
+    default:
+        return "unknown";
+    }
+}
+
+bool boot_info_parse(uint32_t magic, uint64_t info_addr)
+{
+    memset(&info, 0, sizeof(info));
+    switch (magic) {
+    case MULTIBOOT1_MAGIC:
+        info.protocol = 1;
+        parse_mb1(info_addr);
+        break;
+    case MULTIBOOT2_MAGIC:
+        info.protocol = 2;
+        parse_mb2(info_addr);
+        break;
+    default:
+        printk("taipan: boot loader magic 0x%08x is neither multiboot1 (0x%08x) nor "
+               "multiboot2 (0x%08x): no memory map, cannot continue\n",
+               magic, MULTIBOOT1_MAGIC, MULTIBOOT2_MAGIC);
+        return false;
+    }
+    if (!info.region_count)
+        printk("taipan: the boot loader reported no memory\n");
+    if (info.regions_dropped)
+        printk("taipan: memory map truncated: %u regions ignored\n", info.regions_dropped);
+    return true;
+}
+
+const struct boot_info *boot_info_get(void)
+{
+    return &info;
+}
