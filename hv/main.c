@@ -6,6 +6,7 @@
 #include "page_alloc.h"
 #include "port.h"
 #include "printk.h"
+#include "tsc.h"
 #include "uart16550.h"
 
 _Noreturn void hv_main(uint32_t magic, uint64_t info)
@@ -23,6 +24,7 @@ _Noreturn void hv_main(uint32_t magic, uint64_t info)
     idt_init();
 
     cpu_identify();
+    tsc_calibrate();
     const struct cpu_info *cpu = cpu_info_get();
 
     struct page_stats ps;

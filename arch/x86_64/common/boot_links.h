@@ -8,6 +8,9 @@
  * and the stub jumps through it; its field offsets reach the stub through
  * asm_offsets.c, never by hand.
  */
+/* The boot CPU's stack; MicroPython's stack check is sized from it. */
+#define BOOT_STACK_BYTES (256u * 1024u)
+
 struct boot_links {
     uint64_t main;       /* void hv_main(uint32_t magic, uint64_t info) */
     uint64_t exception;  /* void exception_dispatch(struct exc_frame *) */

@@ -1,0 +1,32 @@
+# Taipan's workflows. Thin: every target is the toolchain's CLI (see `taipan --help`).
+TAIPAN := .venv/bin/taipan
+ARGS ?=
+
+.PHONY: all setup build run iso test mptest bench clean
+
+all: build
+
+setup:
+	@scripts/bootstrap
+
+build: setup
+	$(TAIPAN) build
+
+run: setup
+	$(TAIPAN) run $(ARGS)
+
+iso: setup
+	$(TAIPAN) iso
+
+test: setup
+	$(TAIPAN) build
+	.venv/bin/pytest $(ARGS)
+
+mptest: setup
+	$(TAIPAN) mptest $(ARGS)
+
+bench: setup
+	scripts/bench $(ARGS)
+
+clean:
+	rm -rf build

@@ -1,0 +1,128 @@
+// mp_port_main: the MicroPython heap, the console loop (shell or raw REPL) and soft reset.
+#include <stdint.h>
+#include "py/compile.h"
+#include "py/gc.h"
+#include "py/runtime.h"
+#include "py/stackctrl.h"
+#include "py/builtin.h"
+#include "py/mperrno.h"
+#include "shared/readline/readline.h"
+#include "shared/runtime/gchelper.h"
+#include "shared/runtime/pyexec.h"
+#include "page_alloc.h"
+#include "printk.h"
+#include "boot_links.h"
+#include "port.h"
+#include "port_api.h"
+#include "tsc.h"
+
+// MicroPython gets this much of RAM (an eighth, within bounds): enough for
+// the manager and scripts typed at the console, little beside partitions.
+#define HEAP_MIN (2u << 20)
+#define HEAP_MAX (32u << 20)
+
+// Raising the C stack limit below the real stack leaves room for the
+// exception path and C callees below the point MicroPython checks.
+#define STACK_MARGIN (16u << 10)
+
+static uint8_t *heap_start;
+static size_t heap_bytes;
+
+static void heap_init(void)
+{
+    struct page_stats stats;
+    page_alloc_stats(&stats);
+    size_t bytes = (size_t)(stats.total_pages * PAGE_SIZE / 8);
+    bytes = bytes < HEAP_MIN ? HEAP_MIN : bytes > HEAP_MAX ? HEAP_MAX : bytes;
+    size_t pages = bytes / PAGE_SIZE;
+    uint64_t addr = page_alloc_named("micropython heap", pages);
+    if (addr == 0) {
+        printk("taipan: no memory for the MicroPython heap (%lu KiB)\n", (unsigned long)(bytes >> 10));
+        for (;;) {
+            __asm__ volatile ("cli; hlt");
+        }
+    }
+    heap_start = (uint8_t *)(uintptr_t)addr;
+    heap_bytes = pages * PAGE_SIZE;
+}
+
+size_t port_heap_bytes(void)
+{
+    return heap_bytes;
+}
+
+// input() comes here: Ctrl-A on an empty line leaves the shell for the raw
+// REPL, the way pyboard.py and run-tests.py expect a MicroPython board to answer.
+int port_readline(vstr_t *line, const char *prompt)
+{
+    int ret = readline(line, prompt);
+    if (ret == CHAR_CTRL_A && vstr_len(line) == 0) {
+        pyexec_mode_kind = PYEXEC_MODE_RAW_REPL;
+        mp_raise_type(&mp_type_SystemExit);
+    }
+    return ret;
+}
+
+// The friendly REPL nested under the shell's `py` command.
+void port_repl(void)
+{
+    pyexec_friendly_repl();
+    if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {
+        mp_raise_type(&mp_type_SystemExit);
+    }
+}
+
+void mp_port_main(void)
+{
+    heap_init();
+    mp_cstack_init_with_sp_here(BOOT_STACK_BYTES - STACK_MARGIN);
+    gc_init(heap_start, heap_start + heap_bytes);
+
+    for (;;) {
+        mp_init();
+        readline_init0();
+        for (;;) {
+            if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {
+                if (pyexec_raw_repl() != 0) {
+                    break;
+                }
+            } else if (pyexec_frozen_module("main.py", true) & PYEXEC_FORCED_EXIT) {
+                break;
+            } else if (pyexec_mode_kind != PYEXEC_MODE_RAW_REPL) {
+                // The shell only returns to leave for the raw REPL; anything
+                // else is a fault in it, so start it afresh.
+                printk("taipan: the shell ended; restarting it\n");
+            }
+        }
+        mp_printf(&mp_plat_print, "MPY: soft reboot\n");
+        gc_sweep_all();
+        mp_deinit();
+    }
+}
+
+void gc_collect(void)
+{
+    gc_collect_start();
+    gc_helper_collect_regs_and_stack();
+    gc_collect_end();
+}
+
+void nlr_jump_fail(void *val)
+{
+    printk("taipan: MicroPython raised with no handler (%p); this CPU is halted\n", val);
+    for (;;) {
+        __asm__ volatile ("cli; hlt");
+    }
+}
+
+mp_lexer_t *mp_lexer_new_from_file(qstr filename)
+{
+    (void)filename;
+    mp_raise_OSError(MP_ENOENT);
+}
+
+mp_import_stat_t mp_import_stat(const char *path)
+{
+    (void)path;
+    return MP_IMPORT_STAT_NO_EXIST;
+}

@@ -1,0 +1,2 @@
+# Frozen into the image: Taipan's own MicroPython code (manager, shell, policy).
+freeze("$(PORT_DIR)/../py")

@@ -1,0 +1,167 @@
+// The native `hv` module: what the C core knows, offered to Taipan's MicroPython code.
+#include <stdint.h>
+#include <string.h>
+#include "py/obj.h"
+#include "py/runtime.h"
+#include "py/objstr.h"
+#include "cpu.h"
+#include "layout.h"
+#include "multiboot.h"
+#include "page_alloc.h"
+#include "port_api.h"
+#include "reboot.h"
+#include "tsc.h"
+
+static void dict_store(mp_obj_t dict, qstr key, mp_obj_t value)
+{
+    mp_obj_dict_store(dict, MP_OBJ_NEW_QSTR(key), value);
+}
+
+static mp_obj_t str_obj(const char *s)
+{
+    return mp_obj_new_str(s, strlen(s));
+}
+
+// hv.cpu() -> dict: identity, virtualization support and why.
+static mp_obj_t hv_cpu(void)
+{
+    const struct cpu_info *c = cpu_info_get();
+    mp_obj_t d = mp_obj_new_dict(0);
+    dict_store(d, MP_QSTR_vendor, str_obj(c->vendor));
+    dict_store(d, MP_QSTR_brand, str_obj(c->brand));
+    dict_store(d, MP_QSTR_family, mp_obj_new_int(c->family));
+    dict_store(d, MP_QSTR_model, mp_obj_new_int(c->model));
+    dict_store(d, MP_QSTR_stepping, mp_obj_new_int(c->stepping));
+    dict_store(d, MP_QSTR_virt, str_obj(c->virt));
+    dict_store(d, MP_QSTR_virt_note, str_obj(c->virt_note));
+    dict_store(d, MP_QSTR_vmx, mp_obj_new_bool(c->vmx));
+    dict_store(d, MP_QSTR_vmx_usable, mp_obj_new_bool(c->vmx_usable));
+    dict_store(d, MP_QSTR_ept, mp_obj_new_bool(c->ept));
+    dict_store(d, MP_QSTR_unrestricted, mp_obj_new_bool(c->unrestricted_guest));
+    dict_store(d, MP_QSTR_svm, mp_obj_new_bool(c->svm));
+    dict_store(d, MP_QSTR_svm_usable, mp_obj_new_bool(c->svm_usable));
+    dict_store(d, MP_QSTR_npt, mp_obj_new_bool(c->npt));
+    dict_store(d, MP_QSTR_nrips, mp_obj_new_bool(c->nrips));
+    dict_store(d, MP_QSTR_hypervisor, mp_obj_new_bool(c->hypervisor_present));
+    dict_store(d, MP_QSTR_tsc_khz, mp_obj_new_int_from_ull(tsc_khz()));
+    return d;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_cpu_obj, hv_cpu);
+
+// hv.memmap() -> [(base, length, type)], as the boot loader reported it.
+static mp_obj_t hv_memmap(void)
+{
+    const struct boot_info *bi = boot_info_get();
+    mp_obj_t list = mp_obj_new_list(0, NULL);
+    for (uint32_t i = 0; i < bi->region_count; i++) {
+        const struct boot_region *r = &bi->regions[i];
+        mp_obj_t t[3] = {
+            mp_obj_new_int_from_ull(r->base), mp_obj_new_int_from_ull(r->length), mp_obj_new_int(r->type),
+        };
+        mp_obj_list_append(list, mp_obj_new_tuple(3, t));
+    }
+    return list;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_memmap_obj, hv_memmap);
+
+// hv.boot() -> dict: which loader and protocol, the command line, the modules.
+static mp_obj_t hv_boot(void)
+{
+    const struct boot_info *bi = boot_info_get();
+    mp_obj_t d = mp_obj_new_dict(0);
+    dict_store(d, MP_QSTR_protocol, str_obj(bi->protocol == 2 ? "multiboot2" : "multiboot1"));
+    dict_store(d, MP_QSTR_loader, str_obj(bi->loader));
+    dict_store(d, MP_QSTR_cmdline, str_obj(bi->cmdline));
+    mp_obj_t mods = mp_obj_new_list(0, NULL);
+    for (uint32_t i = 0; i < bi->module_count; i++) {
+        const struct boot_module *m = &bi->modules[i];
+        mp_obj_t t[3] = {
+            mp_obj_new_int_from_ull(m->start), mp_obj_new_int_from_ull(m->end), str_obj(m->cmdline),
+        };
+        mp_obj_list_append(mods, mp_obj_new_tuple(3, t));
+    }
+    dict_store(d, MP_QSTR_modules, mods);
+    return d;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_boot_obj, hv_boot);
+
+// hv.mem() -> dict: the page allocator's counts and owners, and the heap's size.
+static mp_obj_t hv_mem(void)
+{
+    struct page_stats st;
+    page_alloc_stats(&st);
+    mp_obj_t d = mp_obj_new_dict(0);
+    dict_store(d, MP_QSTR_page_size, mp_obj_new_int(PAGE_SIZE));
+    dict_store(d, MP_QSTR_total_pages, mp_obj_new_int_from_ull(st.total_pages));
+    dict_store(d, MP_QSTR_free_pages, mp_obj_new_int_from_ull(st.free_pages));
+    dict_store(d, MP_QSTR_reserved_pages, mp_obj_new_int_from_ull(st.reserved_pages));
+    dict_store(d, MP_QSTR_heap_total, mp_obj_new_int_from_ull(port_heap_bytes()));
+    mp_obj_t owners = mp_obj_new_list(0, NULL);
+    const struct page_owner *o;
+    for (size_t i = 0; (o = page_owner_at(i)) != NULL; i++) {
+        mp_obj_t t[3] = { str_obj(o->name), mp_obj_new_int_from_ull(o->addr), mp_obj_new_int_from_ull(o->npages) };
+        mp_obj_list_append(owners, mp_obj_new_tuple(3, t));
+    }
+    dict_store(d, MP_QSTR_owners, owners);
+    return d;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_mem_obj, hv_mem);
+
+// hv.peek(addr[, size]) reads physical memory as the hypervisor sees it; an
+// address the hypervisor doesn't map faults like any other bad access.
+static mp_obj_t hv_peek(size_t n_args, const mp_obj_t *args)
+{
+    uintptr_t addr = (uintptr_t)mp_obj_get_int_truncated(args[0]);
+    mp_int_t size = n_args > 1 ? mp_obj_get_int(args[1]) : 8;
+    switch (size) {
+        case 1: return mp_obj_new_int(*(volatile uint8_t *)addr);
+        case 2: return mp_obj_new_int(*(volatile uint16_t *)addr);
+        case 4: return mp_obj_new_int_from_uint(*(volatile uint32_t *)addr);
+        case 8: return mp_obj_new_int_from_ull(*(volatile uint64_t *)addr);
+    }
+    mp_raise_ValueError(MP_ERROR_TEXT("size must be 1, 2, 4 or 8"));
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(hv_peek_obj, 1, 2, hv_peek);
+
+static mp_obj_t hv_ticks(void)
+{
+    return mp_obj_new_int_from_ull(tsc_read());
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_ticks_obj, hv_ticks);
+
+static mp_obj_t hv_repl(void)
+{
+    port_repl();
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_repl_obj, hv_repl);
+
+static mp_obj_t hv_reboot(void)
+{
+    machine_reboot();
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_reboot_obj, hv_reboot);
+
+static MP_DEFINE_STR_OBJ(hv_version_obj, TAIPAN_VERSION);
+
+static const mp_rom_map_elem_t hv_module_globals_table[] = {
+    { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_hv) },
+    { MP_ROM_QSTR(MP_QSTR_VERSION), MP_ROM_PTR(&hv_version_obj) },
+    { MP_ROM_QSTR(MP_QSTR_cpu), MP_ROM_PTR(&hv_cpu_obj) },
+    { MP_ROM_QSTR(MP_QSTR_memmap), MP_ROM_PTR(&hv_memmap_obj) },
+    { MP_ROM_QSTR(MP_QSTR_boot), MP_ROM_PTR(&hv_boot_obj) },
+    { MP_ROM_QSTR(MP_QSTR_mem), MP_ROM_PTR(&hv_mem_obj) },
+    { MP_ROM_QSTR(MP_QSTR_peek), MP_ROM_PTR(&hv_peek_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ticks), MP_ROM_PTR(&hv_ticks_obj) },
+    { MP_ROM_QSTR(MP_QSTR_repl), MP_ROM_PTR(&hv_repl_obj) },
+    { MP_ROM_QSTR(MP_QSTR_reboot), MP_ROM_PTR(&hv_reboot_obj) },
+};
+static MP_DEFINE_CONST_DICT(hv_module_globals, hv_module_globals_table);
+
+const mp_obj_module_t hv_module = {
+    .base = { &mp_type_module },
+    .globals = (mp_obj_dict_t *)&hv_module_globals,
+};
+
+MP_REGISTER_MODULE(MP_QSTR_hv, hv_module);

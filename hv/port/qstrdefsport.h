@@ -1,0 +1,1 @@
+// Taipan port qstrs beyond those MicroPython finds by scanning the sources (none yet).

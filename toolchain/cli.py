@@ -1,0 +1,105 @@
+"""The `taipan` command: build, run, iso, verify, mptest."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from toolchain import build as builder
+from toolchain import micropython, verify
+
+ROOT = builder.ROOT
+
+
+def _build(args: argparse.Namespace) -> Path:
+    return builder.build(jobs=args.jobs, quiet=getattr(args, "quiet", False))
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    _build(args)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    print(verify.format_report(verify.verify(Path(args.image))))
+    return 0
+
+
+def cmd_iso(args: argparse.Namespace) -> int:
+    from toolchain import iso
+
+    elf = _build(args)
+    out = iso.make_iso(elf, ROOT / "build" / "taipan.iso")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from toolchain import emulator
+
+    args.quiet = True
+    elf = _build(args)
+    if args.emulator == "bochs":
+        from toolchain import iso
+
+        image = iso.make_iso(elf, ROOT / "build" / "taipan.iso")
+        argv = emulator.bochs_interactive_argv(image, ROOT / "build" / "bochs", memory_mb=args.memory)
+    else:
+        argv = emulator.qemu_argv(elf, memory_mb=args.memory, smp=args.smp, serial=args.serial,
+                                  accel=args.accel, cpu=args.cpu)
+    print("taipan: " + " ".join(argv), file=sys.stderr)
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+def cmd_mptest(args: argparse.Namespace) -> int:
+    from toolchain import mptest
+
+    elf = _build(args)
+    return mptest.run(elf, dirs=args.dirs, jobs=args.jobs)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="taipan", description="Build, verify and run the Taipan hypervisor.")
+    top.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (default: all cores)")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="build build/taipan.elf and verify it")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("verify", help="check an image with the ELF verifier")
+    p.add_argument("image", nargs="?", default=str(ROOT / "build" / "taipan.elf"))
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("iso", help="build build/taipan.iso, a GRUB image that boots Taipan by multiboot2")
+    p.set_defaults(func=cmd_iso)
+
+    p = sub.add_parser("run", help="build if needed and boot Taipan in an emulator, console attached")
+    p.add_argument("--emulator", choices=["qemu", "bochs"], default="qemu",
+                   help="qemu: AMD-V+NPT under TCG (default); bochs: VT-x+EPT from the ISO")
+    p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg",
+                   help="kvm passes the host CPU through (needs nested virtualization)")
+    p.add_argument("--cpu", default="EPYC", help="QEMU CPU model under TCG (default EPYC)")
+    p.add_argument("--smp", type=int, default=1, help="number of CPUs")
+    p.add_argument("--memory", type=int, default=256, help="RAM in MiB")
+    p.add_argument("--serial", default="stdio", help="stdio (default), pty or unix:PATH")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("mptest", help="run MicroPython's own test suite against the interpreter on the metal")
+    p.add_argument("dirs", nargs="*", help="test folders (default: basics micropython misc extmod float)")
+    p.set_defaults(func=cmd_mptest)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (builder.BuildError, verify.VerifyError, micropython.SourceError) as e:
+        print(f"taipan: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
