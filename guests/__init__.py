@@ -1,0 +1,1 @@
+"""Test guests the toolchain builds: small kernels generated from Python, booted by the tests."""
