@@ -56,8 +56,8 @@ class Paths:
         return self.build / "taipan.elf"
 
 
-def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+def _run(cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip()
         raise BuildError(f"{what} failed ({shlex.join(cmd[:3])} ...):\n{output[-6000:]}")
@@ -145,9 +145,9 @@ def build_stub(paths: Paths) -> boot_stub.BootStub:
     data = generated.data.ljust(layout.BOOT_DATA_MAX, b"\0")
     _write_if_changed(paths.gen / "boot_text.bin", text)
     _write_if_changed(paths.gen / "boot_data.bin", data)
-    _binary_object(paths.gen / "boot_text.bin", ".boot.text", "alloc,load,readonly,code",
+    _binary_object(paths.gen / "boot_text.bin", ".boot.text", "contents,alloc,load,readonly,code",
                    paths.obj / "boot_text.o")
-    _binary_object(paths.gen / "boot_data.bin", ".boot.data", "alloc,load,data",
+    _binary_object(paths.gen / "boot_data.bin", ".boot.data", "contents,alloc,load,data",
                    paths.obj / "boot_data.o")
     return generated
 
@@ -157,7 +157,10 @@ def build_micropython(paths: Paths, jobs: int) -> Path:
     mpy_cross = micropython.mpy_cross(tree, jobs)
     _run(["make", "-C", str(ROOT / "hv/port"), f"-j{jobs}", f"TOP={tree}", f"BUILD={paths.mp.resolve()}",
           f"MPY_CROSS={mpy_cross}", f"TAIPAN_INC={' '.join(_includes(paths))}", "V=0"],
-         "building MicroPython")
+         "building MicroPython",
+         # MicroPython names its version after the git checkout around it; the
+         # Debian tree has none, and Taipan's own repository is not MicroPython's.
+         env={**os.environ, "GIT_CEILING_DIRECTORIES": str(tree.parent)})
     return paths.mp / "libmicropython.a"
 
 

@@ -14,7 +14,6 @@
 #include "boot_links.h"
 #include "port.h"
 #include "port_api.h"
-#include "tsc.h"
 
 // MicroPython gets this much of RAM (an eighth, within bounds): enough for
 // the manager and scripts typed at the console, little beside partitions.
@@ -126,3 +125,13 @@ mp_import_stat_t mp_import_stat(const char *path)
     (void)path;
     return MP_IMPORT_STAT_NO_EXIST;
 }
+
+// The hypervisor has no filesystem: open() answers as for a missing file.
+static mp_obj_t port_open(size_t n_args, const mp_obj_t *args, mp_map_t *kwargs)
+{
+    (void)n_args;
+    (void)args;
+    (void)kwargs;
+    mp_raise_OSError(MP_ENOENT);
+}
+MP_DEFINE_CONST_FUN_OBJ_KW(mp_builtin_open_obj, 1, port_open);

@@ -4,6 +4,7 @@ import sys
 import hv
 
 PROMPT = "taipan> "
+GIB = 1 << 30
 MIB = 1 << 20
 KIB = 1 << 10
 
@@ -12,6 +13,8 @@ MEM_TYPES = {1: "usable", 2: "reserved", 3: "ACPI reclaimable", 4: "ACPI NVS", 5
 
 
 def _size(nbytes):
+    if nbytes >= GIB and nbytes % GIB == 0:
+        return "%d GiB" % (nbytes // GIB)
     if nbytes >= MIB and nbytes % MIB == 0:
         return "%d MiB" % (nbytes // MIB)
     if nbytes >= MIB:
@@ -39,13 +42,11 @@ def _mp_version():
 
 
 def cmd_help(args):
-    """help: list the commands"""
     for name in sorted(COMMANDS):
-        print("  %-8s %s" % (name, COMMANDS[name].__doc__.split(": ", 1)[1]))
+        print("  %-8s %s" % (name, COMMANDS[name][1]))
 
 
 def cmd_info(args):
-    """info: CPU, virtualization features and the memory map"""
     cpu = hv.cpu()
     print("cpu:       %s %s" % (cpu["vendor"], cpu["brand"]))
     print("           family %d model %d stepping %d, TSC %d MHz" % (
@@ -64,7 +65,6 @@ def cmd_info(args):
 
 
 def cmd_mem(args):
-    """mem: page allocator and MicroPython heap use"""
     import gc
 
     gc.collect()
@@ -79,23 +79,22 @@ def cmd_mem(args):
 
 
 def cmd_py(args):
-    """py: the MicroPython REPL (Ctrl-D returns here)"""
     print("MicroPython REPL; Ctrl-D returns to the taipan shell")
     hv.repl()
 
 
 def cmd_reboot(args):
-    """reboot: reset the machine"""
     print("rebooting")
     hv.reboot()
 
 
+# name: (function, what it does) - MicroPython keeps no docstrings.
 COMMANDS = {
-    "help": cmd_help,
-    "info": cmd_info,
-    "mem": cmd_mem,
-    "py": cmd_py,
-    "reboot": cmd_reboot,
+    "help": (cmd_help, "list the commands"),
+    "info": (cmd_info, "CPU, virtualization features and the memory map"),
+    "mem": (cmd_mem, "page allocator and MicroPython heap use"),
+    "py": (cmd_py, "the MicroPython REPL (Ctrl-D returns here)"),
+    "reboot": (cmd_reboot, "reset the machine"),
 }
 
 
@@ -103,11 +102,11 @@ def execute(line):
     words = line.split()
     if not words:
         return
-    command = COMMANDS.get(words[0])
-    if command is None:
+    entry = COMMANDS.get(words[0])
+    if entry is None:
         print("error: unknown command '%s' (try 'help')" % words[0])
         return
-    command(words[1:])
+    entry[0](words[1:])
 
 
 def run():

@@ -31,14 +31,14 @@ double atan(double);
 double atan2(double, double);
 double atanh(double);
 double ceil(double);
-double copysign(double, double);
+#define copysign(x, y) __builtin_copysign(x, y)
 double cos(double);
 double cosh(double);
 double erf(double);
 double erfc(double);
 double exp(double);
 double expm1(double);
-double fabs(double);
+#define fabs(x)     __builtin_fabs(x)
 double floor(double);
 double fmod(double, double);
 double frexp(double, int *);
