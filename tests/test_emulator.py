@@ -28,8 +28,10 @@ def test_qemu_argv_defaults_follow_the_measured_tcg_svm_command() -> None:
     assert argv[0] == "qemu-system-x86_64"
     assert (_flag(argv, "-accel"), _flag(argv, "-cpu"), _flag(argv, "-m")) == ("tcg", "EPYC", "128")
     assert _flag(argv, "-kernel") == "k.elf"
-    assert _flag(argv, "-serial") == "stdio"
-    assert _flag(argv, "-monitor") == "none" and _flag(argv, "-display") == "none"
+    # stdio: the terminal is the console; Ctrl-C goes to Taipan and QEMU's escape is Ctrl-T.
+    assert _flag(argv, "-chardev") == "stdio,id=console,mux=on,signal=off"
+    assert _flag(argv, "-serial") == "chardev:console" and _flag(argv, "-echr") == "0x14"
+    assert _flag(argv, "-display") == "none"
     assert _flag(argv, "-device") == "isa-debug-exit,iobase=0xf4,iosize=0x04"
     assert "-no-reboot" not in argv and "-append" not in argv
 

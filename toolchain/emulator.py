@@ -23,12 +23,22 @@ BOCHS_BIOS = "/usr/share/bochs/BIOS-bochs-latest"
 VGA_BIOS = "/usr/share/vgabios/vgabios.bin"
 
 
+# On stdio the console is the person's terminal: Ctrl-C must reach Taipan, not
+# kill QEMU (signal=off), and QEMU's own escape moves from Ctrl-A, which the
+# shell and the raw REPL use, to Ctrl-T (Ctrl-T x quits, Ctrl-T c the monitor).
+STDIO_ESCAPE = "0x14"
+STDIO_HINT = "taipan: the console is this terminal; Ctrl-T x quits QEMU, Ctrl-T h lists the keys"
+
+
 def _serial_args(serial: str) -> list[str]:
-    if serial in ("stdio", "pty", "none"):
-        return ["-serial", serial]
+    if serial == "stdio":
+        return ["-chardev", "stdio,id=console,mux=on,signal=off", "-serial", "chardev:console",
+                "-mon", "chardev=console,mode=readline", "-echr", STDIO_ESCAPE]
+    if serial in ("pty", "none"):
+        return ["-serial", serial, "-monitor", "none"]
     if serial.startswith("unix:"):
         # server + no wait: QEMU starts at once and a test connects when ready.
-        return ["-serial", f"{serial},server=on,wait=off"]
+        return ["-serial", f"{serial},server=on,wait=off", "-monitor", "none"]
     raise ValueError(f"serial must be stdio, pty, none or unix:PATH, not {serial!r}")
 
 
@@ -49,7 +59,7 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
     if append is not None:
         argv += ["-append", append]
     argv += _serial_args(serial)
-    argv += ["-display", "none", "-monitor", "none", "-device", DEBUG_EXIT]
+    argv += ["-display", "none", "-device", DEBUG_EXIT]
     if no_reboot:
         argv.append("-no-reboot")
     return argv + list(extra)
@@ -212,6 +222,10 @@ class BochsRun:
                 raise TimeoutError(f"{state} waiting for {regex.pattern!r}; serial tail: "
                                    f"{self.output[-300:]!r} (log: {self.workdir / 'bochs.log'})")
             self._read(min(left, 0.2))
+
+    def fileno(self) -> int:
+        """The pty master carrying COM1, for callers that talk to it directly."""
+        return self._master
 
     def send(self, text: str | bytes) -> None:
         """Type `text` at the guest's COM1."""

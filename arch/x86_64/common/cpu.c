@@ -99,6 +99,11 @@ static void identify_svm(void)
     }
 }
 
+/*
+ * Taipan isolates partitions with second-level paging, so VT-x without EPT or
+ * AMD-V without NPT counts as no usable virtualization ("none"); the note
+ * says what the CPU does have.
+ */
 static void choose_backend(void)
 {
     if (info.vmx) {
@@ -106,8 +111,8 @@ static void choose_backend(void)
             info.virt = "none";
             info.virt_note = "VT-x disabled by firmware (IA32_FEATURE_CONTROL locked)";
         } else if (!info.ept) {
-            info.virt = "VT-x";
-            info.virt_note = "VT-x without EPT: partitions cannot be isolated";
+            info.virt = "none";
+            info.virt_note = "VT-x without EPT: no usable hardware virtualization (partitions cannot be isolated)";
         } else if (!info.unrestricted_guest) {
             info.virt = "VT-x+EPT";
             info.virt_note = "VT-x without unrestricted guest: guests must start in protected mode";
@@ -120,8 +125,8 @@ static void choose_backend(void)
             info.virt = "none";
             info.virt_note = "AMD-V disabled by firmware (VM_CR.SVMDIS locked)";
         } else if (!info.npt) {
-            info.virt = "AMD-V";
-            info.virt_note = "AMD-V without NPT: partitions cannot be isolated";
+            info.virt = "none";
+            info.virt_note = "AMD-V without NPT: no usable hardware virtualization (partitions cannot be isolated)";
         } else {
             info.virt = "AMD-V+NPT";
             info.virt_note = info.nrips ? "AMD-V with NPT and next-RIP save"

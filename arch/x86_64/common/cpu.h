@@ -65,7 +65,7 @@ struct cpu_info {
     bool nrips;
     uint32_t svm_asids;
 
-    const char *virt;          /* "VT-x+EPT", "VT-x", "AMD-V+NPT", "AMD-V" or "none" */
+    const char *virt;          /* "VT-x+EPT", "AMD-V+NPT" or "none" (not usable by Taipan) */
     const char *virt_note;     /* one sentence saying why */
 };
 

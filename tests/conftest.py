@@ -1,0 +1,96 @@
+"""Fixtures that build the image once and boot it in QEMU or Bochs with a pexpect console."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator
+
+import pexpect
+import pexpect.fdpexpect
+import pytest
+
+from toolchain import build, emulator, iso
+
+PROMPT = "taipan> "
+BOOT_TIMEOUT = 120  # generous: Bochs boots through BIOS and GRUB first
+REPL_PROMPT = ">>> "
+
+
+@pytest.fixture(scope="session")
+def taipan_elf() -> Path:
+    return build.build(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def taipan_iso(taipan_elf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return iso.make_iso(taipan_elf, tmp_path_factory.mktemp("iso") / "taipan.iso")
+
+
+class Console:
+    """The serial console of a booted Taipan, as a person at a terminal sees it."""
+
+    def __init__(self, child: pexpect.spawnbase.SpawnBase) -> None:
+        self.child = child
+        self.banner = ""
+
+    def wait_prompt(self, timeout: float = 60) -> str:
+        """Wait for the shell prompt; return what came before it, line ends as '\\n'."""
+        self.child.expect_exact(PROMPT, timeout=timeout)
+        return self.child.before.replace("\r", "")
+
+    def boot(self) -> "Console":
+        self.banner = self.wait_prompt(BOOT_TIMEOUT)
+        return self
+
+    def type(self, text: str) -> None:
+        # A terminal's Enter key sends CR, which is what MicroPython's readline takes.
+        self.child.send(text)
+
+    def command(self, line: str, timeout: float = 60, prompt: str = PROMPT) -> str:
+        """Type a line, wait for the next prompt, return what was printed in between (no echo)."""
+        self.child.send(line + "\r")
+        self.child.expect_exact(prompt, timeout=timeout)
+        out = self.child.before.replace("\r", "")
+        return out.split("\n", 1)[1] if "\n" in out else ""
+
+    def expect(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        self.child.expect(pattern, timeout=timeout)
+        return self.child.match
+
+
+def _qemu(elf: Path, **options: object) -> pexpect.spawn:
+    argv = emulator.qemu_argv(elf, serial="stdio", **options)
+    return pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=60)
+
+
+@pytest.fixture
+def qemu_boot(taipan_elf: Path) -> Iterator:
+    """Boot Taipan under QEMU TCG with the given emulator options; returns a Console at the prompt."""
+    children: list[pexpect.spawn] = []
+
+    def boot(**options: object) -> Console:
+        options.setdefault("memory_mb", 256)
+        child = _qemu(taipan_elf, **options)
+        children.append(child)
+        return Console(child).boot()
+
+    yield boot
+    for child in children:
+        child.terminate(force=True)
+
+
+@pytest.fixture
+def qemu(qemu_boot) -> Console:
+    """Taipan on QEMU TCG with -cpu EPYC: the AMD-V + NPT machine."""
+    return qemu_boot(cpu="EPYC", no_reboot=True)
+
+
+@pytest.fixture
+def bochs(taipan_iso: Path, tmp_path: Path) -> Iterator[Console]:
+    """Taipan booted by GRUB from the ISO under Bochs with a VT-x + EPT CPU."""
+    missing = emulator.bochs_missing()
+    if missing:
+        pytest.fail(missing)  # bootstrap installs Bochs: its absence is a broken set-up, not a skip
+    with emulator.BochsRun(taipan_iso, tmp_path, cpu_model="corei7_skylake_x", memory_mb=256) as run:
+        child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
+        yield Console(child).boot()
