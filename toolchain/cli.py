@@ -41,23 +41,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.quiet = True
     elf = _build(args)
     if args.emulator == "bochs":
-        from toolchain import iso
-
-        image = iso.make_iso(elf, ROOT / "build" / "taipan.iso")
-        argv = emulator.bochs_interactive_argv(image, ROOT / "build" / "bochs", memory_mb=args.memory)
-    else:
-        argv = emulator.qemu_argv(elf, memory_mb=args.memory, smp=args.smp, serial=args.serial,
-                                  accel=args.accel, cpu=args.cpu)
+        return _run_bochs(elf, args)
+    if args.accel == "kvm":
+        ok, reason = emulator.kvm_nested_available()
+        if not ok:
+            print(f"taipan: --accel kvm needs nested virtualization: {reason}", file=sys.stderr)
+            return 1
+    argv = emulator.qemu_argv(elf, memory_mb=args.memory, smp=args.smp, serial=args.serial,
+                              accel=args.accel, cpu=args.cpu)
     print("taipan: " + " ".join(argv), file=sys.stderr)
-    sys.stdout.flush()
+    if args.serial == "stdio":
+        print(emulator.STDIO_HINT, file=sys.stderr)
+    sys.stderr.flush()
     os.execvp(argv[0], argv)
+
+
+def _run_bochs(elf: Path, args: argparse.Namespace) -> int:
+    """Bochs boots the ISO with a VT-x + EPT CPU; its COM1 is joined to this terminal."""
+    from toolchain import emulator, iso, terminal
+
+    image = iso.make_iso(elf, ROOT / "build" / "taipan.iso")
+    workdir = ROOT / "build" / "bochs"
+    workdir.mkdir(parents=True, exist_ok=True)
+    print("taipan: Bochs boots build/taipan.iso (BIOS and GRUB first, a few seconds); "
+          "Ctrl-] quits", file=sys.stderr)
+    with emulator.BochsRun(image, workdir, memory_mb=args.memory) as run:
+        terminal.attach(run.fileno(), alive=run.running)
+    return 0
 
 
 def cmd_mptest(args: argparse.Namespace) -> int:
     from toolchain import mptest
 
     elf = _build(args)
-    return mptest.run(elf, dirs=args.dirs, jobs=args.jobs)
+    return mptest.run(elf, dirs=args.dirs, jobs=args.jobs, subset=args.subset)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mptest", help="run MicroPython's own test suite against the interpreter on the metal")
     p.add_argument("dirs", nargs="*", help="test folders (default: basics micropython misc extmod float)")
+    p.add_argument("--subset", default=None, help="a named selection instead of dirs: ci (make test's), quick")
     p.set_defaults(func=cmd_mptest)
     return top
 

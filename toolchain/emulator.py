@@ -223,6 +223,9 @@ class BochsRun:
                                    f"{self.output[-300:]!r} (log: {self.workdir / 'bochs.log'})")
             self._read(min(left, 0.2))
 
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def fileno(self) -> int:
         """The pty master carrying COM1, for callers that talk to it directly."""
         return self._master
