@@ -14,5 +14,6 @@ def test_bochs_banner_shows_vt_x_with_ept_and_the_prompt_answers(bochs):
     assert "GenuineIntel" in bochs.banner
     out = bochs.command("info", timeout=120)
     assert re.search(r"features:  vmx ept unrestricted", out), out
+    assert re.search(r"IA32_FEATURE_CONTROL: 0x[0-9a-f]+ \((unlocked|locked by firmware with VMX enabled)", out), out
     assert re.search(r"loader: +GRUB .*\(multiboot2\)", out), out
     assert "error: unknown command 'xyzzy'" in bochs.command("xyzzy", timeout=120)

@@ -36,6 +36,7 @@ static mp_obj_t hv_cpu(void)
     dict_store(d, MP_QSTR_virt_note, str_obj(c->virt_note));
     dict_store(d, MP_QSTR_vmx, mp_obj_new_bool(c->vmx));
     dict_store(d, MP_QSTR_vmx_usable, mp_obj_new_bool(c->vmx_usable));
+    dict_store(d, MP_QSTR_feature_control, mp_obj_new_int_from_ull(c->feature_control));
     dict_store(d, MP_QSTR_ept, mp_obj_new_bool(c->ept));
     dict_store(d, MP_QSTR_unrestricted, mp_obj_new_bool(c->unrestricted_guest));
     dict_store(d, MP_QSTR_svm, mp_obj_new_bool(c->svm));

@@ -54,6 +54,8 @@ def cmd_info(args):
     print("virt:      %s - %s" % (cpu["virt"], cpu["virt_note"]))
     flags = [name for name in ("vmx", "ept", "unrestricted", "svm", "npt", "nrips", "hypervisor") if cpu[name]]
     print("features:  %s" % (" ".join(flags) or "-"))
+    if cpu["vmx"]:
+        print("IA32_FEATURE_CONTROL: 0x%x (%s)" % (cpu["feature_control"], _feature_control(cpu["feature_control"])))
     boot = hv.boot()
     print("loader:    %s (%s)" % (boot["loader"] or "-", boot["protocol"]))
     if boot["cmdline"]:
@@ -62,6 +64,15 @@ def cmd_info(args):
     print("memory map:")
     for base, length, kind in hv.memmap():
         print("  %016x-%016x %10s  %s" % (base, base + length - 1, _size(length), MEM_TYPES.get(kind, "type %d" % kind)))
+
+
+def _feature_control(value):
+    # Bit 0 locks the MSR until reset; bit 2 allows VMXON outside SMX.
+    if not value & 1:
+        return "unlocked: Taipan can enable VMX"
+    if value & 4:
+        return "locked by firmware with VMX enabled"
+    return "locked by firmware with VMX disabled"
 
 
 def cmd_mem(args):

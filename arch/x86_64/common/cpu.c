@@ -73,6 +73,7 @@ static void identify_vmx(void)
 {
     /* IA32_FEATURE_CONTROL only exists with VMX: reading it elsewhere raises #GP. */
     uint64_t fc = rdmsr(MSR_IA32_FEATURE_CONTROL);
+    info.feature_control = fc;
     info.vmx_usable = !(fc & FEATURE_CONTROL_LOCKED) || (fc & FEATURE_CONTROL_VMX_OUTSIDE_SMX);
 
     /* The high half of a VMX capability MSR lists the controls allowed to be 1. */

@@ -56,6 +56,7 @@ struct cpu_info {
 
     bool vmx;                  /* CPUID reports VMX */
     bool vmx_usable;           /* and firmware has not locked it off */
+    uint64_t feature_control;  /* IA32_FEATURE_CONTROL as read (0 when there is no VMX) */
     bool ept;
     bool unrestricted_guest;
 
