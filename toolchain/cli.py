@@ -74,7 +74,11 @@ def cmd_mptest(args: argparse.Namespace) -> int:
     from toolchain import mptest
 
     elf = _build(args)
-    return mptest.run(elf, dirs=args.dirs, jobs=args.jobs, subset=args.subset)
+    try:
+        return mptest.run(elf, dirs=args.dirs, jobs=args.jobs, subset=args.subset)
+    except ValueError as e:  # a bad folder or subset name
+        print(f"taipan mptest: {e}", file=sys.stderr)
+        return 2
 
 
 def parser() -> argparse.ArgumentParser:
