@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from arch.x86_64.svm import entry as svm_entry
+from arch.x86_64.vmx import entry as vmx_entry
 from boot import entry, gdt, multiboot, paging
 from toolchain import layout
 from toolchain.keystone_asm import AsmJob, assemble_many
@@ -74,6 +76,11 @@ def _chunks(offsets: Mapping[str, int]) -> list[_Chunk]:
         _Chunk("exception_common", 64, 16, lambda a: entry.exception_common_source(offsets)),
         _Chunk("isr_table", 64, 8, lambda a: entry.isr_table_source(isr_stubs=a["isr_stubs"]),
                layout.EXCEPTION_VECTORS * 8),
+    ] + [
+        # Each backend's VM entry and exit stubs: 64-bit code whose chunk names
+        # become BOOT_SYM_<NAME> addresses for its C side.
+        _Chunk(name, 64, 16, (lambda source: lambda a: source(offsets, a))(source))
+        for name, source in (*vmx_entry.CHUNKS, *svm_entry.CHUNKS)
     ]
 
 

@@ -25,7 +25,7 @@ def offsets(tmp_path_factory) -> dict[str, int]:
     if shutil.which("gcc") is None:
         pytest.skip("gcc is needed to compile asm_offsets.c")
     out = tmp_path_factory.mktemp("offsets") / "asm_offsets.o"
-    return compile_and_read("gcc", ["-ffreestanding", "-O2"], OFFSETS_SOURCE, out)
+    return compile_and_read("gcc", ["-ffreestanding", "-O2", f"-I{REPO / 'hv'}"], OFFSETS_SOURCE, out)
 
 
 @pytest.fixture(scope="module")

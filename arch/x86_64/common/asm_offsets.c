@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include "boot_links.h"
 #include "exc_frame.h"
+#include "vcpu.h"
 
 /* Each becomes a symbol asm_offset_NAME in .rodata.asm_offsets holding the value. */
 #define OFFSET(name, type, member) \
@@ -35,3 +36,20 @@ OFFSET(frame_vector, struct exc_frame, vector);
 OFFSET(frame_error, struct exc_frame, error);
 OFFSET(frame_rip, struct exc_frame, rip);
 SIZE(frame_size, struct exc_frame);
+
+OFFSET(gregs_rax, struct guest_regs, rax);
+OFFSET(gregs_rbx, struct guest_regs, rbx);
+OFFSET(gregs_rcx, struct guest_regs, rcx);
+OFFSET(gregs_rdx, struct guest_regs, rdx);
+OFFSET(gregs_rsi, struct guest_regs, rsi);
+OFFSET(gregs_rdi, struct guest_regs, rdi);
+OFFSET(gregs_rbp, struct guest_regs, rbp);
+OFFSET(gregs_r8, struct guest_regs, r8);
+OFFSET(gregs_r9, struct guest_regs, r9);
+OFFSET(gregs_r10, struct guest_regs, r10);
+OFFSET(gregs_r11, struct guest_regs, r11);
+OFFSET(gregs_r12, struct guest_regs, r12);
+OFFSET(gregs_r13, struct guest_regs, r13);
+OFFSET(gregs_r14, struct guest_regs, r14);
+OFFSET(gregs_r15, struct guest_regs, r15);
+SIZE(gregs_size, struct guest_regs);

@@ -1,0 +1,1 @@
+"""arch: Python generators for this folder's assembly."""
