@@ -43,3 +43,14 @@ EXCEPTION_VECTORS = 32
 
 # Size budget of the whole loaded image; the verifier enforces it.
 IMAGE_BUDGET_BYTES = 8 << 20
+
+# Partition support, decided at build time (toolchain/partition_layout.py):
+# the region the hypervisor copies the generated EPT/NPT tables and I/O and
+# MSR bitmaps into at boot, and where partitions' memory begins. Both lie
+# above anything the boot loader or the image uses, 2 MiB aligned so nested
+# paging can use large pages.
+HV_TABLES_BASE = 0x2000000
+HV_TABLES_MAX = 0x200000
+PARTITIONS_BASE = 0x4000000
+PARTITION_ALIGN = 0x200000
+PARTITIONS_MAX = 16
