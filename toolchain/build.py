@@ -11,7 +11,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from boot import multiboot, stub as boot_stub
-from toolchain import layout, micropython, verify
+from toolchain import layout, micropython, verify, vmcb
 from toolchain.asm_offsets import read_offsets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ CFLAGS = [
     "-Wall", "-Wextra", "-Werror",
 ]
 # Folders whose objects.mk lists the C core's sources.
-SOURCE_FOLDERS = ["hv", "arch/x86_64/common"]
+SOURCE_FOLDERS = ["hv", "arch/x86_64/common", "arch/x86_64/svm"]
 
 
 class BuildError(Exception):
@@ -207,6 +207,7 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
     for folder in (paths.gen, paths.obj, paths.mp):
         folder.mkdir(parents=True, exist_ok=True)
     _write_if_changed(paths.gen / "layout.h", layout_header())
+    vmcb.generate_headers(paths.gen)
     generated = build_stub(paths)
     libmp = build_micropython(paths, jobs)
     core = build_core(paths)

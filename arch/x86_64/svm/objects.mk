@@ -1,0 +1,1 @@
+# The SVM (AMD-V + NPT) backend sources.
