@@ -1,1 +1,40 @@
-"""Test guests the toolchain builds: small kernels generated from Python, booted by the tests."""
+"""Test guests the toolchain builds: the GuestImage type and the registry of builtin guest builders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from guests import attacker, exit, hello, hypercall, mbtest, spin, trivial
+from guests.common import GuestImage
+
+__all__ = ["BUILTIN", "GuestImage", "build_guest"]
+
+
+def _trivial(*, name: str, memory: int, echo: bool = False) -> GuestImage:
+    """The benchmark's trivial multiboot kernel (prints `ok`, exits 0), as a partition guest."""
+    del name, memory  # one image for every partition
+    return GuestImage(data=trivial.kernel_bytes(echo=echo), kind="multiboot")
+
+
+# Every builder takes keyword `name` (partition name) and `memory` (bytes)
+# plus its own documented parameters; guests/README.md lists them.
+BUILTIN: dict[str, Callable[..., GuestImage]] = {
+    "hello": hello.build,
+    "spin": spin.build,
+    "attacker": attacker.build,
+    "exit": exit.build,
+    "hypercall": hypercall.build,
+    "mbtest": mbtest.build,
+    "trivial": _trivial,
+}
+
+
+def build_guest(guest: str, *, name: str, memory: int, **params: object) -> GuestImage:
+    """Build builtin `guest` for partition `name`; ValueError for an unknown guest or parameter."""
+    builder = BUILTIN.get(guest)
+    if builder is None:
+        raise ValueError(f"unknown guest {guest!r}; builtin guests: {', '.join(sorted(BUILTIN))}")
+    try:
+        return builder(name=name, memory=memory, **params)
+    except TypeError as error:
+        raise ValueError(f"guest {guest!r}: {error}") from error
