@@ -4,6 +4,7 @@
 #include "main.h"
 #include "multiboot.h"
 #include "page_alloc.h"
+#include "partition.h"
 #include "port.h"
 #include "printk.h"
 #include "tsc.h"
@@ -34,6 +35,9 @@ _Noreturn void hv_main(uint32_t magic, uint64_t info)
     printk("taipan: cpu %s \"%s\" family %u model %u stepping %u\n",
            cpu->vendor, cpu->brand, cpu->family, cpu->model, cpu->stepping);
     printk("taipan: virtualization %s: %s\n", cpu->virt, cpu->virt_note);
+
+    /* Before MicroPython takes its heap: partitions' memory is decided at build time. */
+    partitions_init();
 
     mp_port_main();
     printk("taipan: MicroPython returned; halting\n");

@@ -98,6 +98,7 @@ struct vcpu_ops {
 /* The backend this CPU supports (VT-x+EPT or AMD-V+NPT), or NULL if none. */
 const struct vcpu_ops *vcpu_backend_select(void);
 
-/* Each backend's ops; vcpu_backend_select chooses between them by CPU features. */
-extern const struct vcpu_ops vmx_ops;
-extern const struct vcpu_ops svm_ops;
+/* Each backend's ops; vcpu_backend_select chooses between them by CPU features.
+ * Weak, so an image linked with one backend only still links (the other reads as NULL). */
+extern const struct vcpu_ops vmx_ops __attribute__((weak));
+extern const struct vcpu_ops svm_ops __attribute__((weak));

@@ -11,7 +11,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from boot import multiboot, stub as boot_stub
-from toolchain import layout, micropython, verify, vmcb
+from toolchain import config, layout, micropython, ptable, verify, vmcb
 from toolchain.asm_offsets import read_offsets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,11 @@ SECTIONS {{
     .bootlinks : {{ KEEP(*(.bootlinks)) . = ALIGN(4096); }} :links
     . = 0x{layout.KERNEL_BASE:x};
     .text : {{ __text_start = .; *(.text .text.*) __text_end = .; . = ALIGN(4096); }} :text
-    .rodata : {{ __rodata_start = .; *(.rodata .rodata.*) __rodata_end = .; . = ALIGN(4096); }} :rodata
+    .rodata : {{
+        __rodata_start = .; *(.rodata .rodata.*)
+        . = ALIGN(16); __partitions_start = .; KEEP(*(.partitions)) __partitions_end = .;
+        __rodata_end = .; . = ALIGN(4096);
+    }} :rodata
     .data : {{ __data_start = .; *(.data .data.*) __data_end = .; }} :data
     .bss (NOLOAD) : {{ __bss_start = .; *(.bss .bss.* COMMON) . = ALIGN(4096); __bss_end = .; }} :data
     __image_end = .;
@@ -182,7 +186,8 @@ def link(paths: Paths, generated: boot_stub.BootStub, core: list[Path], libmp: P
     libgcc = subprocess.run([CC, "-print-libgcc-file-name"], capture_output=True, text=True).stdout.strip()
     _run(["ld", "-nostdlib", "-static", "-z", "max-page-size=0x1000", "-z", "noexecstack",
           "--gc-sections", "-T", str(script), "-Map", str(paths.build / "taipan.map"), "-o", str(paths.elf),
-          str(paths.obj / "boot_text.o"), str(paths.obj / "boot_data.o"), *map(str, core), str(libmp), libgcc],
+          str(paths.obj / "boot_text.o"), str(paths.obj / "boot_data.o"), str(paths.obj / "ptable.o"),
+          *map(str, core), str(libmp), libgcc],
          "linking taipan.elf")
     patch_multiboot(paths.elf, generated.symbols["mb1_header"])
 
@@ -200,14 +205,32 @@ def patch_multiboot(elf: Path, mb1_header: int) -> None:
     elf.write_bytes(bytes(image))
 
 
-def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = False) -> Path:
-    """Build build/taipan.elf from the tree; raises BuildError or verify.VerifyError."""
+DEFAULT_CONFIG = ROOT / "configs" / "demo.toml"
+
+
+def build_partitions(paths: Paths, config_path: Path) -> None:
+    """The signed partition table for the system description, as an object for the link."""
+    system = config.load(config_path)
+    ptable.write(system, paths.gen, config_path=config_path)
+    _binary_object(paths.gen / "ptable.bin", ".partitions", "contents,alloc,load,readonly,data",
+                   paths.obj / "ptable.o")
+
+
+def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = False,
+          config_path: Path | None = None) -> Path:
+    """Build build/taipan.elf for a system description (configs/demo.toml by default).
+
+    Raises config.ConfigError before anything is written, BuildError, or verify.VerifyError.
+    """
+    config_path = (config_path or DEFAULT_CONFIG).resolve()
+    config.load(config_path)  # a bad description stops the build before it writes anything
     paths = Paths((build_dir or ROOT / "build").resolve())
     jobs = jobs or os.cpu_count() or 1
     for folder in (paths.gen, paths.obj, paths.mp):
         folder.mkdir(parents=True, exist_ok=True)
     _write_if_changed(paths.gen / "layout.h", layout_header())
     vmcb.generate_headers(paths.gen)
+    build_partitions(paths, config_path)
     generated = build_stub(paths)
     libmp = build_micropython(paths, jobs)
     core = build_core(paths)
@@ -221,6 +244,7 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
 def _parts(paths: Paths, core: list[Path]) -> dict[str, list[str]]:
     return {
         "boot stub": [str(paths.obj / "boot_text.o"), str(paths.obj / "boot_data.o")],
+        "partition table": [str(paths.obj / "ptable.o")],
         "C core": [str(o) for o in core],
         "MicroPython": sorted(str(o) for o in paths.mp.rglob("*.o")),
     }

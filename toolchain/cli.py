@@ -1,4 +1,4 @@
-"""The `taipan` command: build, run, iso, verify, mptest."""
+"""The `taipan` command: check, build, verify, iso, run, mptest."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,18 @@ import sys
 from pathlib import Path
 
 from toolchain import build as builder
-from toolchain import micropython, verify
+from toolchain import config, micropython, verify
 
 ROOT = builder.ROOT
 
 
 def _build(args: argparse.Namespace) -> Path:
-    return builder.build(jobs=args.jobs, quiet=getattr(args, "quiet", False))
+    config_path = Path(args.config) if getattr(args, "config", None) else None
+    return builder.build(jobs=args.jobs, quiet=getattr(args, "quiet", False), config_path=config_path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    return config.check(Path(args.file))
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -81,12 +86,21 @@ def cmd_mptest(args: argparse.Namespace) -> int:
         return 2
 
 
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the system description to build (default: configs/demo.toml)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="taipan", description="Build, verify and run the Taipan hypervisor.")
     top.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (default: all cores)")
     sub = top.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("check", help="validate a system description without building")
+    p.add_argument("file", help="a TOML system description, e.g. configs/demo.toml")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("build", help="build build/taipan.elf and verify it")
+    _config_option(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("verify", help="check an image with the ELF verifier")
@@ -94,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("iso", help="build build/taipan.iso, a GRUB image that boots Taipan by multiboot2")
+    _config_option(p)
     p.set_defaults(func=cmd_iso)
 
     p = sub.add_parser("run", help="build if needed and boot Taipan in an emulator, console attached")
@@ -105,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--smp", type=int, default=1, help="number of CPUs")
     p.add_argument("--memory", type=int, default=256, help="RAM in MiB")
     p.add_argument("--serial", default="stdio", help="stdio (default), pty or unix:PATH")
+    _config_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("mptest", help="run MicroPython's own test suite against the interpreter on the metal")
@@ -118,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
+    except config.ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
     except (builder.BuildError, verify.VerifyError, micropython.SourceError) as e:
         print(f"taipan: {e}", file=sys.stderr)
         return 1

@@ -89,8 +89,12 @@ void mp_port_main(void)
                 break;
             } else if (pyexec_mode_kind != PYEXEC_MODE_RAW_REPL) {
                 // The shell only returns to leave for the raw REPL; anything
-                // else is a fault in it, so start it afresh.
-                printk("taipan: the shell ended; restarting it\n");
+                // else is a fault in it. Restarting it could fail the same way
+                // forever, so the operator gets the bare REPL to look around.
+                printk("taipan: the shell stopped; this is MicroPython's REPL (Ctrl-D restarts the shell)\n");
+                if (pyexec_friendly_repl() != 0) {
+                    break;
+                }
             }
         }
         mp_printf(&mp_plat_print, "MPY: soft reboot\n");

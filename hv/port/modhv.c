@@ -4,10 +4,12 @@
 #include "py/obj.h"
 #include "py/runtime.h"
 #include "py/objstr.h"
+#include "py/mphal.h"
 #include "cpu.h"
 #include "layout.h"
 #include "multiboot.h"
 #include "page_alloc.h"
+#include "modhv.h"
 #include "port_api.h"
 #include "reboot.h"
 #include "tsc.h"
@@ -144,6 +146,31 @@ static mp_obj_t hv_reboot(void)
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(hv_reboot_obj, hv_reboot);
 
+// hv.set_idle(fn): fn() runs whenever the console waits for a key (the scheduler's tick).
+static mp_obj_t hv_set_idle(mp_obj_t fn)
+{
+    port_set_idle(fn);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(hv_set_idle_obj, hv_set_idle);
+
+// hv.poll_char() -> the next byte typed at the console, or -1 (never waits).
+static mp_obj_t hv_poll_char(void)
+{
+    return mp_obj_new_int(mp_hal_stdin_poll_chr());
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_poll_char_obj, hv_poll_char);
+
+// hv.write(data): bytes straight to the console, line ends made CR LF for the terminal.
+static mp_obj_t hv_write(mp_obj_t data)
+{
+    mp_buffer_info_t buf;
+    mp_get_buffer_raise(data, &buf, MP_BUFFER_READ);
+    mp_hal_stdout_tx_strn_cooked(buf.buf, buf.len);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(hv_write_obj, hv_write);
+
 static MP_DEFINE_STR_OBJ(hv_version_obj, TAIPAN_VERSION);
 
 static const mp_rom_map_elem_t hv_module_globals_table[] = {
@@ -157,6 +184,24 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_ticks), MP_ROM_PTR(&hv_ticks_obj) },
     { MP_ROM_QSTR(MP_QSTR_repl), MP_ROM_PTR(&hv_repl_obj) },
     { MP_ROM_QSTR(MP_QSTR_reboot), MP_ROM_PTR(&hv_reboot_obj) },
+    { MP_ROM_QSTR(MP_QSTR_set_idle), MP_ROM_PTR(&hv_set_idle_obj) },
+    { MP_ROM_QSTR(MP_QSTR_write), MP_ROM_PTR(&hv_write_obj) },
+    { MP_ROM_QSTR(MP_QSTR_poll_char), MP_ROM_PTR(&hv_poll_char_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_count), MP_ROM_PTR(&hv_part_count_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_info), MP_ROM_PTR(&hv_part_info_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_state), MP_ROM_PTR(&hv_part_state_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_start), MP_ROM_PTR(&hv_part_start_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_stop), MP_ROM_PTR(&hv_part_stop_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_run), MP_ROM_PTR(&hv_part_run_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_resolve), MP_ROM_PTR(&hv_part_resolve_obj) },
+    { MP_ROM_QSTR(MP_QSTR_console_read), MP_ROM_PTR(&hv_console_read_obj) },
+    { MP_ROM_QSTR(MP_QSTR_console_tail), MP_ROM_PTR(&hv_console_tail_obj) },
+    { MP_ROM_QSTR(MP_QSTR_console_input), MP_ROM_PTR(&hv_console_input_obj) },
+    { MP_ROM_QSTR(MP_QSTR_journal_read), MP_ROM_PTR(&hv_journal_read_obj) },
+    { MP_ROM_QSTR(MP_QSTR_journal_tail), MP_ROM_PTR(&hv_journal_tail_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ptable), MP_ROM_PTR(&hv_ptable_obj) },
+    { MP_ROM_QSTR(MP_QSTR_ptable_trust), MP_ROM_PTR(&hv_ptable_trust_obj) },
+    { MP_ROM_QSTR(MP_QSTR_backend), MP_ROM_PTR(&hv_backend_obj) },
 };
 static MP_DEFINE_CONST_DICT(hv_module_globals, hv_module_globals_table);
 

@@ -3,6 +3,8 @@
 #include "py/mphal.h"
 #include "py/runtime.h"
 #include "py/stream.h"
+#include "py/mpstate.h"
+#include "port_api.h"
 #include "uart16550.h"
 #include "tsc.h"
 
@@ -34,13 +36,60 @@ void mp_hal_poll_input(void)
     }
 }
 
+int mp_hal_stdin_poll_chr(void)
+{
+    if (rx_head != rx_tail) {
+        return rx_ring[rx_tail++ % RX_RING];
+    }
+    return uart_poll();
+}
+
+MP_REGISTER_ROOT_POINTER(mp_obj_t taipan_idle_fn);
+
+void port_set_idle(mp_obj_t fn)
+{
+    MP_STATE_VM(taipan_idle_fn) = fn;
+}
+
+// Runs the idle hook (the scheduler's tick) once. Its exceptions are logged and
+// the console goes on; a Ctrl-C typed meanwhile comes back as the key itself.
+static int idle_once(void)
+{
+    static bool busy;
+    static unsigned int failures;
+    mp_obj_t fn = MP_STATE_VM(taipan_idle_fn);
+    if (fn == MP_OBJ_NULL || fn == mp_const_none || busy) {
+        return -1;
+    }
+    busy = true;
+    int key = -1;
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_call_function_0(fn);
+        mp_handle_pending(true);
+        nlr_pop();
+    } else if (mp_obj_is_subclass_fast(MP_OBJ_FROM_PTR(((mp_obj_base_t *)nlr.ret_val)->type),
+                                       MP_OBJ_FROM_PTR(&mp_type_KeyboardInterrupt))) {
+        key = mp_interrupt_char;
+    } else if (++failures <= 3) {
+        mp_printf(&mp_plat_print, "\ntaipan: the scheduler raised (guests keep their state):\n");
+        mp_obj_print_exception(&mp_plat_print, MP_OBJ_FROM_PTR(nlr.ret_val));
+        if (failures == 3) {
+            mp_printf(&mp_plat_print, "taipan: further scheduler errors are not shown\n");
+        }
+    }
+    busy = false;
+    return key;
+}
+
 int mp_hal_stdin_rx_chr(void)
 {
     for (;;) {
-        if (rx_head != rx_tail) {
-            return rx_ring[rx_tail++ % RX_RING];
+        int c = mp_hal_stdin_poll_chr();
+        if (c >= 0) {
+            return c;
         }
-        int c = uart_poll();
+        c = idle_once();
         if (c >= 0) {
             return c;
         }

@@ -1,6 +1,11 @@
 // What the port's C offers the hv module: heap size and the nested REPL.
 #pragma once
 #include <stddef.h>
+#include "py/obj.h"
 
 size_t port_heap_bytes(void);
 void port_repl(void);
+// The console's idle hook: a Python callable run while input is awaited (None to clear).
+void port_set_idle(mp_obj_t fn);
+// A byte typed at the console, or -1; never blocks.
+int mp_hal_stdin_poll_chr(void);

@@ -1,0 +1,19 @@
+// The hv module's functions defined outside modhv.c, for its globals table.
+#pragma once
+#include "py/obj.h"
+
+MP_DECLARE_CONST_FUN_OBJ_0(hv_part_count_obj);
+MP_DECLARE_CONST_FUN_OBJ_1(hv_part_info_obj);
+MP_DECLARE_CONST_FUN_OBJ_1(hv_part_state_obj);
+MP_DECLARE_CONST_FUN_OBJ_1(hv_part_start_obj);
+MP_DECLARE_CONST_FUN_OBJ_2(hv_part_stop_obj);
+MP_DECLARE_CONST_FUN_OBJ_2(hv_part_run_obj);
+MP_DECLARE_CONST_FUN_OBJ_3(hv_part_resolve_obj);
+MP_DECLARE_CONST_FUN_OBJ_2(hv_console_read_obj);
+MP_DECLARE_CONST_FUN_OBJ_2(hv_console_tail_obj);
+MP_DECLARE_CONST_FUN_OBJ_2(hv_console_input_obj);
+MP_DECLARE_CONST_FUN_OBJ_1(hv_journal_read_obj);
+MP_DECLARE_CONST_FUN_OBJ_1(hv_journal_tail_obj);
+MP_DECLARE_CONST_FUN_OBJ_0(hv_ptable_obj);
+MP_DECLARE_CONST_FUN_OBJ_0(hv_ptable_trust_obj);
+MP_DECLARE_CONST_FUN_OBJ_0(hv_backend_obj);

@@ -1,0 +1,224 @@
+// The `hv` module's partition functions: what the manager, scheduler and policy need, nothing hot.
+#include <stdint.h>
+#include <string.h>
+#include "py/obj.h"
+#include "py/objstr.h"
+#include "py/runtime.h"
+#include "partition.h"
+#include "tsc.h"
+#include "vuart.h"
+#include "modhv.h"
+
+static const char *const state_names[] = {
+    [PART_CREATED] = "created", [PART_RUNNING] = "running", [PART_STOPPED] = "stopped",
+    [PART_FAULTED] = "faulted", [PART_EXITED] = "exited", [PART_UNUSABLE] = "unusable",
+};
+
+static const char *const exit_names[EXIT_KIND_COUNT] = {
+    [EXIT_NONE] = "none", [EXIT_CPUID] = "cpuid", [EXIT_IO] = "io", [EXIT_HLT] = "hlt",
+    [EXIT_HYPERCALL] = "hypercall", [EXIT_MSR_READ] = "msr_read", [EXIT_MSR_WRITE] = "msr_write",
+    [EXIT_PAGE_FAULT] = "page_fault", [EXIT_TRIPLE_FAULT] = "triple_fault",
+    [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
+};
+
+static const char *const event_names[] = {
+    [RUN_SLICE_END] = "slice", [RUN_HALTED] = "halted", [RUN_YIELDED] = "yielded",
+    [RUN_EXITED] = "exited", [RUN_FAULTED] = "faulted", [RUN_UPCALL] = "upcall",
+    [RUN_NOT_RUNNING] = "not_running",
+};
+
+static mp_obj_t str_obj(const char *s)
+{
+    return mp_obj_new_str(s, strlen(s));
+}
+
+static void store(mp_obj_t dict, qstr key, mp_obj_t value)
+{
+    mp_obj_dict_store(dict, MP_OBJ_NEW_QSTR(key), value);
+}
+
+static struct partition *part_arg(mp_obj_t index)
+{
+    struct partition *p = partition_get(mp_obj_get_int(index));
+    if (!p) {
+        mp_raise_ValueError(MP_ERROR_TEXT("no such partition"));
+    }
+    return p;
+}
+
+// hv.part_count() -> number of partitions in the table.
+static mp_obj_t hv_part_count(void)
+{
+    return mp_obj_new_int(partition_count());
+}
+MP_DEFINE_CONST_FUN_OBJ_0(hv_part_count_obj, hv_part_count);
+
+// hv.part_info(i) -> dict: name, state, reason, memory, exits by kind, CPU time, console counts.
+static mp_obj_t hv_part_info(mp_obj_t index)
+{
+    struct partition *p = part_arg(index);
+    const struct pt_partition *d = p->desc;
+    mp_obj_t info = mp_obj_new_dict(0);
+    store(info, MP_QSTR_name, str_obj(d->name));
+    store(info, MP_QSTR_state, str_obj(state_names[p->state]));
+    store(info, MP_QSTR_reason, str_obj(p->reason));
+    store(info, MP_QSTR_exit_code, mp_obj_new_int_from_uint(p->exit_code));
+    store(info, MP_QSTR_memory, mp_obj_new_int_from_ull(d->mem_size));
+    store(info, MP_QSTR_host_base, mp_obj_new_int_from_ull(d->mem_host_base));
+    store(info, MP_QSTR_autostart, mp_obj_new_bool(d->flags & PT_FLAG_AUTOSTART));
+    store(info, MP_QSTR_kind, str_obj(d->kind == PT_KIND_MULTIBOOT ? "multiboot" : "raw"));
+    store(info, MP_QSTR_starts, mp_obj_new_int_from_ull(p->starts));
+    store(info, MP_QSTR_cpu_us, mp_obj_new_int_from_ull(tsc_to_us(p->run_tsc)));
+    store(info, MP_QSTR_console_bytes, mp_obj_new_int_from_ull(p->console.written));
+    store(info, MP_QSTR_console_dropped, mp_obj_new_int_from_ull(p->console.dropped));
+    mp_obj_t exits = mp_obj_new_dict(0);
+    for (int k = EXIT_CPUID; k < EXIT_KIND_COUNT; k++) {
+        if (p->exits[k]) {
+            mp_obj_dict_store(exits, str_obj(exit_names[k]), mp_obj_new_int_from_ull(p->exits[k]));
+        }
+    }
+    store(info, MP_QSTR_exits, exits);
+    return info;
+}
+MP_DEFINE_CONST_FUN_OBJ_1(hv_part_info_obj, hv_part_info);
+
+// hv.part_start(i): load its memory and make it runnable; OSError with the reason if it can't.
+static mp_obj_t hv_part_start(mp_obj_t index)
+{
+    struct partition *p = part_arg(index);
+    if (partition_start(p) != 0) {
+        mp_raise_msg_varg(&mp_type_OSError, MP_ERROR_TEXT("%s: %s"), p->desc->name, p->reason);
+    }
+    return mp_const_none;
+}
+MP_DEFINE_CONST_FUN_OBJ_1(hv_part_start_obj, hv_part_start);
+
+// hv.part_stop(i, reason): the partition stops running (state "stopped").
+static mp_obj_t hv_part_stop(mp_obj_t index, mp_obj_t reason)
+{
+    partition_stop(part_arg(index), PART_STOPPED, mp_obj_str_get_str(reason));
+    return mp_const_none;
+}
+MP_DEFINE_CONST_FUN_OBJ_2(hv_part_stop_obj, hv_part_stop);
+
+// hv.part_run(i, slice_us) -> (event, detail): run one slice; the fast path stays in C.
+static mp_obj_t hv_part_run(mp_obj_t index, mp_obj_t slice_us)
+{
+    struct partition *p = part_arg(index);
+    uint64_t ticks = (uint64_t)mp_obj_get_int(slice_us) * tsc_khz() / 1000;
+    enum run_event ev = partition_run_slice(p, ticks);
+    mp_obj_t detail = mp_const_none;
+    if (ev == RUN_EXITED) {
+        detail = mp_obj_new_int_from_uint(p->exit_code);
+    } else if (ev == RUN_FAULTED) {
+        detail = str_obj(p->reason);
+    } else if (ev == RUN_UPCALL) {
+        const struct exit_info *e = &p->pending;
+        detail = mp_obj_new_dict(0);
+        store(detail, MP_QSTR_kind, str_obj(exit_names[e->kind]));
+        store(detail, MP_QSTR_reason, mp_obj_new_int_from_uint(e->raw_reason));
+        store(detail, MP_QSTR_rip, mp_obj_new_int_from_ull(e->rip));
+        store(detail, MP_QSTR_port, mp_obj_new_int(e->port));
+        store(detail, MP_QSTR_size, mp_obj_new_int(e->size));
+        store(detail, MP_QSTR_input, mp_obj_new_bool(e->in));
+        store(detail, MP_QSTR_msr, mp_obj_new_int_from_uint(e->msr));
+        store(detail, MP_QSTR_value, mp_obj_new_int_from_ull(p->vcpu.regs.rax));
+    }
+    mp_obj_t t[2] = { str_obj(event_names[ev]), detail };
+    return mp_obj_new_tuple(2, t);
+}
+MP_DEFINE_CONST_FUN_OBJ_2(hv_part_run_obj, hv_part_run);
+
+// hv.part_resolve(i, action, value): policy's answer to an upcall: "emulate", "deny" or "stop".
+static mp_obj_t hv_part_resolve(mp_obj_t index, mp_obj_t action, mp_obj_t value)
+{
+    const char *a = mp_obj_str_get_str(action);
+    enum upcall_action act = strcmp(a, "emulate") == 0 ? UPCALL_EMULATE
+                           : strcmp(a, "stop") == 0 ? UPCALL_STOP : UPCALL_DENY;
+    partition_resolve(part_arg(index), act, (uint64_t)mp_obj_get_int_truncated(value));
+    return mp_const_none;
+}
+MP_DEFINE_CONST_FUN_OBJ_3(hv_part_resolve_obj, hv_part_resolve);
+
+static mp_obj_t ring_bytes(struct console_ring *r, bool stream, mp_int_t max)
+{
+    vstr_t out;
+    vstr_init_len(&out, (size_t)max);
+    size_t n = stream ? console_ring_read(r, (uint8_t *)out.buf, (size_t)max)
+                      : console_ring_tail(r, (uint8_t *)out.buf, (size_t)max);
+    out.len = n;
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+
+// hv.console_read(i, max) -> bytes the guest wrote since the last read (the streaming cursor).
+static mp_obj_t hv_console_read(mp_obj_t index, mp_obj_t max)
+{
+    return ring_bytes(&part_arg(index)->console, true, mp_obj_get_int(max));
+}
+MP_DEFINE_CONST_FUN_OBJ_2(hv_console_read_obj, hv_console_read);
+
+// hv.console_tail(i, max) -> the last bytes its console ring holds.
+static mp_obj_t hv_console_tail(mp_obj_t index, mp_obj_t max)
+{
+    return ring_bytes(&part_arg(index)->console, false, mp_obj_get_int(max));
+}
+MP_DEFINE_CONST_FUN_OBJ_2(hv_console_tail_obj, hv_console_tail);
+
+// hv.console_input(i, data) -> how many bytes the guest's UART queue took.
+static mp_obj_t hv_console_input(mp_obj_t index, mp_obj_t data)
+{
+    struct partition *p = part_arg(index);
+    mp_buffer_info_t buf;
+    mp_get_buffer_raise(data, &buf, MP_BUFFER_READ);
+    size_t n = 0;
+    while (n < buf.len && vuart_feed(p, ((const uint8_t *)buf.buf)[n])) {
+        n++;
+    }
+    return mp_obj_new_int(n);
+}
+MP_DEFINE_CONST_FUN_OBJ_2(hv_console_input_obj, hv_console_input);
+
+// hv.journal_read(max) / hv.journal_tail(max): the merged "[name] line" records.
+static mp_obj_t hv_journal_read(mp_obj_t max)
+{
+    return ring_bytes(journal_ring(), true, mp_obj_get_int(max));
+}
+MP_DEFINE_CONST_FUN_OBJ_1(hv_journal_read_obj, hv_journal_read);
+
+static mp_obj_t hv_journal_tail(mp_obj_t max)
+{
+    return ring_bytes(journal_ring(), false, mp_obj_get_int(max));
+}
+MP_DEFINE_CONST_FUN_OBJ_1(hv_journal_tail_obj, hv_journal_tail);
+
+// hv.ptable() -> the partition table's bytes as linked, so the manager can check its signature.
+static mp_obj_t hv_ptable(void)
+{
+    uint64_t size;
+    const uint8_t *blob = partitions_blob(&size);
+    return mp_obj_new_bytes(blob, (size_t)size);
+}
+MP_DEFINE_CONST_FUN_OBJ_0(hv_ptable_obj, hv_ptable);
+
+// hv.backend() -> "VT-x+EPT", "AMD-V+NPT" or None.
+static mp_obj_t hv_backend(void)
+{
+    const struct vcpu_ops *ops = partition_backend();
+    return ops ? str_obj(ops->name) : mp_const_none;
+}
+MP_DEFINE_CONST_FUN_OBJ_0(hv_backend_obj, hv_backend);
+
+// hv.ptable_trust(): the manager has checked the table's signature; partitions may start.
+static mp_obj_t hv_ptable_trust(void)
+{
+    partitions_trust();
+    return mp_const_none;
+}
+MP_DEFINE_CONST_FUN_OBJ_0(hv_ptable_trust_obj, hv_ptable_trust);
+
+// hv.part_state(i) -> its state's name; cheap enough for the scheduler's every tick.
+static mp_obj_t hv_part_state(mp_obj_t index)
+{
+    return MP_OBJ_NEW_QSTR(qstr_from_str(state_names[part_arg(index)->state]));
+}
+MP_DEFINE_CONST_FUN_OBJ_1(hv_part_state_obj, hv_part_state);

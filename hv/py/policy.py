@@ -1,0 +1,29 @@
+# Device policy: what happens on the exits the C fast path hands up (rare by design).
+import manager
+
+# Seen (partition, kind, port or MSR) keys, so each new one is logged once.
+_seen = set()
+
+
+def decide(name, exit):
+    """The action for one exit: ("emulate", value), ("deny", 0) or ("stop", 0).
+
+    No device beyond the virtual UART and port 0xf4 is given to partitions yet:
+    reads of other ports and MSRs see nothing there (all ones, or zero for an
+    MSR), writes are dropped, and anything else stops the partition.
+    """
+    kind = exit["kind"]
+    if kind == "io":
+        where = exit["port"]
+        action = ("deny", 0)
+    elif kind in ("msr_read", "msr_write"):
+        where = exit["msr"]
+        action = ("deny", 0)
+    else:
+        where = exit["reason"]
+        action = ("stop", 0)
+    key = (name, kind, where)
+    if key not in _seen:
+        _seen.add(key)
+        manager.event("%s: %s %s at RIP 0x%x -> %s" % (name, kind, hex(where), exit["rip"], action[0]))
+    return action

@@ -1,0 +1,305 @@
+/* The exit fast path: CPUID, the virtual UART, port 0xf4, HLT, hypercalls and faults, handled in C. */
+#include "cpu.h"
+#include "libc.h"
+#include "partition.h"
+#include "printk.h"
+#include "tsc.h"
+#include "vuart.h"
+
+/* Port 0xf4: QEMU's isa-debug-exit, through which test kernels report a result. */
+#define DEBUG_EXIT_PORT 0xf4
+
+/* The hypercall ABI (docs/hypercalls.md): number in RAX, arguments in RBX and RCX. */
+#define HC_CONSOLE_WRITE 0
+#define HC_YIELD 1
+#define HC_SHUTDOWN 2
+#define HC_TSC_KHZ 3
+#define HC_ERROR ((uint64_t)-1)
+
+/* CPUID: the hypervisor leaves Taipan answers itself. */
+#define CPUID_HV_BASE 0x40000000u
+#define CPUID_HV_ABI 0x40000001u
+#define HYPERCALL_ABI_VERSION 1u
+
+static const struct vcpu_ops *ops;
+static bool backend_checked;
+
+const struct vcpu_ops *vcpu_backend_select(void)
+{
+    const struct cpu_info *c = cpu_info_get();
+    if (c->vmx && c->vmx_usable && c->ept && &vmx_ops != NULL) {
+        return &vmx_ops;
+    }
+    if (c->svm && c->svm_usable && c->npt && &svm_ops != NULL) {
+        return &svm_ops;
+    }
+    return NULL;
+}
+
+const struct vcpu_ops *partition_backend(void)
+{
+    if (!backend_checked) {
+        backend_checked = true;
+        ops = vcpu_backend_select();
+        if (ops && ops->cpu_enable() != 0) {
+            ops = NULL;
+        }
+    }
+    return ops;
+}
+
+int partition_start(struct partition *p)
+{
+    if (p->state == PART_UNUSABLE) {
+        return -1;
+    }
+    if (!partitions_trusted()) {
+        snprintk(p->reason, sizeof(p->reason), "the partition table's signature has not been checked");
+        return -1;
+    }
+    if (p->state == PART_RUNNING) {
+        snprintk(p->reason, sizeof(p->reason), "already running");
+        return -1;
+    }
+    if (!partition_backend()) {
+        snprintk(p->reason, sizeof(p->reason), "this CPU has no usable VT-x+EPT or AMD-V+NPT");
+        return -1;
+    }
+    partition_load_memory(p);
+    p->vcpu.part = p;
+    if (!p->vcpu_ready) {
+        if (ops->vcpu_create(&p->vcpu) != 0) {
+            snprintk(p->reason, sizeof(p->reason), "its vCPU could not be created (see the console)");
+            return -1;
+        }
+        p->vcpu_ready = true;
+    } else {
+        ops->vcpu_reset(&p->vcpu);
+    }
+    p->uart = (struct vuart_state){ 0 };
+    p->line_len = 0;
+    p->upcall_pending = false;
+    p->exit_code = 0;
+    p->reason[0] = '\0';
+    p->state = PART_RUNNING;
+    p->starts++;
+    return 0;
+}
+
+void partition_stop(struct partition *p, enum partition_state state, const char *reason)
+{
+    if (p->state == PART_UNUSABLE) {
+        return;
+    }
+    p->state = state;
+    p->upcall_pending = false;
+    snprintk(p->reason, sizeof(p->reason), "%s", reason ? reason : "");
+}
+
+static void emulate_cpuid(struct guest_regs *r)
+{
+    uint32_t leaf = (uint32_t)r->rax, sub = (uint32_t)r->rcx;
+    uint32_t a, b, c, d;
+    if (leaf == CPUID_HV_BASE) {
+        /* "TaipanTaipan" in EBX, ECX, EDX, as KVM and Xen put their names. */
+        a = CPUID_HV_ABI;
+        memcpy(&b, "Taip", 4);
+        memcpy(&c, "anTa", 4);
+        memcpy(&d, "ipan", 4);
+    } else if (leaf == CPUID_HV_ABI) {
+        a = HYPERCALL_ABI_VERSION;
+        b = c = d = 0;
+    } else {
+        cpuid(leaf, sub, &a, &b, &c, &d);
+        if (leaf == 1) {
+            c &= ~(1u << 5);    /* no VMX for the guest: Taipan does not nest */
+            c |= 1u << 31;      /* and tell it a hypervisor is present */
+        } else if (leaf == 0x80000001u) {
+            c &= ~(1u << 2);    /* no SVM either */
+        }
+    }
+    r->rax = a;
+    r->rbx = b;
+    r->rcx = c;
+    r->rdx = d;
+}
+
+static bool guest_range(const struct partition *p, uint64_t gpa, uint64_t len)
+{
+    return gpa < p->desc->mem_size && len <= p->desc->mem_size - gpa;
+}
+
+/* Returns the event that ends the slice, or RUN_SLICE_END to keep running. */
+static enum run_event hypercall(struct partition *p)
+{
+    struct guest_regs *r = &p->vcpu.regs;
+    switch (r->rax) {
+    case HC_CONSOLE_WRITE:
+        if (!guest_range(p, r->rbx, r->rcx)) {
+            r->rax = HC_ERROR;
+            return RUN_SLICE_END;
+        }
+        for (uint64_t i = 0; i < r->rcx; i++) {
+            vuart_output(p, *(const uint8_t *)(uintptr_t)(p->desc->mem_host_base + r->rbx + i));
+        }
+        r->rax = r->rcx;
+        return RUN_SLICE_END;
+    case HC_YIELD:
+        r->rax = 0;
+        return RUN_YIELDED;
+    case HC_SHUTDOWN:
+        p->exit_code = (uint32_t)r->rbx;
+        partition_stop(p, PART_EXITED, "shutdown hypercall");
+        return RUN_EXITED;
+    case HC_TSC_KHZ:
+        r->rax = tsc_khz();
+        return RUN_SLICE_END;
+    default:
+        r->rax = HC_ERROR;
+        return RUN_SLICE_END;
+    }
+}
+
+static enum run_event fault(struct partition *p, const struct exit_info *e)
+{
+    char why[sizeof(p->reason)];
+    switch (e->kind) {
+    case EXIT_PAGE_FAULT:
+        snprintk(why, sizeof(why), "%s of guest-physical %#llx at RIP %#llx: outside its memory",
+                 e->write ? "write" : e->exec ? "execute" : "read",
+                 (unsigned long long)e->gpa, (unsigned long long)e->rip);
+        break;
+    case EXIT_TRIPLE_FAULT:
+        snprintk(why, sizeof(why), "triple fault at RIP %#llx", (unsigned long long)e->rip);
+        break;
+    case EXIT_ENTRY_FAILED:
+        snprintk(why, sizeof(why), "VM entry failed (error %u): %s", e->error, e->what);
+        break;
+    default:
+        snprintk(why, sizeof(why), "exit %#x at RIP %#llx", e->raw_reason, (unsigned long long)e->rip);
+        break;
+    }
+    partition_stop(p, PART_FAULTED, why);
+    printk("\ntaipan: partition %s faulted: %s\n", p->desc->name, why);
+    return RUN_FAULTED;
+}
+
+static enum run_event port_io(struct partition *p, const struct exit_info *e)
+{
+    struct guest_regs *r = &p->vcpu.regs;
+    uint32_t value = (uint32_t)r->rax;
+    if (e->string || e->rep) {
+        return RUN_UPCALL;   /* INS/OUTS are rare enough for policy to decide */
+    }
+    if (vuart_access(p, e->port, e->in, &value)) {
+        if (e->in) {
+            r->rax = (r->rax & ~0xffull) | (value & 0xff);
+        }
+        ops->advance_rip(&p->vcpu, e->insn_len);
+        return RUN_SLICE_END;
+    }
+    if (e->port == DEBUG_EXIT_PORT && !e->in) {
+        p->exit_code = value & (e->size == 1 ? 0xffu : e->size == 2 ? 0xffffu : 0xffffffffu);
+        partition_stop(p, PART_EXITED, "wrote its exit code to port 0xf4");
+        return RUN_EXITED;
+    }
+    return RUN_UPCALL;
+}
+
+enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
+{
+    if (p->state != PART_RUNNING || p->upcall_pending) {
+        return RUN_NOT_RUNNING;
+    }
+    uint64_t deadline = tsc_read() + slice_tsc;
+    struct exit_info *e = &p->pending;
+    for (;;) {
+        uint64_t entered = tsc_read();
+        ops->vcpu_run(&p->vcpu, deadline, e);
+        p->run_tsc += tsc_read() - entered;
+        p->exits[e->kind < EXIT_KIND_COUNT ? e->kind : EXIT_OTHER]++;
+        enum run_event ev = RUN_SLICE_END;
+        switch (e->kind) {
+        case EXIT_CPUID:
+            emulate_cpuid(&p->vcpu.regs);
+            ops->advance_rip(&p->vcpu, e->insn_len);
+            break;
+        case EXIT_IO:
+            ev = port_io(p, e);
+            break;
+        case EXIT_HLT:
+            ops->advance_rip(&p->vcpu, e->insn_len);
+            ev = RUN_HALTED;
+            break;
+        case EXIT_HYPERCALL:
+            ops->advance_rip(&p->vcpu, e->insn_len);
+            ev = hypercall(p);
+            break;
+        case EXIT_PREEMPT:
+            return RUN_SLICE_END;
+        case EXIT_PAGE_FAULT:
+        case EXIT_TRIPLE_FAULT:
+        case EXIT_ENTRY_FAILED:
+            return fault(p, e);
+        default:
+            ev = RUN_UPCALL;
+            break;
+        }
+        if (ev == RUN_UPCALL) {
+            p->upcall_pending = true;
+            return RUN_UPCALL;
+        }
+        if (ev != RUN_SLICE_END) {
+            return ev;
+        }
+        if (tsc_read() >= deadline) {
+            return RUN_SLICE_END;
+        }
+    }
+}
+
+static uint64_t all_ones(uint8_t size)
+{
+    return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
+}
+
+void partition_resolve(struct partition *p, enum upcall_action action, uint64_t value)
+{
+    if (!p->upcall_pending) {
+        return;
+    }
+    const struct exit_info *e = &p->pending;
+    struct guest_regs *r = &p->vcpu.regs;
+    p->upcall_pending = false;
+    if (action == UPCALL_STOP) {
+        char why[96];
+        snprintk(why, sizeof(why), "stopped by policy at exit %#x, RIP %#llx",
+                 e->raw_reason, (unsigned long long)e->rip);
+        partition_stop(p, PART_STOPPED, why);
+        return;
+    }
+    switch (e->kind) {
+    case EXIT_IO:
+        if (e->in && !e->string) {
+            uint64_t mask = all_ones(e->size);
+            uint64_t v = action == UPCALL_EMULATE ? value & mask : mask;
+            r->rax = e->size == 4 ? v : (r->rax & ~mask) | v;
+        }
+        break;
+    case EXIT_MSR_READ: {
+        uint64_t v = action == UPCALL_EMULATE ? value : 0;
+        r->rax = (uint32_t)v;
+        r->rdx = v >> 32;
+        break;
+    }
+    case EXIT_MSR_WRITE:
+        break;
+    default:
+        if (e->insn_len == 0) {
+            partition_stop(p, PART_FAULTED, "an exit the hypervisor cannot step past");
+            return;
+        }
+        break;
+    }
+    ops->advance_rip(&p->vcpu, e->insn_len);
+}
