@@ -44,6 +44,13 @@ static void idt_set_gate(uint8_t vector, uint64_t handler, uint8_t ist)
     };
 }
 
+void idt_set_handler(uint8_t vector, uint64_t handler)
+{
+    /* Only device vectors: 0..31 belong to the exception stubs. */
+    if (vector >= LAYOUT_EXCEPTION_VECTORS)
+        idt_set_gate(vector, handler, 0);
+}
+
 void idt_init(void)
 {
     const uint64_t *isr_table = (const uint64_t *)(uintptr_t)BOOT_SYM_ISR_TABLE;

@@ -3,6 +3,97 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+# Registers the stub moves between the CPU and struct guest_regs. RAX is not
+# among them: VMRUN loads guest RAX from the VMCB and #VMEXIT stores it there
+# (the C side copies it), and RSP likewise lives in the VMCB.
+GUEST_GPRS = ("rbx", "rcx", "rdx", "rsi", "rbp",
+              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi")
+# The System V ABI's callee-saved registers: the C caller expects them back.
+HOST_SAVED = ("rbx", "rbp", "r12", "r13", "r14", "r15")
+
+# The xAPIC's end-of-interrupt register at its architectural default base;
+# arch/x86_64/common/apic.c refuses to arm the timer if the APIC lives elsewhere.
+XAPIC_EOI = 0xFEE000B0
+
+
+def _hex(value: int) -> str:
+    return f"{value:#x}"
+
+
+def run_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
+    """svm_run(struct guest_regs *regs, u64 guest_vmcb_pa, u64 host_vmcb_pa): one VMRUN, one #VMEXIT."""
+    del addresses
+    loads = "\n".join(f"    mov {r}, qword ptr [rdi + {_hex(offsets['gregs_' + r])}]"
+                      for r in GUEST_GPRS)
+    saves = "\n".join(f"    mov qword ptr [rax + {_hex(offsets['gregs_' + r])}], {r}"
+                      for r in GUEST_GPRS)
+    pushes = "\n".join(f"    push {r}" for r in HOST_SAVED)
+    pops = "\n".join(f"    pop {r}" for r in reversed(HOST_SAVED))
+    return f"""\
+svm_run:
+{pushes}
+    push rdx                       # [rsp+8]: host VMCB (VMLOAD/VMSAVE state)
+    push rdi                       # [rsp]: struct guest_regs *
+    # GIF=0 holds every interrupt pending from here to STGI, so the host never
+    # takes one between the STI below and VMRUN, nor right after #VMEXIT.
+    clgi
+    # VMRUN saves and restores only part of the host (segments CS/SS/DS/ES,
+    # GDTR/IDTR, CRs, EFER, RFLAGS, RSP, RAX); FS, GS, TR (with the IST
+    # stacks), LDTR and the SYSCALL/SYSENTER MSRs move with VMSAVE/VMLOAD.
+    mov rax, rdx
+    vmsave rax
+    mov rax, rsi
+    vmload rax
+    # With V_INTR_MASKING the host's RFLAGS.IF at VMRUN decides whether a
+    # physical interrupt (the slice timer) interrupts the guest: set it.
+    sti
+{loads}
+    vmrun rax
+    # #VMEXIT: GIF=0, host RSP/RFLAGS restored, RAX = the guest VMCB again;
+    # every other GPR still holds the guest's value.
+    push rax
+    mov rax, qword ptr [rsp + 8]
+{saves}
+    pop rax
+    vmsave rax
+    mov rax, qword ptr [rsp + 8]
+    vmload rax
+    # Back to the host's IF=0 before GIF=1: a pending slice-timer interrupt
+    # stays pending until the C side drains it (apic_timer_drain).
+    cli
+    stgi
+    add rsp, 16
+{pops}
+    ret
+"""
+
+
+def timer_isr_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
+    """The slice timer's vector: acknowledge the local APIC, return; the exit already ended the slice."""
+    del offsets, addresses
+    return f"""\
+svm_timer_isr:
+    push rax
+    mov eax, {_hex(XAPIC_EOI)}
+    mov dword ptr [rax], 0
+    pop rax
+    iretq
+"""
+
+
+def spurious_isr_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
+    """The APIC's spurious vector: nothing to acknowledge (a spurious interrupt takes no EOI)."""
+    del offsets, addresses
+    return """\
+svm_spurious_isr:
+    iretq
+"""
+
+
 # (chunk name, source(offsets, addresses) -> 64-bit assembly text): each chunk's
 # address becomes BOOT_SYM_<NAME> in build/gen/boot_symbols.h.
-CHUNKS: list[tuple[str, Callable[[Mapping[str, int], Mapping[str, int]], str]]] = []
+CHUNKS: list[tuple[str, Callable[[Mapping[str, int], Mapping[str, int]], str]]] = [
+    ("svm_run", run_source),
+    ("svm_timer_isr", timer_isr_source),
+    ("svm_spurious_isr", spurious_isr_source),
+]

@@ -1,0 +1,58 @@
+/* The SVM backend's private state shared by its setup (svm.c), VMCB (vmcb.c) and exit-path (svm_exit.c) files. */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include "libc.h"
+#include "vcpu.h"
+#include "vmcb_layout.h"
+
+/* The slice timer's vector: any free device vector above the exceptions. */
+#define SVM_TIMER_VECTOR 0x40
+/* The APIC's spurious vector: its low four bits must be ones on older APICs. */
+#define SVM_SPURIOUS_VECTOR 0xff
+
+/* One vCPU's backend state: its VMCB and what must happen at the next VMRUN. */
+struct svm_vcpu {
+    uint8_t *vmcb;           /* the 4 KiB VMCB page (physical = virtual) */
+    uint64_t vmcb_pa;
+    bool flush_tlb;          /* first run after create or reset: flush this ASID */
+    uint64_t reinject;       /* an event whose delivery a #VMEXIT interrupted (EXITINTINFO) */
+};
+
+/* Where the host's VMSAVE/VMLOAD state (FS, GS, TR, LDTR, syscall MSRs) is kept across VMRUN. */
+extern uint64_t svm_host_vmcb_pa;
+
+/* The VMCB is plain memory at fixed offsets; the CPU reads it at VMRUN and writes it at #VMEXIT. */
+static inline uint64_t vmcb_read64(const uint8_t *vmcb, uint32_t offset)
+{
+    uint64_t v;
+    memcpy(&v, vmcb + offset, sizeof(v));
+    return v;
+}
+
+static inline void vmcb_write64(uint8_t *vmcb, uint32_t offset, uint64_t v)
+{
+    memcpy(vmcb + offset, &v, sizeof(v));
+}
+
+static inline uint32_t vmcb_read32(const uint8_t *vmcb, uint32_t offset)
+{
+    uint32_t v;
+    memcpy(&v, vmcb + offset, sizeof(v));
+    return v;
+}
+
+static inline void vmcb_write32(uint8_t *vmcb, uint32_t offset, uint32_t v)
+{
+    memcpy(vmcb + offset, &v, sizeof(v));
+}
+
+/* vmcb.c: the lifecycle hooks. */
+int svm_vcpu_create(struct vcpu *v);
+void svm_vcpu_reset(struct vcpu *v);
+void svm_vcpu_destroy(struct vcpu *v);
+void svm_advance_rip(struct vcpu *v, uint32_t len);
+uint64_t svm_guest_rip(struct vcpu *v);
+
+/* svm_exit.c: one VMRUN and the decoded #VMEXIT. */
+void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *exit);
