@@ -200,13 +200,14 @@ def kernel_pieces(part: PartitionConfig, data: bytes) -> tuple[list[Chunk], int,
                         "outside the file")
         end = max(header.load_addr + length, header.bss_end_addr)
         return [Chunk(header.load_addr, data[start:start + length])], header.entry_addr, end
+    # Multiboot1 loads ELF32 only; an ELF64 kernel must say where to load itself.
+    if data[:4] == b"\x7fELF" and data[4:5] != b"\x01":
+        raise _fail(part, "image", part.image, "an ELF64 multiboot kernel needs the a.out-kludge "
+                    "address fields (flag bit 16) in its multiboot header")
     try:
         elf = ELFFile(io.BytesIO(data))
     except ELFError as error:
         raise _fail(part, "image", part.image, f"not an ELF file: {error}") from error
-    if elf.elfclass != 32:
-        raise _fail(part, "image", part.image, "an ELF64 multiboot kernel needs the a.out-kludge "
-                    "address fields (flag bit 16) in its multiboot header")
     pieces, end = [], 0
     for segment in elf.iter_segments():
         if segment["p_type"] != "PT_LOAD" or not segment["p_memsz"]:
