@@ -169,6 +169,7 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
     if memory is not None and (memory < MIN_MEMORY or memory % layout.PARTITION_ALIGN):
         check.error(prefix + "memory", table["memory"],
                     "must be at least 2M and a multiple of 2M (nested paging maps 2 MiB pages)")
+        memory = None  # so later rules do not repeat this mistake in other words
 
     console = check.size(table, "console_size", prefix + "console_size", DEFAULT_CONSOLE)
     if console is not None and (console & (console - 1) or not CONSOLE_MIN <= console <= CONSOLE_MAX):
