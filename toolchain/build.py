@@ -11,7 +11,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from boot import multiboot, stub as boot_stub
-from toolchain import config, layout, micropython, ptable, verify, vmcb
+from toolchain import config, layout, micropython, ptable, verify, vmcb, vmcs
 from toolchain.asm_offsets import read_offsets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ CFLAGS = [
     "-Wall", "-Wextra", "-Werror",
 ]
 # Folders whose objects.mk lists the C core's sources.
-SOURCE_FOLDERS = ["hv", "arch/x86_64/common", "arch/x86_64/svm"]
+SOURCE_FOLDERS = ["hv", "arch/x86_64/common", "arch/x86_64/svm", "arch/x86_64/vmx"]
 
 
 class BuildError(Exception):
@@ -230,6 +230,7 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
         folder.mkdir(parents=True, exist_ok=True)
     _write_if_changed(paths.gen / "layout.h", layout_header())
     vmcb.generate_headers(paths.gen)
+    vmcs.generate_headers(paths.gen)
     build_partitions(paths, config_path)
     generated = build_stub(paths)
     libmp = build_micropython(paths, jobs)

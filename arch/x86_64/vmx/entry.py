@@ -3,6 +3,104 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from toolchain.vmcs import FIELDS
+
+# C calls vmx_enter(struct guest_regs *regs, uint64_t resume) through a function
+# pointer built from BOOT_SYM_VMX_ENTER (System V: RDI, RSI). It returns
+# ENTER_EXITED after a VM exit, or the VMfail kind when VMLAUNCH/VMRESUME
+# itself failed. HOST_RIP is BOOT_SYM_VMX_EXIT, written once by vcpu_create.
+ENTER_EXITED = 0
+ENTER_FAIL_VALID = 1     # ZF=1: the VMCS holds a VM-instruction error number
+ENTER_FAIL_INVALID = 2   # CF=1: no current VMCS
+
+# Callee-saved in the System V ABI: VM exit loads none of them (only RSP and
+# RIP come from the host-state area), so the stub keeps them on its stack.
+CALLEE_SAVED = ("rbp", "rbx", "r12", "r13", "r14", "r15")
+GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+
+# Keystone 0.9.2 assembles vmwrite/vmlaunch/vmresume (FACTS.md); memory is
+# addressed only through registers (its `mov r64, [abs]` is mis-encoded).
+_HOST_RSP = next(f.encoding for f in FIELDS if f.name == "HOST_RSP")
+
+
+def _hex(value: int) -> str:
+    return f"{value:#x}"
+
+
+def _check(offsets: Mapping[str, int]) -> None:
+    for gpr in GPRS:
+        at = offsets[f"gregs_{gpr}"]
+        if not 0 <= at <= offsets["gregs_size"] - 8:
+            raise ValueError(f"gregs_{gpr} = {at:#x} lies outside struct guest_regs")
+
+
+def enter_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
+    """Save the host's callee-saved registers, record HOST_RSP, load guest GPRs, VMLAUNCH or VMRESUME."""
+    _check(offsets)
+    pushes = "\n".join(f"    push {r}" for r in CALLEE_SAVED)
+    pops = "\n".join(f"    pop {r}" for r in reversed(CALLEE_SAVED))
+    loads = "\n".join(f"    mov {r}, qword ptr [rdi + {_hex(offsets['gregs_' + r])}]"
+                      for r in GPRS if r != "rdi")
+    return f"""\
+vmx_enter:
+{pushes}
+    # The exit stub finds the guest_regs pointer at the top of the host stack.
+    push rdi
+    # VM exit loads RSP from HOST_RSP: this frame's stack pointer, written
+    # on every entry because the caller's stack depth may differ.
+    mov rax, {_hex(_HOST_RSP)}
+    vmwrite rax, rsp
+    jbe .Lvmx_enter_fail
+    # Flags from this test survive the MOVs below; RSI is reloaded with the
+    # guest's value, so the choice must be made now.
+    test rsi, rsi
+{loads}
+    mov rdi, qword ptr [rdi + {_hex(offsets['gregs_rdi'])}]
+    jnz .Lvmx_enter_resume
+    vmlaunch
+    jmp .Lvmx_enter_fail
+.Lvmx_enter_resume:
+    vmresume
+.Lvmx_enter_fail:
+    # Still in the host with the guest's registers loaded: VMfailInvalid sets
+    # CF, VMfailValid sets ZF (SDM vol. 3C, 31.2). MOV keeps the flags.
+    mov eax, {ENTER_FAIL_INVALID}
+    jc .Lvmx_enter_out
+    mov eax, {ENTER_FAIL_VALID}
+.Lvmx_enter_out:
+    add rsp, 8
+{pops}
+    ret
+"""
+
+
+def exit_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
+    """HOST_RIP: store guest GPRs into the struct, restore host registers, return ENTER_EXITED to C."""
+    _check(offsets)
+    stores = "\n".join(f"    mov qword ptr [rdi + {_hex(offsets['gregs_' + r])}], {r}"
+                       for r in GPRS if r != "rdi")
+    pops = "\n".join(f"    pop {r}" for r in reversed(CALLEE_SAVED))
+    return f"""\
+vmx_exit:
+    # RSP is HOST_RSP, pointing at the guest_regs pointer vmx_enter pushed.
+    # VM exit leaves every GPR but RSP as the guest had it, and RFLAGS = 2
+    # (interrupts off, DF clear, as C expects).
+    push rdi
+    mov rdi, qword ptr [rsp + 8]
+{stores}
+    pop rax
+    mov qword ptr [rdi + {_hex(offsets['gregs_rdi'])}], rax
+    add rsp, 8
+{pops}
+    mov eax, {ENTER_EXITED}
+    ret
+"""
+
+
 # (chunk name, source(offsets, addresses) -> 64-bit assembly text): each chunk's
 # address becomes BOOT_SYM_<NAME> in build/gen/boot_symbols.h.
-CHUNKS: list[tuple[str, Callable[[Mapping[str, int], Mapping[str, int]], str]]] = []
+CHUNKS: list[tuple[str, Callable[[Mapping[str, int], Mapping[str, int]], str]]] = [
+    ("vmx_enter", enter_source),
+    ("vmx_exit", exit_source),
+]
