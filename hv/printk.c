@@ -74,12 +74,14 @@ static void format(struct sink *s, const char *fmt, va_list ap)
         }
         fmt++;
 
-        bool left = false, zero = false;
+        bool left = false, zero = false, alt = false;
         for (;; fmt++) {
             if (*fmt == '-')
                 left = true;
             else if (*fmt == '0')
                 zero = true;
+            else if (*fmt == '#')
+                alt = true;   /* 0x before hexadecimal, as C's printf does */
             else
                 break;
         }
@@ -120,6 +122,11 @@ static void format(struct sink *s, const char *fmt, va_list ap)
                 v = longs >= 2 ? va_arg(ap, unsigned long long) : va_arg(ap, unsigned long);
             else
                 v = va_arg(ap, unsigned int);
+            if (alt && *fmt != 'u') {
+                s->put(s, '0');
+                s->put(s, *fmt);
+                width = width > 2 ? width - 2 : 0;
+            }
             emit_number(s, v, false, *fmt == 'u' ? 10 : 16, *fmt == 'X', width, left, zero);
             break;
         }

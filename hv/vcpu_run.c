@@ -173,7 +173,7 @@ static enum run_event fault(struct partition *p, const struct exit_info *e)
         snprintk(why, sizeof(why), "triple fault at RIP %#llx", (unsigned long long)e->rip);
         break;
     case EXIT_ENTRY_FAILED:
-        snprintk(why, sizeof(why), "VM entry failed (error %u): %s", e->error, e->what);
+        snprintk(why, sizeof(why), "VM entry failed: %s", e->what);
         break;
     default:
         snprintk(why, sizeof(why), "exit %#x at RIP %#llx", e->raw_reason, (unsigned long long)e->rip);

@@ -26,6 +26,18 @@ def taipan_iso(taipan_elf: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return iso.make_iso(taipan_elf, tmp_path_factory.mktemp("iso") / "taipan.iso")
 
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+_images: dict[str, Path] = {}
+
+
+def config_image(name: str) -> Path:
+    """build/cfg-NAME.elf for configs/tests/NAME.toml (configs/demo.toml for "demo"), built once."""
+    if name not in _images:
+        path = CONFIGS / "demo.toml" if name == "demo" else CONFIGS / "tests" / f"{name}.toml"
+        _images[name] = build.build(quiet=True, config_path=path, image=f"cfg-{name}")
+    return _images[name]
+
+
 class Console:
     """The serial console of a booted Taipan, as a person at a terminal sees it."""
 
@@ -77,6 +89,34 @@ def qemu_boot(taipan_elf: Path) -> Iterator:
     yield boot
     for child in children:
         child.terminate(force=True)
+
+
+@pytest.fixture
+def boot_config(request, tmp_path: Path) -> Iterator:
+    """boot_config(vendor, config) -> Console: a system description booted on "amd" (QEMU
+    TCG, -cpu EPYC: AMD-V+NPT) or "intel" (Bochs from a GRUB ISO: VT-x+EPT)."""
+    stack: list = []
+
+    def boot(vendor: str, name: str) -> Console:
+        elf = config_image(name)
+        if vendor == "amd":
+            child = _qemu(elf, cpu="EPYC", memory_mb=256, no_reboot=True)
+            stack.append(child.terminate)
+            return Console(child).boot()
+        missing = emulator.bochs_missing()
+        if missing:
+            pytest.fail(missing)
+        workdir = tmp_path / f"bochs-{name}"
+        workdir.mkdir()
+        image = iso.make_iso(elf, workdir / "taipan.iso")
+        run = emulator.BochsRun(image, workdir, cpu_model="corei7_skylake_x", memory_mb=256).__enter__()
+        stack.append(run.close)
+        child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
+        return Console(child).boot()
+
+    yield boot
+    for close in reversed(stack):
+        close()
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ class BuildError(Exception):
 @dataclass
 class Paths:
     build: Path
+    image: str = "taipan"  # build/<image>.elf; one per system description in the tests
 
     @property
     def gen(self) -> Path:
@@ -53,7 +54,12 @@ class Paths:
 
     @property
     def elf(self) -> Path:
-        return self.build / "taipan.elf"
+        return self.build / f"{self.image}.elf"
+
+    @property
+    def ptable(self) -> Path:
+        """Where this image's partition table and its object go."""
+        return self.gen / "ptables" / self.image
 
 
 def _run(cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
@@ -185,8 +191,8 @@ def link(paths: Paths, generated: boot_stub.BootStub, core: list[Path], libmp: P
     _write_if_changed(script, linker_script(generated.symbols["entry32"]))
     libgcc = subprocess.run([CC, "-print-libgcc-file-name"], capture_output=True, text=True).stdout.strip()
     _run(["ld", "-nostdlib", "-static", "-z", "max-page-size=0x1000", "-z", "noexecstack",
-          "--gc-sections", "-T", str(script), "-Map", str(paths.build / "taipan.map"), "-o", str(paths.elf),
-          str(paths.obj / "boot_text.o"), str(paths.obj / "boot_data.o"), str(paths.obj / "ptable.o"),
+          "--gc-sections", "-T", str(script), "-Map", str(paths.elf.with_suffix(".map")), "-o", str(paths.elf),
+          str(paths.obj / "boot_text.o"), str(paths.obj / "boot_data.o"), str(paths.ptable / "ptable.o"),
           *map(str, core), str(libmp), libgcc],
          "linking taipan.elf")
     patch_multiboot(paths.elf, generated.symbols["mb1_header"])
@@ -211,20 +217,22 @@ DEFAULT_CONFIG = ROOT / "configs" / "demo.toml"
 def build_partitions(paths: Paths, config_path: Path) -> None:
     """The signed partition table for the system description, as an object for the link."""
     system = config.load(config_path)
-    ptable.write(system, paths.gen, config_path=config_path)
-    _binary_object(paths.gen / "ptable.bin", ".partitions", "contents,alloc,load,readonly,data",
-                   paths.obj / "ptable.o")
+    ptable.write(system, paths.ptable, config_path=config_path)
+    _write_if_changed(paths.gen / "ptable.h", ptable.c_header())
+    _binary_object(paths.ptable / "ptable.bin", ".partitions", "contents,alloc,load,readonly,data",
+                   paths.ptable / "ptable.o")
 
 
 def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = False,
-          config_path: Path | None = None) -> Path:
+          config_path: Path | None = None, image: str = "taipan") -> Path:
     """Build build/taipan.elf for a system description (configs/demo.toml by default).
 
-    Raises config.ConfigError before anything is written, BuildError, or verify.VerifyError.
+    The image is build/<image>.elf. Raises config.ConfigError before anything
+    is written, BuildError, or verify.VerifyError.
     """
     config_path = (config_path or DEFAULT_CONFIG).resolve()
     config.load(config_path)  # a bad description stops the build before it writes anything
-    paths = Paths((build_dir or ROOT / "build").resolve())
+    paths = Paths((build_dir or ROOT / "build").resolve(), image)
     jobs = jobs or os.cpu_count() or 1
     for folder in (paths.gen, paths.obj, paths.mp):
         folder.mkdir(parents=True, exist_ok=True)
@@ -245,7 +253,7 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
 def _parts(paths: Paths, core: list[Path]) -> dict[str, list[str]]:
     return {
         "boot stub": [str(paths.obj / "boot_text.o"), str(paths.obj / "boot_data.o")],
-        "partition table": [str(paths.obj / "ptable.o")],
+        "partition table": [str(paths.ptable / "ptable.o")],
         "C core": [str(o) for o in core],
         "MicroPython": sorted(str(o) for o in paths.mp.rglob("*.o")),
     }
