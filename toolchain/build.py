@@ -231,7 +231,9 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
     is written, BuildError, or verify.VerifyError.
     """
     config_path = (config_path or DEFAULT_CONFIG).resolve()
-    config.load(config_path)  # a bad description stops the build before it writes anything
+    # A bad description (config keys, or a guest refusing its params) stops the
+    # build before it writes anything.
+    ptable.build_table(config.load(config_path), config_path=config_path)
     paths = Paths((build_dir or ROOT / "build").resolve(), image)
     jobs = jobs or os.cpu_count() or 1
     for folder in (paths.gen, paths.obj, paths.mp):
