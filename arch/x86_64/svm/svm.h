@@ -11,12 +11,23 @@
 /* The APIC's spurious vector: its low four bits must be ones on older APICs. */
 #define SVM_SPURIOUS_VECTOR 0xff
 
+/*
+ * The guest state VMRUN checks, as it was just before VMRUN: a VMEXIT_INVALID
+ * may overwrite the VMCB's save area (QEMU writes the host's CR0 and EFER
+ * back into it), so the diagnosis reads this copy instead.
+ */
+struct svm_entry_state {
+    uint64_t efer, cr0, cr4, dr6, dr7;
+    uint16_t cs_attrib;
+};
+
 /* One vCPU's backend state: its VMCB and what must happen at the next VMRUN. */
 struct svm_vcpu {
     uint8_t *vmcb;           /* the 4 KiB VMCB page (physical = virtual) */
     uint64_t vmcb_pa;
     bool flush_tlb;          /* first run after create or reset: flush this ASID */
     uint64_t reinject;       /* an event whose delivery a #VMEXIT interrupted (EXITINTINFO) */
+    struct svm_entry_state entered;
 };
 
 /* Where the host's VMSAVE/VMLOAD state (FS, GS, TR, LDTR, syscall MSRs) is kept across VMRUN. */

@@ -30,14 +30,21 @@
 typedef void (*svm_run_fn)(struct guest_regs *regs, uint64_t guest_vmcb_pa, uint64_t host_vmcb_pa);
 #define svm_run ((svm_run_fn)(uintptr_t)BOOT_SYM_SVM_RUN)
 
-/* VMRUN's consistency checks (APM vol. 2, 15.5.1) that Taipan's own state could break, in words. */
-static const char *svm_invalid_reason(const uint8_t *vmcb)
+static void svm_snapshot_entry(const uint8_t *vmcb, struct svm_entry_state *st)
 {
-    uint64_t efer = vmcb_read64(vmcb, VMCB_EFER);
-    uint64_t cr0 = vmcb_read64(vmcb, VMCB_CR0);
-    uint64_t cr4 = vmcb_read64(vmcb, VMCB_CR4);
-    uint16_t cs_attr;
-    memcpy(&cs_attr, vmcb + VMCB_CS + VMCB_SEG_ATTRIB, sizeof(cs_attr));
+    st->efer = vmcb_read64(vmcb, VMCB_EFER);
+    st->cr0 = vmcb_read64(vmcb, VMCB_CR0);
+    st->cr4 = vmcb_read64(vmcb, VMCB_CR4);
+    st->dr6 = vmcb_read64(vmcb, VMCB_DR6);
+    st->dr7 = vmcb_read64(vmcb, VMCB_DR7);
+    memcpy(&st->cs_attrib, vmcb + VMCB_CS + VMCB_SEG_ATTRIB, sizeof(st->cs_attrib));
+}
+
+/* VMRUN's consistency checks (APM vol. 2, 15.5.1) that Taipan's own state could break, in words. */
+static const char *svm_invalid_reason(const uint8_t *vmcb, const struct svm_entry_state *st)
+{
+    uint64_t efer = st->efer, cr0 = st->cr0, cr4 = st->cr4;
+    uint16_t cs_attr = st->cs_attrib;
 
     if (!(efer & EFER_SVME))
         return "guest EFER.SVME is clear";
@@ -53,7 +60,7 @@ static const char *svm_invalid_reason(const uint8_t *vmcb)
         return "guest EFER.LME and CR0.PG are set with CR4.PAE clear";
     if ((efer & EFER_LME) && (cr0 & CR0_PG) && (cs_attr & SEG_ATTR_L) && (cs_attr & SEG_ATTR_DB))
         return "guest CS has both L and D set in long mode";
-    if (vmcb_read64(vmcb, VMCB_DR6) >> 32 || vmcb_read64(vmcb, VMCB_DR7) >> 32)
+    if (st->dr6 >> 32 || st->dr7 >> 32)
         return "guest DR6 or DR7 has bits 63:32 set";
     if (vmcb_read32(vmcb, VMCB_GUEST_ASID) == 0)
         return "the guest ASID is 0 (the host's)";
@@ -110,6 +117,7 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     vmcb_write64(vmcb, VMCB_EVENTINJ, s->reinject);
     s->reinject = 0;
     vmcb_write64(vmcb, VMCB_RAX, v->regs.rax);
+    svm_snapshot_entry(vmcb, &s->entered);
 
     apic_timer_arm(deadline_tsc - now);
     svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb_pa);
@@ -162,7 +170,7 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         e->kind = EXIT_ENTRY_FAILED;
         e->error = (uint32_t)code;
         snprintk(e->what, sizeof(e->what), "VMRUN refused the guest (VMEXIT_INVALID): %s",
-                 svm_invalid_reason(vmcb));
+                 svm_invalid_reason(vmcb, &s->entered));
         break;
     default:
         e->kind = EXIT_OTHER;
