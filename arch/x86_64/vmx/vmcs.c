@@ -234,9 +234,11 @@ static void vmcs_guest_state(const struct pt_partition *d)
     uint64_t efer = b->efer;
     efer = long_mode ? efer | EFER_LME | EFER_LMA : efer & ~(EFER_LME | EFER_LMA);
 
-    vmcs_write(VMCS_GUEST_CR0, (b->cr0 | fixed0) & vmx_caps.cr0_fixed1);
+    /* Bits VMX pins to 1 (NE, VMXE) are forced on; bits it forbids are left
+     * as described, so a bad descriptor fails its entry and says why. */
+    vmcs_write(VMCS_GUEST_CR0, b->cr0 | fixed0);
     vmcs_write(VMCS_GUEST_CR3, b->cr3);
-    vmcs_write(VMCS_GUEST_CR4, (b->cr4 | vmx_caps.cr4_fixed0) & vmx_caps.cr4_fixed1);
+    vmcs_write(VMCS_GUEST_CR4, b->cr4 | vmx_caps.cr4_fixed0);
     vmcs_write(VMCS_GUEST_IA32_EFER, efer);
     vmcs_write(VMCS_GUEST_DR7, DR7_INIT);
     vmcs_write(VMCS_GUEST_RSP, b->rsp);

@@ -239,14 +239,14 @@ static void vmx_decode_entry_exit(uint32_t basic, uint64_t qual, struct exit_inf
             d = "VMCS link pointer";
         else
             d = vmx_exit_guest_state_problem(detail, sizeof(detail));
-        vmx_entry_failed(e, basic, "VM entry failed on invalid guest state (exit 33)", d ? d : "a field Taipan does not check");
+        vmx_entry_failed(e, basic, "invalid guest state (exit 33)", d ? d : "a field Taipan does not check");
         break;
     case VMX_EXIT_REASON_ENTRY_MSR_LOADING:
         snprintk(detail, sizeof(detail), "entry %llu of the VM-entry MSR-load area", (unsigned long long)qual);
-        vmx_entry_failed(e, basic, "VM entry failed loading MSRs (exit 34)", detail);
+        vmx_entry_failed(e, basic, "MSR loading failed (exit 34)", detail);
         break;
     default:
-        vmx_entry_failed(e, basic, "VM entry failed on a machine check (exit 41)", NULL);
+        vmx_entry_failed(e, basic, "machine check during entry (exit 41)", NULL);
         break;
     }
 }
@@ -360,6 +360,22 @@ void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     if (!x || !vmcs_load(x)) {
         vmx_entry_failed(e, 0, "the vCPU has no loadable VMCS", NULL);
         return;
+    }
+
+    /* Before the first VMLAUNCH only (never on the fast path), hold the
+     * guest state to the manual's rules ourselves: VM entry does not check
+     * every architectural rule (CR0.NW without CD passes on VT-x and Bochs,
+     * though MOV to CR0 would #GP), and a refused state is easier to read here. */
+    if (!v->launched) {
+        char problem[96];
+        const char *p = vmx_exit_guest_state_problem(problem, sizeof(problem));
+        if (p) {
+            e->rip = vmx_vmread(VMCS_GUEST_RIP);
+            e->raw_reason = VMX_EXIT_REASON_ENTRY_INVALID_GUEST_STATE;
+            vmx_entry_failed(e, VMX_EXIT_REASON_ENTRY_INVALID_GUEST_STATE,
+                             "invalid guest state, refused before VMLAUNCH", p);
+            return;
+        }
     }
 
     /* The preemption timer counts down at TSC >> IA32_VMX_MISC[4:0] and exits
