@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from guests import attacker, exit, hello, hypercall, mbtest, spin, trivial
+from guests import attacker, bench, exit, hello, hypercall, mbtest, spin, trivial
 from guests.common import GuestImage
 
 __all__ = ["BUILTIN", "GuestImage", "build_guest"]
@@ -26,6 +26,7 @@ BUILTIN: dict[str, Callable[..., GuestImage]] = {
     "hypercall": hypercall.build,
     "mbtest": mbtest.build,
     "trivial": _trivial,
+    "bench": bench.build,
 }
 
 

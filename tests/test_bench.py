@@ -12,14 +12,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.boot
-def test_bench_json_reports_sizes_heap_and_qemu_boot_times() -> None:
-    # Behaviour, not speed: the numbers must exist and be positive, whatever the machine's load.
+@pytest.fixture(scope="module")
+def doc() -> dict:
+    """One `scripts/bench --runs 1 --only qemu --json --small` run, shared by the tests below."""
     proc = subprocess.run([sys.executable, str(ROOT / "scripts/bench"), "--runs", "1",
-                           "--only", "qemu", "--json"],
+                           "--only", "qemu", "--json", "--small"],
                           capture_output=True, text=True, timeout=900, check=False, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = json.loads(proc.stdout)  # stdout is one JSON document; progress went to stderr
+    return json.loads(proc.stdout)  # stdout is one JSON document; progress went to stderr
+
+
+@pytest.mark.boot
+def test_bench_json_reports_sizes_heap_and_qemu_boot_times(doc: dict) -> None:
+    # Behaviour, not speed: the numbers must exist and be positive, whatever the machine's load.
 
     image = doc["image"]
     for key in ("file_bytes", "loaded_bytes", "memory_bytes"):
@@ -39,3 +44,18 @@ def test_bench_json_reports_sizes_heap_and_qemu_boot_times() -> None:
     assert len(qemu["taipan_samples"]) == len(qemu["trivial_samples"]) == 1
     assert qemu["taipan_s"] > 0 and qemu["trivial_s"] > 0
     assert qemu["ratio"] == pytest.approx(qemu["taipan_s"] / qemu["trivial_s"])
+
+
+@pytest.mark.boot
+def test_bench_json_reports_partition_exit_costs_and_compute_ratio(doc: dict) -> None:
+    assert set(doc["partitions"]) == {"qemu"}  # --only qemu
+    qemu = doc["partitions"]["qemu"]
+    assert qemu["runs"] == 1
+    for key in ("fast_exit_us", "upcall_exit_us", "bare_cpuid_us", "compute_taipan_s", "compute_bare_s"):
+        assert qemu[key] > 0 and qemu["samples"][key] == [qemu[key]]
+    assert qemu["upcall_ratio"] == pytest.approx(qemu["upcall_exit_us"] / qemu["fast_exit_us"])
+    assert qemu["compute_ratio"] == pytest.approx(qemu["compute_taipan_s"] / qemu["compute_bare_s"])
+    # Behaviour, not speed: every CPUID of the loop exited on both paths (the
+    # guest adds its own few to find Taipan), and the upcall path took no fewer.
+    assert qemu["fast_exits"] >= qemu["cpuid_count"] > 0
+    assert qemu["upcall_exits"] >= qemu["fast_exits"]

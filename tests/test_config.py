@@ -153,3 +153,11 @@ def test_sizes_parse() -> None:
     assert config.parse_size("1G") == 1 << 30
     with pytest.raises(ValueError):
         config.parse_size("1.5G")
+
+
+def test_cpuid_upcall_bench_knob_defaults_off_and_must_be_a_bool(tmp_path: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text(_hello() + _hello(name="b", extra="cpuid_upcall = true"))
+    assert [p.cpuid_upcall for p in config.load(path).partitions] == [False, True]
+    [error] = _errors(tmp_path, _hello(extra='cpuid_upcall = "yes"'))
+    assert error.endswith('partitions[0].cpuid_upcall = "yes": must be true or false, not a string')

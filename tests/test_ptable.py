@@ -126,3 +126,15 @@ def test_write_emits_header_and_blob(tmp_path: Path) -> None:
     table = ptable.write(config.load(ROOT / "configs" / "demo.toml"), tmp_path)
     assert (tmp_path / "ptable.bin").read_bytes() == table.blob
     assert (tmp_path / "ptable.h").read_text() == ptable.c_header()
+
+
+def test_cpuid_upcall_sets_its_flag_beside_autostart(tmp_path: Path) -> None:
+    hello = '[[partitions]]\nname = "{}"\nmemory = "16M"\nimage = "guest:hello"\n{}\n'
+    path = tmp_path / "system.toml"
+    path.write_text(hello.format("plain", "") + hello.format("up", "cpuid_upcall = true")
+                    + hello.format("idle", "cpuid_upcall = true\nautostart = false"))
+    parsed = ptable.parse(ptable.build_table(config.load(path)).blob)
+    assert [p["flags"] for p in parsed.partitions] == [
+        ptable.FLAG_AUTOSTART, ptable.FLAG_AUTOSTART | ptable.FLAG_CPUID_UPCALL,
+        ptable.FLAG_CPUID_UPCALL]
+    assert "#define PT_FLAG_CPUID_UPCALL 2u" in ptable.c_header()

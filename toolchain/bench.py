@@ -1,4 +1,4 @@
-"""The benchmark behind `scripts/bench`: image size by part, MicroPython heap after boot, boot time against a trivial kernel."""
+"""The benchmark behind `scripts/bench`: image size by part, MicroPython heap after boot, boot time against a trivial kernel, and partitions' exit and compute costs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pexpect
+import pexpect.fdpexpect
 
+from guests import bench as bench_guest
 from guests.trivial import write_kernel
 from toolchain import build as builder
 from toolchain import verify
@@ -60,11 +62,36 @@ class Image:
 
 
 @dataclass
+class PartitionCosts:
+    """One emulator's partition figures: medians of guest-TSC seconds, and the samples.
+
+    Every time is the bench guest's own RDTSC delta over its loop divided by
+    its TSC rate, so Taipan's share (exits, slices, MicroPython) is inside it.
+    Under QEMU TCG the TSC follows the host clock; under Bochs it counts
+    emulated instructions, so Bochs's figures are emulated, not wall, time.
+    """
+    runs: int
+    cpuid_count: int
+    compute_count: int
+    fast_exit_us: float          # one CPUID exit answered by the C fast path
+    upcall_exit_us: float        # the same exit handed up to MicroPython policy
+    upcall_ratio: float          # upcall / fast
+    bare_cpuid_us: float         # one CPUID with no hypervisor underneath
+    fast_exits: int              # CPUID exits `ps` counted for the fast-path partition
+    upcall_exits: int            # and for the upcall partition
+    compute_taipan_s: float      # the compute loop as a Taipan partition
+    compute_bare_s: float        # the same ELF run directly by the emulator
+    compute_ratio: float         # taipan / bare; 1.0 is the goal
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
 class Result:
     elf: str
     image: Image
     heap: Heap
     boot: dict[str, BootTimes]
+    partitions: dict[str, PartitionCosts] = field(default_factory=dict)
 
 
 def image_report(elf: Path) -> verify.Report:
@@ -84,13 +111,13 @@ def _image(report: verify.Report) -> Image:
     return Image(report.file_bytes, report.loaded_bytes, report.memory_bytes, parts)
 
 
-def _spawn_qemu(kernel: Path, stderr_log: Path) -> pexpect.spawn:
+def _spawn_qemu(kernel: Path, stderr_log: Path, **options: object) -> pexpect.spawn:
     """QEMU on a pty with its serial console on stdout; its stderr goes to a log.
 
     Keeping stderr off the pty means TCG's feature warnings can never match a
     pattern, and the first bytes read really are the guest's serial output.
     """
-    argv = qemu_argv(kernel, no_reboot=True)
+    argv = qemu_argv(kernel, no_reboot=True, **options)
 
     def to_log() -> None:
         fd = os.open(stderr_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -163,9 +190,176 @@ def _median_pair(taipan: Callable[[], float], trivial: Callable[[], float], runs
     return BootTimes(runs, t, b, t / b, taipan_samples, trivial_samples)
 
 
-def run(*, runs: int = 5, only: str | None = None, elf: Path | None = None,
+# ---- partitions: one CPUID exit on each path, and a compute loop's overhead ----
+
+PARTITION = "bench"
+# Up to the line's end: serial output arrives in pieces, and a match on
+# "tsc=h" of "tsc=hypercall" would be a wrong answer, not a late one.
+BENCH_LINE = rb"bench (\w+) count=(\d+) cycles=(\d+) tsc_khz=(\d+) tsc=(\w+)\r*\n"
+# (CPUID exits, compute iterations) per emulator. QEMU's compute loop is the
+# guest's default, about 2 s; Bochs runs about 100M instructions a second, so
+# it gets a shorter loop (4 instructions an iteration: 4 s of emulated time).
+COUNTS = {"qemu": (100_000, bench_guest.DEFAULT_COUNT["compute"]), "bochs": (100_000, 100_000_000)}
+SMALL_COUNTS = {"qemu": (2_000, 20_000_000), "bochs": (2_000, 2_000_000)}
+PARTITION_TIMEOUT_S = {"qemu": 900, "bochs": 3600}
+BENCH_MEMORY_MB = 256
+BOCHS_CPU = "corei7_skylake_x"  # VT-x + EPT + unrestricted guest, as the tests use
+
+
+@dataclass(frozen=True)
+class BenchLine:
+    """What the bench guest printed: its loop, the TSC ticks it took, the TSC rate and its source."""
+    mode: str
+    count: int
+    cycles: int
+    tsc_khz: int
+    source: str  # "hypercall" (Taipan's measurement) or "pit" (its own)
+
+    @property
+    def seconds(self) -> float:
+        if self.tsc_khz <= 0:
+            raise RuntimeError(f"the bench guest reports no TSC rate: {self}")
+        return self.cycles / (self.tsc_khz * 1000)
+
+
+def _bench_line(match: re.Match[bytes]) -> BenchLine:
+    mode, count, cycles, khz, source = match.groups()
+    return BenchLine(mode.decode(), int(count), int(cycles), int(khz), source.decode())
+
+
+def bench_config(mode: str, count: int, *, upcall: bool = False) -> str:
+    """A system description (TOML) with one bench partition."""
+    lines = ["[[partitions]]", f'name = "{PARTITION}"', 'memory = "4M"', 'image = "guest:bench"',
+             f'params = {{ mode = "{mode}", count = {count} }}']
+    if upcall:
+        lines.append("cpuid_upcall = true")
+    return "\n".join(lines) + "\n"
+
+
+def _expect(child: pexpect.spawnbase.SpawnBase, pattern: bytes | list[bytes], timeout: float,
+            what: str) -> int:
+    try:
+        return child.expect(pattern, timeout=timeout)
+    except (pexpect.TIMEOUT, pexpect.EOF) as error:
+        raise RuntimeError(f"{what}: never saw {pattern!r}; output tail: "
+                           f"{(child.before or b'')[-400:]!r}") from error
+
+
+def run_partition(emulator: str, kernel: Path, work: Path) -> tuple[BenchLine, int]:
+    """Boot a Taipan image (an ELF for QEMU, an ISO for Bochs) whose bench partition starts at
+    boot; return its line and the CPUID exits `ps` counted for it."""
+    timeout = PARTITION_TIMEOUT_S[emulator]
+    if emulator == "qemu":
+        child = _spawn_qemu(kernel, work.parent / "qemu.stderr", memory_mb=BENCH_MEMORY_MB)
+        close: Callable[[], None] = lambda: _close(child)
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        bochs = BochsRun(kernel, work, cpu_model=BOCHS_CPU, memory_mb=BENCH_MEMORY_MB).__enter__()
+        close = bochs.close
+        child = pexpect.fdpexpect.fdspawn(bochs.fileno(), timeout=timeout)
+    try:
+        # Wait for the hypervisor's own announcement rather than polling `ps`:
+        # a typed command runs in MicroPython between slices and would be
+        # counted in the partition's time.
+        outcome = _expect(child, [rb"taipan: bench exited with code (\d+)",
+                                  rb"taipan: (partition bench faulted: [^\r\n]*|bench stopped[^\r\n]*)"],
+                          timeout, f"{emulator}: the bench partition")
+        if outcome != 0:
+            raise RuntimeError(f"{emulator}: {child.match.group(1).decode(errors='replace')}")
+        child.send("ps\r")
+        _expect(child, rb"NAME +STATE[^\n]*\n(.*?)taipan> ", 60, f"{emulator}: ps")
+        table = child.match.group(1)
+        row = re.search(rb"^bench +(\S+)[^\n]*", table, re.MULTILINE)
+        if row is None or row.group(1) != b"exited(0)":
+            raise RuntimeError(f"{emulator}: ps does not show bench exited(0): {table!r}")
+        exits = re.search(rb"\bcpuid=(\d+)", row.group(0))
+        child.send(f"log {PARTITION}\r")
+        _expect(child, BENCH_LINE, 60, f"{emulator}: log {PARTITION}")
+        return _bench_line(child.match), int(exits.group(1)) if exits else 0
+    finally:
+        close()
+
+
+def run_bare(emulator: str, kernel: Path, work: Path) -> BenchLine:
+    """The bench kernel (an ELF for QEMU, an ISO for Bochs) run directly by the emulator."""
+    timeout = PARTITION_TIMEOUT_S[emulator]
+    if emulator == "qemu":
+        child = _spawn_qemu(kernel, work.parent / "qemu.stderr", memory_mb=BENCH_MEMORY_MB)
+        try:
+            _expect(child, BENCH_LINE, timeout, "qemu: the bare bench kernel")
+            return _bench_line(child.match)
+        finally:
+            _close(child)
+    work.mkdir(parents=True, exist_ok=True)
+    with BochsRun(kernel, work, cpu_model=BOCHS_CPU, memory_mb=BENCH_MEMORY_MB) as run:
+        return _bench_line(run.follow(BENCH_LINE, timeout=timeout))
+
+
+def _check_source(line: BenchLine, expected: str, what: str) -> BenchLine:
+    # Under Taipan the rate must come from the hypercall (policy denies the
+    # PIT to guests); "pit" there means the guest did not recognise Taipan.
+    if line.source != expected:
+        raise RuntimeError(f"{what}: TSC rate from {line.source}, expected {expected}: {line}")
+    return line
+
+
+def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
+                       progress: Callable[[str], None]) -> PartitionCosts:
+    """Fast-path and upcall CPUID exits, and compute under Taipan against bare, on one emulator."""
+    cpuid_count, compute_count = (SMALL_COUNTS if small else COUNTS)[emulator]
+    work.mkdir(parents=True, exist_ok=True)
+    progress(f"{emulator}: building the bench images")
+    configs = {"fast": bench_config("cpuid", cpuid_count),
+               "upcall": bench_config("cpuid", cpuid_count, upcall=True),
+               "compute": bench_config("compute", compute_count)}
+    taipan: dict[str, Path] = {}
+    for key, text in configs.items():
+        path = work / f"{key}.toml"
+        path.write_text(text)
+        taipan[key] = builder.build(quiet=True, config_path=path, image=f"bench-{emulator}-{key}")
+    bare = {mode: work / f"bare-{mode}.elf" for mode in ("cpuid", "compute")}
+    bare["cpuid"].write_bytes(bench_guest.kernel_bytes(mode="cpuid", count=cpuid_count))
+    bare["compute"].write_bytes(bench_guest.kernel_bytes(mode="compute", count=compute_count))
+    if emulator == "bochs":
+        taipan = {k: make_iso(p, work / f"{k}.iso", tree=work / f"iso-{k}") for k, p in taipan.items()}
+        bare = {k: make_iso(p, work / f"bare-{k}.iso", tree=work / f"iso-bare-{k}")
+                for k, p in bare.items()}
+
+    counter = iter(range(1 << 30))
+    samples: dict[str, list[float]] = {k: [] for k in ("fast_exit_us", "upcall_exit_us", "bare_cpuid_us",
+                                                       "compute_taipan_s", "compute_bare_s")}
+    exits = {"fast": 0, "upcall": 0}
+    for i in range(runs):
+        # One of each per round, so a change in the machine's load weighs on all alike.
+        for key in ("fast", "upcall"):
+            line, exits[key] = run_partition(emulator, taipan[key], work / f"run{next(counter)}")
+            _check_source(line, "hypercall", f"{emulator} {key}")
+            samples[f"{key}_exit_us"].append(line.seconds / line.count * 1e6)
+        line, _ = run_partition(emulator, taipan["compute"], work / f"run{next(counter)}")
+        samples["compute_taipan_s"].append(_check_source(line, "hypercall", f"{emulator} compute").seconds)
+        line = run_bare(emulator, bare["compute"], work / f"run{next(counter)}")
+        samples["compute_bare_s"].append(_check_source(line, "pit", f"{emulator} bare compute").seconds)
+        line = _check_source(run_bare(emulator, bare["cpuid"], work / f"run{next(counter)}"), "pit",
+                             f"{emulator} bare cpuid")
+        samples["bare_cpuid_us"].append(line.seconds / line.count * 1e6)
+        progress(f"  run {i + 1}/{runs}: CPUID exit {samples['fast_exit_us'][-1]:.2f} us fast, "
+                 f"{samples['upcall_exit_us'][-1]:.2f} us upcall; compute "
+                 f"{samples['compute_taipan_s'][-1]:.3f} s taipan, "
+                 f"{samples['compute_bare_s'][-1]:.3f} s bare")
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    return PartitionCosts(
+        runs=runs, cpuid_count=cpuid_count, compute_count=compute_count,
+        fast_exit_us=med["fast_exit_us"], upcall_exit_us=med["upcall_exit_us"],
+        upcall_ratio=med["upcall_exit_us"] / med["fast_exit_us"], bare_cpuid_us=med["bare_cpuid_us"],
+        fast_exits=exits["fast"], upcall_exits=exits["upcall"],
+        compute_taipan_s=med["compute_taipan_s"], compute_bare_s=med["compute_bare_s"],
+        compute_ratio=med["compute_taipan_s"] / med["compute_bare_s"], samples=samples)
+
+
+def run(*, runs: int = 5, only: str | None = None, elf: Path | None = None, small: bool = False,
         progress: Callable[[str], None] = lambda _: None) -> Result:
-    """Build (unless `elf` is given) and measure everything; emulators limited to `only` if set."""
+    """Build (unless `elf` is given) and measure everything; emulators limited to `only` if set,
+    the partitions' loops shortened with `small`."""
     elf = elf or builder.build(quiet=True)
     report = image_report(elf)
     boot: dict[str, BootTimes] = {}
@@ -189,7 +383,14 @@ def run(*, runs: int = 5, only: str | None = None, elf: Path | None = None,
                 lambda: time_bochs(taipan_iso, re.escape(PROMPT), work / f"bochs{next(counter)}"),
                 lambda: time_bochs(trivial_iso, TRIVIAL_OUTPUT, work / f"bochs{next(counter)}"),
                 runs, progress)
-    return Result(str(elf), _image(report), heap, boot)
+        partitions: dict[str, PartitionCosts] = {}
+        for emulator in EMULATORS:
+            if only in (None, emulator):
+                progress(f"{emulator}: partitions: CPUID exits fast path vs upcall, compute vs bare")
+                partitions[emulator] = measure_partitions(emulator, runs=runs, small=small,
+                                                          work=work / f"partitions-{emulator}",
+                                                          progress=progress)
+    return Result(str(elf), _image(report), heap, boot, partitions)
 
 
 def format_result(result: Result) -> str:
@@ -213,23 +414,40 @@ def format_result(result: Result) -> str:
         for name, t in result.boot.items():
             lines.append(f"  {name:<10}{t.runs:>5}{t.taipan_s:>10.3f}s{t.trivial_s:>10.3f}s"
                          f"{t.ratio:>7.2f}x")
+    if result.partitions:
+        lines += ["", ("partitions, median of runs (the bench guest's RDTSC over its loop; "
+                       "Bochs's TSC counts emulated instructions)"),
+                  (f"  {'emulator':<10}{'runs':>5}{'CPUID exit: fast':>18}{'upcall':>12}{'ratio':>8}"
+                   f"{'bare':>11}{'compute: taipan':>17}{'bare':>10}{'ratio':>8}")]
+        for name, p in result.partitions.items():
+            lines.append(f"  {name:<10}{p.runs:>5}{p.fast_exit_us:>15.2f} us{p.upcall_exit_us:>9.2f} us"
+                         f"{p.upcall_ratio:>7.1f}x{p.bare_cpuid_us:>8.3f} us{p.compute_taipan_s:>15.3f} s"
+                         f"{p.compute_bare_s:>8.3f} s{p.compute_ratio:>7.3f}x")
+        for name, p in result.partitions.items():
+            lines.append(f"  {name}: {p.cpuid_count:,} CPUIDs a run (CPUID exits ps counted: "
+                         f"{p.fast_exits:,} fast path, {p.upcall_exits:,} upcall); "
+                         f"{p.compute_count:,} compute iterations")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
-        description="Image size by part, MicroPython heap after boot, and boot time under QEMU "
-                    "TCG and Bochs against a trivial multiboot kernel.")
+        description="Image size by part, MicroPython heap after boot, boot time under QEMU "
+                    "TCG and Bochs against a trivial multiboot kernel, and partitions: a CPUID "
+                    "exit on the C fast path and as an upcall, a compute loop under Taipan "
+                    "against the same kernel run bare.")
     parser.add_argument("--runs", type=int, default=5, help="boots per kernel and emulator (default 5)")
     parser.add_argument("--only", choices=EMULATORS, help="time only this emulator")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--elf", type=Path, help="measure this image instead of building build/taipan.elf")
+    parser.add_argument("--small", action="store_true",
+                        help="shorten the partitions' loops (for tests: behaviour, not figures)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     # Progress goes to stderr so that --json leaves stdout one document.
-    result = run(runs=args.runs, only=args.only, elf=args.elf,
+    result = run(runs=args.runs, only=args.only, elf=args.elf, small=args.small,
                  progress=lambda text: print(text, file=sys.stderr, flush=True))
     print(json.dumps(asdict(result), indent=2) if args.json else format_result(result))
     return 0

@@ -33,7 +33,7 @@ _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 TOP_KEYS = ("partitions",)
 PARTITION_KEYS = ("name", "memory", "image", "kind", "autostart", "console_size", "cmdline",
-                  "modules", "entry", "params", "inject_entry_failure")
+                  "modules", "entry", "params", "inject_entry_failure", "cpuid_upcall")
 
 
 class ConfigError(Exception):
@@ -60,6 +60,10 @@ class PartitionConfig:
     entry: int = DEFAULT_ENTRY
     params: dict[str, Any] = field(default_factory=dict)
     inject_entry_failure: bool = False
+    # Bench/test knob only: hand every CPUID exit up to MicroPython policy
+    # instead of answering it on the C fast path, so scripts/bench can time
+    # both paths over the same guest.
+    cpuid_upcall: bool = False
 
     def key(self, name: str) -> str:
         """The key path of one of this partition's keys, as errors spell it."""
@@ -232,13 +236,15 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
 
     autostart = check.typed(table, "autostart", prefix + "autostart", bool, True)
     inject = check.typed(table, "inject_entry_failure", prefix + "inject_entry_failure", bool, False)
+    cpuid_upcall = check.typed(table, "cpuid_upcall", prefix + "cpuid_upcall", bool, False)
 
     if len(check.errors) != before:
         return None
     return PartitionConfig(index=index, name=name, memory=memory, image=image, kind=kind,
                            builtin=builtin, image_path=image_path, autostart=autostart,
                            console_size=console, cmdline=cmdline, modules=modules, entry=entry,
-                           params=dict(params), inject_entry_failure=inject)
+                           params=dict(params), inject_entry_failure=inject,
+                           cpuid_upcall=cpuid_upcall)
 
 
 def validate(data: dict[str, Any], path: Path) -> SystemConfig:

@@ -15,6 +15,7 @@ MAGIC = b"TAIPANPT"
 VERSION = 1
 MAX_CHUNKS = 8
 FLAG_AUTOSTART = 1
+FLAG_CPUID_UPCALL = 2  # the config's cpuid_upcall bench knob: CPUID exits go to policy
 KINDS = {"raw": 0, "multiboot": 1}
 MODE_LONG64 = guest_image.MODE_LONG64
 MODE_PROT32 = guest_image.MODE_PROT32
@@ -28,6 +29,7 @@ DEFINES: list[tuple[str, str]] = [
     ("PT_VERSION", str(VERSION)),
     ("PT_MAX_CHUNKS", str(MAX_CHUNKS)),
     ("PT_FLAG_AUTOSTART", f"{FLAG_AUTOSTART}u"),
+    ("PT_FLAG_CPUID_UPCALL", f"{FLAG_CPUID_UPCALL}u"),
     ("PT_KIND_RAW", f"{KINDS['raw']}u"),
     ("PT_KIND_MULTIBOOT", f"{KINDS['multiboot']}u"),
     ("PT_MODE_LONG64", f"{MODE_LONG64}u"),
@@ -282,7 +284,8 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
             "eptp": nested_paging.build_ept(region, placed.host_base, placed.size),
             "npt_cr3": nested_paging.build_npt(region, placed.host_base, placed.size),
             **vars(placed_bitmaps),
-            "flags": FLAG_AUTOSTART if part.autostart else 0,
+            "flags": (FLAG_AUTOSTART if part.autostart else 0)
+                     | (FLAG_CPUID_UPCALL if part.cpuid_upcall else 0),
             "kind": KINDS[loaded.kind], "console_size": part.console_size,
             "chunk_count": len(loaded.chunks), "boot": _boot_values(loaded.boot),
         })

@@ -19,6 +19,11 @@ def decide(name, exit):
     elif kind in ("msr_read", "msr_write"):
         where = exit["msr"]
         action = ("deny", 0)
+    elif kind == "cpuid":
+        # Only partitions built with the cpuid_upcall bench knob send these:
+        # C then answers as its fast path would (emulate_cpuid).
+        where = exit["reason"]
+        action = ("emulate", 0)
     else:
         where = exit["reason"]
         action = ("stop", 0)
