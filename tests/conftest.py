@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +15,7 @@ from toolchain import build, emulator, iso
 PROMPT = "taipan> "
 BOOT_TIMEOUT = 120  # generous: Bochs boots through BIOS and GRUB first
 REPL_PROMPT = ">>> "
+BOCHS_CHAR_DELAY = 0.02
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +43,12 @@ def config_image(name: str) -> Path:
 class Console:
     """The serial console of a booted Taipan, as a person at a terminal sees it."""
 
-    def __init__(self, child: pexpect.spawnbase.SpawnBase) -> None:
+    def __init__(self, child: pexpect.spawnbase.SpawnBase, char_delay: float = 0.0) -> None:
         self.child = child
         self.banner = ""
+        # Bochs feeds the serial port faster than its UART's FIFO drains while a
+        # guest runs: type there at a person's pace rather than in one burst.
+        self.char_delay = char_delay
 
     def wait_prompt(self, timeout: float = 60) -> str:
         """Wait for the shell prompt; return what came before it, line ends as '\\n'."""
@@ -56,11 +61,16 @@ class Console:
 
     def type(self, text: str) -> None:
         # A terminal's Enter key sends CR, which is what MicroPython's readline takes.
-        self.child.send(text)
+        if not self.char_delay:
+            self.child.send(text)
+            return
+        for char in text:
+            self.child.send(char)
+            time.sleep(self.char_delay)
 
     def command(self, line: str, timeout: float = 60, prompt: str = PROMPT) -> str:
         """Type a line, wait for the next prompt, return what was printed in between (no echo)."""
-        self.child.send(line + "\r")
+        self.type(line + "\r")
         self.child.expect_exact(prompt, timeout=timeout)
         out = self.child.before.replace("\r", "")
         return out.split("\n", 1)[1] if "\n" in out else ""
@@ -112,7 +122,7 @@ def boot_config(request, tmp_path: Path) -> Iterator:
         run = emulator.BochsRun(image, workdir, cpu_model="corei7_skylake_x", memory_mb=256).__enter__()
         stack.append(run.close)
         child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
-        return Console(child).boot()
+        return Console(child, char_delay=BOCHS_CHAR_DELAY).boot()
 
     yield boot
     for close in reversed(stack):
@@ -133,4 +143,4 @@ def bochs(taipan_iso: Path, tmp_path: Path) -> Iterator[Console]:
         pytest.fail(missing)  # bootstrap installs Bochs: its absence is a broken set-up, not a skip
     with emulator.BochsRun(taipan_iso, tmp_path, cpu_model="corei7_skylake_x", memory_mb=256) as run:
         child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
-        yield Console(child).boot()
+        yield Console(child, char_delay=BOCHS_CHAR_DELAY).boot()

@@ -62,12 +62,13 @@ def test_raw_image_over_the_page_tables_is_refused() -> None:
         guest_image.load_raw(_part(2 << 20, "raw"), bytes(0x200000), 0x100000, None)
 
 
-def test_inject_entry_failure_sets_nw_without_cd(tmp_path: Path) -> None:
+def test_inject_entry_failure_asks_for_long_mode_without_pae(tmp_path: Path) -> None:
     image = tmp_path / "t.bin"
     image.write_bytes(b"\xf4")
     part = _part(16 << 20, "raw", image_path=image, inject_entry_failure=True)
-    cr0 = guest_image.load(part).boot.cr0
-    assert cr0 & guest_image.CR0_NW and not cr0 & guest_image.CR0_CD
+    boot = guest_image.load(part).boot
+    assert boot.cr0 & guest_image.CR0_PG and boot.efer & guest_image.EFER_LME
+    assert not boot.cr4 & guest_image.CR4_PAE
 
 
 def _multiboot_info(loaded: guest_image.GuestLoad) -> tuple[bytearray, dict[str, int]]:

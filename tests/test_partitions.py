@@ -151,6 +151,6 @@ def test_failed_vm_entry_is_reported_in_words_and_stops_only_that_partition(boot
     console = boot_config(vendor, "bad-entry")
     rows = wait_for(console, lambda r: r["bad"]["state"] == "faulted"
                     and int(r["hello"]["exits"].get("io", 0)) > 50, vendor, "bad to fail and hello to print")
-    assert re.search(r"VM entry failed: .*CR0", rows["bad"]["reason"]), rows["bad"]
+    assert re.search(r"VM entry failed: .*PAE", rows["bad"]["reason"]), rows["bad"]
     assert rows["hello"]["state"] == "running"
     assert "VM entry failed" in console.command("events")

@@ -22,7 +22,7 @@ SEL_DATA = 0x10
 RFLAGS_RESERVED = 0x2  # bit 1 always reads as one
 
 CR0_PE, CR0_MP, CR0_ET, CR0_NE = 1 << 0, 1 << 1, 1 << 4, 1 << 5
-CR0_WP, CR0_NW, CR0_CD, CR0_PG = 1 << 16, 1 << 29, 1 << 30, 1 << 31
+CR0_WP, CR0_PG = 1 << 16, 1 << 31
 CR4_PAE, CR4_OSFXSR, CR4_OSXMMEXCPT = 1 << 5, 1 << 9, 1 << 10
 EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 
@@ -308,7 +308,10 @@ def load(part: PartitionConfig) -> GuestLoad:
     else:
         loaded = load_multiboot(part, data)
     if part.inject_entry_failure:
-        # Test hook: CR0.NW=1 with CD=0 is an invalid combination that both
-        # VMX and SVM refuse at VM entry, so the failed-entry path gets exercised.
-        loaded.boot.cr0 = (loaded.boot.cr0 | CR0_NW) & ~CR0_CD
+        # Test hook: long mode (EFER.LME with CR0.PG) without CR4.PAE is a guest
+        # state that both VT-x's VM-entry checks and AMD's VMRUN consistency
+        # checks refuse in hardware, so the failed-entry path gets exercised.
+        loaded.boot.cr0 |= CR0_PG | CR0_PE
+        loaded.boot.efer |= EFER_LME
+        loaded.boot.cr4 &= ~CR4_PAE
     return loaded

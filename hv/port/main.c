@@ -79,6 +79,9 @@ void mp_port_main(void)
 
     for (;;) {
         mp_init();
+        // The idle hook pointed into the heap just swept: until main.py sets
+        // it again (the raw REPL never does), the console waits without it.
+        port_set_idle(MP_OBJ_NULL);
         readline_init0();
         for (;;) {
             if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {

@@ -161,6 +161,13 @@ static mp_obj_t hv_poll_char(void)
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(hv_poll_char_obj, hv_poll_char);
 
+// hv.typing() -> whether someone typed at the console within the last second.
+static mp_obj_t hv_typing(void)
+{
+    return mp_obj_new_bool(port_typing());
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_typing_obj, hv_typing);
+
 // hv.write(data): bytes straight to the console, line ends made CR LF for the terminal.
 static mp_obj_t hv_write(mp_obj_t data)
 {
@@ -187,6 +194,7 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_set_idle), MP_ROM_PTR(&hv_set_idle_obj) },
     { MP_ROM_QSTR(MP_QSTR_write), MP_ROM_PTR(&hv_write_obj) },
     { MP_ROM_QSTR(MP_QSTR_poll_char), MP_ROM_PTR(&hv_poll_char_obj) },
+    { MP_ROM_QSTR(MP_QSTR_typing), MP_ROM_PTR(&hv_typing_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_count), MP_ROM_PTR(&hv_part_count_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_info), MP_ROM_PTR(&hv_part_info_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_state), MP_ROM_PTR(&hv_part_state_obj) },

@@ -13,6 +13,7 @@
  * lost: they wait here until the REPL or input() asks for them.
  */
 #define RX_RING 256
+#define TYPING_MS 1000u
 static uint8_t rx_ring[RX_RING];
 static unsigned int rx_head, rx_tail;
 
@@ -36,12 +37,25 @@ void mp_hal_poll_input(void)
     }
 }
 
+static uint64_t last_key_tsc;
+
 int mp_hal_stdin_poll_chr(void)
 {
     if (rx_head != rx_tail) {
         return rx_ring[rx_tail++ % RX_RING];
     }
-    return uart_poll();
+    int c = uart_poll();
+    if (c >= 0) {
+        last_key_tsc = tsc_read();
+    }
+    return c;
+}
+
+// The UART holds only 16 bytes while a guest runs: when someone is typing,
+// the scheduler keeps slices short enough that the FIFO cannot overflow.
+bool port_typing(void)
+{
+    return last_key_tsc && tsc_read() - last_key_tsc < tsc_khz() * TYPING_MS;
 }
 
 MP_REGISTER_ROOT_POINTER(mp_obj_t taipan_idle_fn);

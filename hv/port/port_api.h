@@ -1,5 +1,6 @@
 // What the port's C offers the hv module: heap size and the nested REPL.
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include "py/obj.h"
 
@@ -9,3 +10,5 @@ void port_repl(void);
 void port_set_idle(mp_obj_t fn);
 // A byte typed at the console, or -1; never blocks.
 int mp_hal_stdin_poll_chr(void);
+// Whether a key arrived within the last second.
+bool port_typing(void);

@@ -32,8 +32,6 @@
 
 #define CR0_PE (1ull << 0)
 #define CR0_NE (1ull << 5)
-#define CR0_NW (1ull << 29)
-#define CR0_CD (1ull << 30)
 #define CR0_PG (1ull << 31)
 #define CR4_PAE (1ull << 5)
 #define CR4_VMXE (1ull << 13)
@@ -98,5 +96,3 @@ void vmcs_advance_rip(struct vcpu *v, uint32_t len);
 uint64_t vmcs_guest_rip(struct vcpu *v);
 /* vmx_exit.c: one entry into the guest and the decoded exit. */
 void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *exit);
-/* vmx_exit.c: why the current VMCS's guest state fails the entry checks, in words, or NULL. */
-const char *vmx_exit_guest_state_problem(char *buf, uint32_t size);

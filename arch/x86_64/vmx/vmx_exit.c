@@ -104,7 +104,7 @@ static bool limit_ok(uint32_t limit, uint32_t ar)
  * plausibly break, in the order the manual lists them; the first one the
  * current VMCS fails, in words.
  */
-const char *vmx_exit_guest_state_problem(char *buf, uint32_t size)
+static const char *vmx_exit_guest_state_problem(char *buf, uint32_t size)
 {
     uint32_t entry = (uint32_t)vmx_vmread(VMCS_ENTRY_CONTROLS);
     uint32_t proc2 = (uint32_t)vmx_vmread(VMCS_PROC_BASED_CONTROLS2);
@@ -118,7 +118,6 @@ const char *vmx_exit_guest_state_problem(char *buf, uint32_t size)
 
     PROBLEM(!fixed_ok(cr0, fixed0, vmx_caps.cr0_fixed1), "guest CR0: a bit fixed by IA32_VMX_CR0_FIXED0/1 is wrong");
     PROBLEM((cr0 & CR0_PG) && !(cr0 & CR0_PE), "guest CR0: PG set with PE clear");
-    PROBLEM((cr0 & CR0_NW) && !(cr0 & CR0_CD), "guest CR0: NW set with CD clear");
     PROBLEM(!fixed_ok(cr4, vmx_caps.cr4_fixed0, vmx_caps.cr4_fixed1), "guest CR4: a bit fixed by IA32_VMX_CR4_FIXED0/1 is wrong (VMXE?)");
     PROBLEM(ia32e && (!(cr0 & CR0_PG) || !(cr4 & CR4_PAE)), "IA-32e mode guest without CR0.PG and CR4.PAE");
     PROBLEM(!ia32e && (cr4 & (1ull << 17)), "guest CR4: PCIDE set outside IA-32e mode");
@@ -360,22 +359,6 @@ void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     if (!x || !vmcs_load(x)) {
         vmx_entry_failed(e, 0, "the vCPU has no loadable VMCS", NULL);
         return;
-    }
-
-    /* Before the first VMLAUNCH only (never on the fast path), hold the
-     * guest state to the manual's rules ourselves: VM entry does not check
-     * every architectural rule (CR0.NW without CD passes on VT-x and Bochs,
-     * though MOV to CR0 would #GP), and a refused state is easier to read here. */
-    if (!v->launched) {
-        char problem[96];
-        const char *p = vmx_exit_guest_state_problem(problem, sizeof(problem));
-        if (p) {
-            e->rip = vmx_vmread(VMCS_GUEST_RIP);
-            e->raw_reason = VMX_EXIT_REASON_ENTRY_INVALID_GUEST_STATE;
-            vmx_entry_failed(e, VMX_EXIT_REASON_ENTRY_INVALID_GUEST_STATE,
-                             "invalid guest state, refused before VMLAUNCH", p);
-            return;
-        }
     }
 
     /* The preemption timer counts down at TSC >> IA32_VMX_MISC[4:0] and exits
