@@ -7,11 +7,13 @@ import struct
 from boot.multiboot import MB1_MAGIC, MB2_ARCH_I386, MB2_MAGIC
 from guests.common import (
     DEBUG_EXIT_PORT,
+    ELF32_LOAD_ADDR,
     HC_TSC_KHZ,
     INTEL_EBX,
     GuestImage,
     asciz,
     check_memory,
+    elf32_kernel,
     halt_forever,
     name_bytes,
     uart_routines,
@@ -21,8 +23,7 @@ from toolchain.keystone_asm import assemble
 # The same ELF runs as a Taipan partition and directly under QEMU (-kernel,
 # multiboot1) or Bochs (GRUB's `multiboot2` from toolchain/iso.py), so the bare
 # run is the baseline of the very same instructions. Hence both headers.
-LOAD_ADDR = 0x100000
-PAYLOAD_OFFSET = 0x1000     # headers and payload never share a page
+LOAD_ADDR = ELF32_LOAD_ADDR
 MB1_FLAGS = 0               # no page-aligned modules, no memory info: the kernel reads neither
 MB1_BYTES = 12
 MB2_AT = 16                 # the multiboot2 header must be 8-byte aligned
@@ -53,8 +54,6 @@ PIT_CH2, PIT_CMD, PORT_B = 0x42, 0x43, 0x61
 CALIBRATE_MS = 10
 PIT_SPINS = 0x4000000       # give up (rate 0, "unknown") if OUT2 never rises
 
-ELF_HEADER_BYTES = 52
-ELF_PHDR_BYTES = 32
 
 
 def _loop(mode: str) -> str:
@@ -243,16 +242,6 @@ def _headers() -> bytes:
     return mb1.ljust(MB2_AT, b"\0") + mb2
 
 
-def _elf32(payload: bytes, *, entry: int) -> bytes:
-    """An i386 ELF32 executable: one RWX PT_LOAD of `payload` at LOAD_ADDR, zeroed up to IMAGE_SPAN."""
-    ident = b"\x7fELF" + bytes((1, 1, 1)) + bytes(9)
-    ehdr = struct.pack("<16sHHIIIIIHHHHHH", ident, 2, 3, 1, entry,
-                       ELF_HEADER_BYTES, 0, 0, ELF_HEADER_BYTES, ELF_PHDR_BYTES, 1, 0, 0, 0)
-    phdr = struct.pack("<8I", 1, PAYLOAD_OFFSET, LOAD_ADDR, LOAD_ADDR,
-                       len(payload), IMAGE_SPAN, 7, PAYLOAD_OFFSET)
-    return (ehdr + phdr).ljust(PAYLOAD_OFFSET, b"\0") + payload
-
-
 def check_params(mode: str, count: int | None) -> int:
     """The loop length for `mode` (its default if `count` is None); ValueError for bad values."""
     if mode not in MODES:
@@ -272,7 +261,7 @@ def kernel_bytes(*, mode: str = "cpuid", count: int | None = None) -> bytes:
     payload = _headers() + assemble(_source(mode, count), mode=32, base=entry)
     if len(payload) > IMAGE_SPAN - STACK_BYTES:
         raise ValueError(f"bench: {len(payload)} bytes of image leave no room for its stack")
-    return _elf32(payload, entry=entry)
+    return elf32_kernel(payload, entry=entry, memsz=IMAGE_SPAN)
 
 
 def build(*, name: str, memory: int, mode: str = "cpuid", count: int | None = None) -> GuestImage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from toolchain.keystone_asm import assemble
@@ -214,3 +215,22 @@ def check_memory(memory: int, *, name: str, image_bytes: int) -> None:
     if memory < need:
         raise ValueError(f"partition {name!r}: memory {memory:#x} is below the {need:#x} "
                          "this guest needs")
+
+
+# Multiboot kernels here are loaded at 1 MiB from one ELF32 segment whose file
+# bytes start a page after the headers, so the two never share a page.
+ELF32_LOAD_ADDR = 0x100000
+ELF32_PAYLOAD_OFFSET = 0x1000
+PF_RX, PF_RWX = 5, 7
+
+
+def elf32_kernel(payload: bytes, *, entry: int, memsz: int | None = None, flags: int = PF_RWX) -> bytes:
+    """An i386 ELF32 executable with one PT_LOAD of `payload` at 1 MiB, zeroed up to
+    `memsz`: what QEMU's -kernel and GRUB's multiboot loaders both take."""
+    ident = b"\x7fELF" + bytes((1, 1, 1)) + bytes(9)  # 32-bit, little-endian, version 1
+    et_exec, em_386, pt_load, ehdr_size, phdr_size = 2, 3, 1, 52, 32
+    ehdr = struct.pack("<16sHHIIIIIHHHHHH", ident, et_exec, em_386, 1, entry,
+                       ehdr_size, 0, 0, ehdr_size, phdr_size, 1, 0, 0, 0)
+    phdr = struct.pack("<8I", pt_load, ELF32_PAYLOAD_OFFSET, ELF32_LOAD_ADDR, ELF32_LOAD_ADDR,
+                       len(payload), memsz or len(payload), flags, ELF32_PAYLOAD_OFFSET)
+    return (ehdr + phdr).ljust(ELF32_PAYLOAD_OFFSET, b"\0") + payload

@@ -12,19 +12,18 @@ from boot.multiboot import (
 )
 from guests.common import (
     DEBUG_EXIT_PORT,
+    ELF32_LOAD_ADDR,
     GuestImage,
     asciz,
     check_memory,
+    elf32_kernel,
     halt_forever,
     name_bytes,
     uart_routines,
 )
 from toolchain.keystone_asm import assemble
 
-LOAD_ADDR = 0x100000
-# Headers and payload never share a page, and the multiboot header (first in
-# the payload) stays well inside the loader's 8 KiB search window.
-PAYLOAD_OFFSET = 0x1000
+LOAD_ADDR = ELF32_LOAD_ADDR
 MB1_FLAGS = MB1_FLAG_PAGE_ALIGN_MODULES | MB1_FLAG_MEMORY_INFO
 MB1_HEADER_BYTES = 12  # magic, flags, checksum: no address fields, the ELF says where to load
 # The stack lives in the segment's bss, which the loader zeroes; the image's
@@ -45,12 +44,6 @@ MOD_START, MOD_END = 0, 4
 EXIT_SANE, EXIT_INSANE = 0, 1
 BAD_MAGIC_MESSAGE = b"mbtest: bad multiboot magic\n"
 
-ELF_HEADER_BYTES = 52
-ELF_PHDR_BYTES = 32
-EM_386 = 3
-ET_EXEC = 2
-PT_LOAD = 1
-PF_RWX = 7
 
 
 def _source() -> str:
@@ -142,16 +135,6 @@ def _mb1_header() -> bytes:
     return struct.pack("<3I", MB1_MAGIC, MB1_FLAGS, -(MB1_MAGIC + MB1_FLAGS) & 0xFFFFFFFF)
 
 
-def _elf32(payload: bytes, *, entry: int, memsz: int) -> bytes:
-    """An i386 ELF32 executable with one RWX PT_LOAD of `payload` at LOAD_ADDR (bss up to memsz)."""
-    ident = b"\x7fELF" + bytes((1, 1, 1)) + bytes(9)  # 32-bit, little-endian, version 1
-    ehdr = struct.pack("<16sHHIIIIIHHHHHH", ident, ET_EXEC, EM_386, 1, entry,
-                       ELF_HEADER_BYTES, 0, 0, ELF_HEADER_BYTES, ELF_PHDR_BYTES, 1, 0, 0, 0)
-    phdr = struct.pack("<8I", PT_LOAD, PAYLOAD_OFFSET, LOAD_ADDR, LOAD_ADDR,
-                       len(payload), memsz, PF_RWX, PAYLOAD_OFFSET)
-    return (ehdr + phdr).ljust(PAYLOAD_OFFSET, b"\0") + payload
-
-
 def kernel_bytes() -> bytes:
     """The mbtest kernel as ELF32 bytes: multiboot1 header, then 32-bit code and strings."""
     entry = LOAD_ADDR + MB1_HEADER_BYTES
@@ -159,7 +142,7 @@ def kernel_bytes() -> bytes:
     payload = _mb1_header() + code
     if len(payload) > IMAGE_SPAN - STACK_BYTES:
         raise ValueError(f"mbtest: {len(payload)} bytes of image leave no room for its stack")
-    return _elf32(payload, entry=entry, memsz=IMAGE_SPAN)
+    return elf32_kernel(payload, entry=entry, memsz=IMAGE_SPAN)
 
 
 def build(*, name: str, memory: int) -> GuestImage:

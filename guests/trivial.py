@@ -5,12 +5,10 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from guests.common import ELF32_LOAD_ADDR, PF_RX, elf32_kernel
 from toolchain.keystone_asm import assemble
 
-LOAD_ADDR = 0x100000
-# The payload sits one page into the file so that program headers and payload
-# never share a page; that keeps the multiboot1 header well inside 8 KiB.
-PAYLOAD_OFFSET = 0x1000
+LOAD_ADDR = ELF32_LOAD_ADDR
 
 MB1_MAGIC = 0x1BADB002
 MB1_AOUT_KLUDGE = 1 << 16  # load by the header's address fields, not the ELF
@@ -54,21 +52,12 @@ def _headers(load_end: int, entry: int) -> bytes:
     return headers
 
 
-def _elf32(payload: bytes) -> bytes:
-    """Wrap the flat payload in an ELF32 with one R+X PT_LOAD, which GRUB and QEMU both load."""
-    ehdr = struct.pack("<16sHHIIIIIHHHHHH", b"\x7fELF\x01\x01\x01" + bytes(9),
-                       2, 3, 1, LOAD_ADDR + _HEADERS_SIZE, 52, 0, 0, 52, 32, 1, 0, 0, 0)
-    phdr = struct.pack("<8I", 1, PAYLOAD_OFFSET, LOAD_ADDR, LOAD_ADDR,
-                       len(payload), len(payload), 5, 0x1000)
-    return (ehdr + phdr).ljust(PAYLOAD_OFFSET, b"\0") + payload
-
-
 def kernel_bytes(*, echo: bool = False) -> bytes:
     """The kernel as an ELF32 image: both multiboot headers, then 32-bit code."""
     entry = LOAD_ADDR + _HEADERS_SIZE
     code = assemble(_code(echo), mode=32, base=entry)
     load_end = entry + len(code)
-    return _elf32(_headers(load_end, entry) + code)
+    return elf32_kernel(_headers(load_end, entry) + code, entry=entry, flags=PF_RX)
 
 
 def write_kernel(out: Path, *, echo: bool = False) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from guests import mbtest, trivial
+from guests.common import ELF32_PAYLOAD_OFFSET
 from tests import pagewalk
 from toolchain import guest_image
 from toolchain.config import ConfigError, PartitionConfig
@@ -116,7 +117,7 @@ def test_multiboot_elf_segments_load_at_physical_addresses() -> None:
     loaded = guest_image.load_multiboot(_part(16 << 20, "multiboot"), kernel)
     memory = _low_memory(loaded, 0x200000)
     # mbtest: one PT_LOAD with file offset 0x1000 at 0x100000 (see guests/mbtest.py).
-    payload = kernel[mbtest.PAYLOAD_OFFSET:]
+    payload = kernel[ELF32_PAYLOAD_OFFSET:]
     assert bytes(memory[0x100000:0x100000 + len(payload)]) == payload
     assert loaded.boot.rip == struct.unpack_from("<I", kernel, 24)[0]
 
@@ -125,7 +126,7 @@ def test_multiboot_aout_kludge_loads_by_header_addresses() -> None:
     kernel = trivial.kernel_bytes()  # ELF32 whose header carries the a.out-kludge fields
     loaded = guest_image.load_multiboot(_part(16 << 20, "multiboot"), kernel)
     memory = _low_memory(loaded, 0x200000)
-    payload = kernel[trivial.PAYLOAD_OFFSET:]
+    payload = kernel[ELF32_PAYLOAD_OFFSET:]
     assert bytes(memory[0x100000:0x100000 + len(payload)]) == payload
     # An ELF64 kernel is fine too when the header gives the addresses.
     elf64 = bytearray(0x3000)
