@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -79,9 +80,14 @@ def _chunks(offsets: Mapping[str, int]) -> list[_Chunk]:
     ] + [
         # Each backend's VM entry and exit stubs: 64-bit code whose chunk names
         # become BOOT_SYM_<NAME> addresses for its C side.
-        _Chunk(name, 64, 16, (lambda source: lambda a: source(offsets, a))(source))
+        _Chunk(name, 64, 16, functools.partial(_backend_source, source, offsets))
         for name, source in (*vmx_entry.CHUNKS, *svm_entry.CHUNKS)
     ]
+
+
+def _backend_source(source: Callable[[Mapping[str, int], Mapping[str, int]], str],
+                    offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
+    return source(offsets, addresses)
 
 
 def _align(value: int, to: int) -> int:
@@ -152,7 +158,7 @@ def generate(offsets: Mapping[str, int]) -> BootStub:
         sources = {c.name: c.source(addresses) for c in chunks}
         blobs = assemble_many([AsmJob(sources[c.name], c.mode, addresses[c.name], c.name)
                                for c in chunks])
-        sizes = {c.name: len(b) for c, b in zip(chunks, blobs)}
+        sizes = {c.name: len(b) for c, b in zip(chunks, blobs, strict=True)}
         settled = _place(chunks, sizes)
         if settled == addresses:
             break
@@ -160,7 +166,7 @@ def generate(offsets: Mapping[str, int]) -> BootStub:
     else:
         raise StubLayoutError(f"boot text layout did not settle in {_MAX_LAYOUT_PASSES} passes")
 
-    for chunk, blob in zip(chunks, blobs):
+    for chunk, blob in zip(chunks, blobs, strict=True):
         if chunk.exact_size is not None and len(blob) != chunk.exact_size:
             raise StubLayoutError(f"{chunk.name} assembled to {len(blob)} bytes, "
                                   f"expected {chunk.exact_size}")
@@ -169,7 +175,7 @@ def generate(offsets: Mapping[str, int]) -> BootStub:
         raise StubLayoutError(f"boot text needs {end - layout.BOOT_TEXT:#x} bytes, "
                               f"the region holds {layout.BOOT_TEXT_MAX:#x}")
     text = bytearray(_TEXT_FILL * (end - layout.BOOT_TEXT))
-    for chunk, blob in zip(chunks, blobs):
+    for chunk, blob in zip(chunks, blobs, strict=True):
         offset = addresses[chunk.name] - layout.BOOT_TEXT
         text[offset:offset + len(blob)] = blob
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pexpect
 import pexpect.fdpexpect
@@ -55,7 +55,7 @@ class Console:
         self.child.expect_exact(PROMPT, timeout=timeout)
         return self.child.before.replace("\r", "")
 
-    def boot(self) -> "Console":
+    def boot(self) -> Console:
         self.banner = self.wait_prompt(BOOT_TIMEOUT)
         return self
 

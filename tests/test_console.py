@@ -5,7 +5,6 @@ import re
 
 import pexpect
 import pytest
-
 from conftest import REPL_PROMPT, Console
 
 pytestmark = pytest.mark.boot
@@ -38,7 +37,7 @@ def test_banner_says_there_is_no_hardware_virtualization_without_svm(qemu_boot):
 def test_help_lists_every_command(qemu):
     out = qemu.command("help")
     for name in ("help", "info", "mem", "py", "reboot"):
-        assert re.search(rf"^  {name} +\S", out, re.M), out
+        assert re.search(rf"^  {name} +\S", out, re.MULTILINE), out
 
 
 def test_info_reports_cpu_features_and_memory_map(qemu):
@@ -65,7 +64,7 @@ def test_mem_shows_allocator_owners_and_heap(qemu):
     total, free, reserved = map(int, pages.groups())
     assert total == free + reserved and 0 < free < total
     for owner in ("low memory", "image", "micropython heap"):
-        assert re.search(rf"^  {owner} +[0-9a-f]{{16}} ", out, re.M), out
+        assert re.search(rf"^  {owner} +[0-9a-f]{{16}} ", out, re.MULTILINE), out
     heap = re.search(r"heap: +([\d.]+) MiB total, ([\d.]+) KiB used", out)
     assert heap and float(heap.group(1)) > 8, out
 

@@ -5,8 +5,8 @@ import time
 
 import pexpect
 import pytest
-
 from conftest import Console, config_image
+
 from toolchain import emulator
 
 NESTED, WHY = emulator.kvm_nested_available()

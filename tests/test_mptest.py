@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,8 @@ ROOT = mptest.ROOT
 
 
 def _tree() -> Path:
-    # The tree the build unpacked; skip rather than download when it is absent.
-    tree = ROOT / "build" / "micropython-src" / micropython.TREE_NAME
-    if not (tree / "tests" / "run-tests.py").exists():
-        pytest.skip("MicroPython source not unpacked (run `taipan build` first)")
-    return tree
+    # The tree the build uses (fetched and checked on first use).
+    return micropython.source_tree(ROOT / "build")
 
 
 def test_exclusions_parse_with_reasons_and_name_real_tests() -> None:
@@ -76,12 +72,8 @@ def test_subsets_name_real_folders() -> None:
 
 @pytest.mark.boot
 @pytest.mark.mptest
-def test_ci_subset_passes_on_qemu(tmp_path: Path) -> None:
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("qemu-system-x86_64 not installed")
-    elf = ROOT / "build" / "taipan.elf"
-    if not elf.exists():
-        pytest.skip("build/taipan.elf not built")
+def test_ci_subset_passes_on_qemu(tmp_path: Path, taipan_elf: Path) -> None:
+    elf = taipan_elf
     summary_path = tmp_path / "summary.json"
     status = mptest.run(elf, subset="ci", summary_path=summary_path)
     summary = json.loads(summary_path.read_text())

@@ -52,10 +52,10 @@ def test_two_hello_partitions_print_interleaved_and_ps_shows_both_running(boot_c
                     vendor, "both hello partitions to print")
     assert rows["hello1"]["state"] == rows["hello2"]["state"] == "running"
     merged = console.command("log -n 40")
-    names = re.findall(r"^\[(hello[12])\] hello from \1 \d+$", merged, re.M)
+    names = re.findall(r"^\[(hello[12])\] hello from \1 \d+$", merged, re.MULTILINE)
     assert {"hello1", "hello2"} <= set(names), merged
     # Interleaved: the merged journal switches between the two, not one block after the other.
-    switches = sum(1 for a, b in zip(names, names[1:]) if a != b)
+    switches = sum(1 for a, b in zip(names, names[1:], strict=False) if a != b)
     assert switches >= 2, merged
     seen = counters(console, "hello1")
     assert seen == sorted(seen) and len(set(seen)) == len(seen), seen

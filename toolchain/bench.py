@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -251,7 +252,7 @@ def run_partition(emulator: str, kernel: Path, work: Path) -> tuple[BenchLine, i
     timeout = PARTITION_TIMEOUT_S[emulator]
     if emulator == "qemu":
         child = _spawn_qemu(kernel, work.parent / "qemu.stderr", memory_mb=BENCH_MEMORY_MB)
-        close: Callable[[], None] = lambda: _close(child)
+        close: Callable[[], None] = functools.partial(_close, child)
     else:
         work.mkdir(parents=True, exist_ok=True)
         bochs = BochsRun(kernel, work, cpu_model=BOCHS_CPU, memory_mb=BENCH_MEMORY_MB).__enter__()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from boot import multiboot, stub as boot_stub
+from boot import multiboot
+from boot import stub as boot_stub
 from toolchain import config, layout, micropython, ptable, verify, vmcb, vmcs
 from toolchain.asm_offsets import read_offsets
 

@@ -122,7 +122,7 @@ def assemble_many(jobs: Sequence[AsmJob], *, python: str = sys.executable) -> li
         raise AssemblyError(f"keystone child timed out after {_TIMEOUT_SECONDS}s") from error
 
     results: list[bytes] = []
-    for job, answer_line in zip(jobs, proc.stdout.splitlines()):
+    for job, answer_line in zip(jobs, proc.stdout.splitlines(), strict=False):
         answer = json.loads(answer_line)
         if "error" in answer:
             where = answer["where"]

@@ -169,7 +169,7 @@ def cmd_log(args):
         try:
             lines = int(args[at + 1])
         except (IndexError, ValueError):
-            raise UsageError("log [NAME] [-n LINES]")
+            raise UsageError("log [NAME] [-n LINES]") from None
         args = args[:at] + args[at + 2:]
     if len(args) > 1:
         raise UsageError("log [NAME] [-n LINES]")
@@ -229,7 +229,7 @@ def cmd_console(args):
 
 
 def cmd_events(args):
-    for ticks, text in manager.events:
+    for _ticks, text in manager.events:
         print(text)
 
 
