@@ -1,4 +1,4 @@
-"""The `taipan` command: check, build, verify, iso, run, mptest."""
+"""The `taipan` command: check, build, verify, iso, run, mptest, console, ctl."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from toolchain import build as builder
-from toolchain import config, micropython, verify
+from toolchain import config, ctl, host_console, micropython, verify
 
 ROOT = builder.ROOT
 
@@ -57,6 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("taipan: " + " ".join(argv), file=sys.stderr)
     if args.serial == "stdio":
         print(emulator.STDIO_HINT, file=sys.stderr)
+    elif args.serial.startswith("unix:"):
+        print(f"taipan: reach the console with 'taipan console {args.serial}' or "
+              f"'taipan ctl {args.serial} ps' (one client at a time)", file=sys.stderr)
     sys.stderr.flush()
     os.execvp(argv[0], argv)
 
@@ -119,7 +122,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", default="EPYC", help="QEMU CPU model under TCG (default EPYC)")
     p.add_argument("--smp", type=int, default=1, help="number of CPUs")
     p.add_argument("--memory", type=int, default=256, help="RAM in MiB")
-    p.add_argument("--serial", default="stdio", help="stdio (default), pty or unix:PATH")
+    p.add_argument("--serial", default="stdio", help="stdio (default), pty or unix:PATH "
+                   "(a socket for taipan console and taipan ctl, one client at a time)")
     _config_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -127,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="*", help="test folders (default: basics micropython misc extmod float)")
     p.add_argument("--subset", default=None, help="a named selection instead of dirs: ci (make test's), quick")
     p.set_defaults(func=cmd_mptest)
+
+    host_console.add_parser(sub)
+    ctl.add_parser(sub)
     return top
 
 
