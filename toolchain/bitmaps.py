@@ -32,6 +32,11 @@ class AccessPolicy:
     ports: frozenset[int] = field(default_factory=frozenset)
     msrs: frozenset[int] = field(default_factory=frozenset)
 
+    @classmethod
+    def passing(cls, ranges: list[tuple[int, int]]) -> AccessPolicy:
+        """The policy that passes through the inclusive port `ranges` and nothing else."""
+        return cls(ports=frozenset(p for first, last in ranges for p in range(first, last + 1)))
+
     def __post_init__(self) -> None:
         for port in self.ports:
             if not 0 <= port < PORTS:

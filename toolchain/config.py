@@ -1,21 +1,23 @@
 """The system description (TOML): loading, validation with errors that name the key, and `taipan check`."""
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import sys
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from toolchain import layout
+from toolchain import layout, partition_layout, schema
+from toolchain.schema import PARTITIONS, PLATFORM, SCHEDULER
 
-KINDS = ("raw", "multiboot")
+KINDS = schema.KINDS
 BUILTIN_PREFIX = "guest:"
-DEFAULT_ENTRY = 0x100000
-DEFAULT_CONSOLE = "16K"
+DEFAULT_ENTRY = PARTITIONS.key("entry").default
+DEFAULT_CONSOLE = PARTITIONS.key("console_size").default
 MIN_MEMORY = 2 << 20
 # A console ring is indexed by masking, so its size is a power of two; the
 # bounds keep a chatty guest from eating the hypervisor's heap.
@@ -23,17 +25,20 @@ CONSOLE_MIN = 1 << 10
 CONSOLE_MAX = 1 << 20
 # The multiboot command line lives in the guest's boot-information page.
 CMDLINE_MAX = 1024
-# Partitions sit below 4 GiB: the raw guests' identity map and multiboot's
-# 32-bit addresses both stop there.
-MEMORY_TOP = 4 << 30
+MEMORY_TOP = partition_layout.MEMORY_TOP
+PORT_MAX = 0xFFFF
 
 _NAME = re.compile(r"[a-z0-9_-]{1,31}")
 _SIZE = re.compile(r"([0-9]+)([KMG])", re.IGNORECASE)
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_PORTS = re.compile(r"\s*(0x[0-9a-f]+|[0-9]+)\s*(?:-\s*(0x[0-9a-f]+|[0-9]+)\s*)?", re.IGNORECASE)
+# ^H, ^I, ^J, ^M are editing and line-end keys; ^[ is Escape, the first byte
+# of every arrow key, so none of them can end a console session.
+_ESCAPE = re.compile(r"\^[A-Z\\\]^_]")
+_ESCAPE_TAKEN = ("^H", "^I", "^J", "^M", "^[")
 
-TOP_KEYS = ("partitions",)
-PARTITION_KEYS = ("name", "memory", "image", "kind", "autostart", "console_size", "cmdline",
-                  "modules", "entry", "params", "inject_entry_failure", "cpuid_upcall")
+TOP_KEYS = tuple(section.name for section in schema.SECTIONS)
+PARTITION_KEYS = PARTITIONS.names
 
 
 class ConfigError(Exception):
@@ -64,16 +69,62 @@ class PartitionConfig:
     # instead of answering it on the C fast path, so scripts/bench can time
     # both paths over the same guest.
     cpuid_upcall: bool = False
+    host_address: int | None = None   # as written; None: placed by the toolchain
+    host_base: int | None = None      # where validation placed it
+    cpus: int = 1
+    ports: list[tuple[int, int]] = field(default_factory=list)  # merged inclusive ranges
+    restart: str = "never"
+    restart_limit: int = 3
+    slice_ms: int = SCHEDULER.key("slice_ms").default  # its own or the scheduler's
+    module_names: list[str] = field(default_factory=list)  # as written
 
     def key(self, name: str) -> str:
         """The key path of one of this partition's keys, as errors spell it."""
         return f"partitions[{self.index}].{name}"
+
+    def values(self, kind: str | None = None) -> dict[str, Any]:
+        """Its keys as the schema names them, defaults filled in, for the canonical TOML."""
+        return {"name": self.name, "memory": self.memory,
+                "host_address": self.host_base if self.host_base is not None else self.host_address,
+                "cpus": self.cpus, "image": self.image, "kind": kind or self.kind,
+                "entry": self.entry if self.kind == "raw" and self.builtin is None else None,
+                "cmdline": self.cmdline, "modules": list(self.module_names), "ports": self.ports,
+                "console_size": self.console_size, "autostart": self.autostart,
+                "restart": self.restart, "restart_limit": self.restart_limit,
+                "slice_ms": self.slice_ms, "params": self.params,
+                "inject_entry_failure": self.inject_entry_failure,
+                "cpuid_upcall": self.cpuid_upcall}
+
+
+@dataclass
+class PlatformConfig:
+    memory: int | None = None   # None: not declared, not checked
+    cpus: int | None = None
+    serial: str = PLATFORM.key("serial").default
+    baud: int = PLATFORM.key("baud").default
+    console_escape: str = PLATFORM.key("console_escape").default
+
+
+@dataclass
+class SchedulerConfig:
+    slice_ms: int = SCHEDULER.key("slice_ms").default
 
 
 @dataclass
 class SystemConfig:
     path: Path
     partitions: list[PartitionConfig]
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    def canonical_text(self, kinds: list[str] | None = None) -> str:
+        """The whole configuration as canonical TOML; `kinds` fills in built-in guests' kinds."""
+        kinds = kinds or [p.kind for p in self.partitions]
+        return schema.render({
+            "platform": {f.name: getattr(self.platform, f.name) for f in fields(self.platform)},
+            "scheduler": {f.name: getattr(self.scheduler, f.name) for f in fields(self.scheduler)},
+            "partitions": [p.values(kind) for p, kind in zip(self.partitions, kinds, strict=True)],
+        })
 
 
 def parse_size(text: str) -> int:
@@ -89,6 +140,10 @@ def builtin_guests() -> dict[str, Callable[..., Any]]:
     import guests
 
     return dict(getattr(guests, "BUILTIN", {}))
+
+
+_PY_TYPES: dict[str, type] = {"string": str, "integer": int, "address": int, "bool": bool,
+                              "size": str, "paths": list, "ports": list, "table": dict}
 
 
 class _Checker:
@@ -109,30 +164,39 @@ class _Checker:
                 self.error(f"{prefix}{key}", value,
                            f"unknown key{hint} (valid: {', '.join(valid)})")
 
-    def typed(self, table: dict[str, Any], key: str, path: str, kind: type, default: Any) -> Any:
-        if key not in table:
-            return default
-        value = table[key]
+    def value(self, table: dict[str, Any], key: schema.Key, prefix: str) -> Any:
+        """The key's value, parsed and checked against its schema entry; None after an error."""
+        path = prefix + key.name
+        if key.name not in table:
+            if key.required:
+                self.error(path, "(missing)", "is required" + key.required_hint)
+                return None
+            if key.type == "size" and key.default is not None:
+                return parse_size(key.default)
+            return copy.deepcopy(key.default)
+        value = table[key.name]
+        kind = _PY_TYPES[key.type]
         # bool is an int in Python but never a valid address or size here.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             self.error(path, value, f"must be {_TYPE_WORDS[kind]}, not {_type_word(value)}")
-            return default
+            return None
+        if key.type == "size":
+            try:
+                value = parse_size(value)
+            except ValueError:
+                self.error(path, value, "must be a size: digits then K, M or G, such as \"16M\"")
+                return None
+        if (key.choices and value not in key.choices
+                or key.minimum is not None and value < key.minimum
+                or key.maximum is not None and value > key.maximum):
+            self.error(path, table[key.name], key.rule_text())
+            return None
         return value
 
-    def size(self, table: dict[str, Any], key: str, path: str, default: str | None) -> int | None:
-        text = self.typed(table, key, path, str, None)
-        if text is None:
-            if key in table:
-                return None
-            if default is None:
-                self.error(path, "(missing)", "is required, a size such as \"16M\"")
-                return None
-            text = default
-        try:
-            return parse_size(text)
-        except ValueError:
-            self.error(path, text, "must be a size: digits then K, M or G, such as \"16M\"")
-            return None
+    def section(self, table: dict[str, Any], section: schema.Section, prefix: str
+                ) -> dict[str, Any]:
+        self.unknown_keys(table, section.names, prefix)
+        return {key.name: self.value(table, key, prefix) for key in section.keys}
 
 
 _TYPE_WORDS: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false",
@@ -157,35 +221,102 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _partition(check: _Checker, index: int, table: dict[str, Any],
-               builtins: dict[str, Callable[..., Any]]) -> PartitionConfig | None:
-    prefix = f"partitions[{index}]."
-    check.unknown_keys(table, PARTITION_KEYS, prefix)
-    before = len(check.errors)
+def _image_kind(check: _Checker, path: str, image: str, data: bytes, kind: str) -> None:
+    """A file image must be what its `kind` says, so the mistake shows before the build."""
+    from toolchain.guest_image import MB1_AOUT_KLUDGE, find_mb1_header
 
-    name = check.typed(table, "name", prefix + "name", str, None)
-    if name is None and "name" not in table:
-        check.error(prefix + "name", "(missing)", "is required")
-    elif name is not None and not _NAME.fullmatch(name):
+    elf = data[:4] == b"\x7fELF"
+    if kind == "raw" and elf:
+        check.error(path, image, "is an ELF file, not a raw image (kind = \"raw\"): set "
+                    "kind = \"multiboot\" for a multiboot kernel, or flatten it with "
+                    "objcopy -O binary")
+    elif kind == "multiboot":
+        header = find_mb1_header(data)
+        if header is None:
+            check.error(path, image, "has no multiboot1 header in its first 8 KiB "
+                        "(kind = \"multiboot\")")
+        elif not header.flags & MB1_AOUT_KLUDGE and not elf:
+            check.error(path, image, "is not an ELF file and its multiboot1 header has no "
+                        "a.out-kludge addresses (kind = \"multiboot\")")
+
+
+def _ports(check: _Checker, items: list[Any], prefix: str,
+           claims: list[tuple[int, str, Any, int, int]], index: int) -> list[tuple[int, int]]:
+    """Parse and check `ports`; return the merged ranges and add each item to `claims`."""
+    ranges: list[tuple[int, int]] = []
+    mine: list[tuple[str, int, int]] = []
+    for number, item in enumerate(items):
+        path = f"{prefix}ports[{number}]"
+        if isinstance(item, int) and not isinstance(item, bool):
+            first = last = item
+        elif isinstance(item, str) and (match := _PORTS.fullmatch(item)):
+            first = int(match.group(1), 0)
+            last = int(match.group(2), 0) if match.group(2) else first
+        else:
+            check.error(path, item, "must be a port number or a range string such as "
+                        "\"0x60-0x64\"")
+            continue
+        if not 0 <= first <= last <= PORT_MAX:
+            check.error(path, item, f"must lie in 0 to {PORT_MAX:#x}, the first port no higher "
+                        "than the last")
+            continue
+        reserved = next(((lo, hi, what) for lo, hi, what in schema.RESERVED_PORTS
+                         if first <= hi and lo <= last), None)
+        if reserved is not None:
+            lo, hi, what = reserved
+            span = f"{lo:#x}" if lo == hi else f"{lo:#x}-{hi:#x}"
+            check.error(path, item, f"may not be passed through: {span} is {what}")
+            continue
+        twice = next((other for other, lo, hi in mine if first <= hi and lo <= last), None)
+        if twice is not None:
+            check.error(path, item, f"listed twice (also {twice})")
+            continue
+        mine.append((path, first, last))
+        claims.append((index, path, item, first, last))
+        ranges.append((first, last))
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(last, merged[-1][1]))
+        else:
+            merged.append((first, last))
+    if len(merged) > schema.PORT_RANGES_MAX:
+        check.error(prefix + "ports", f"{len(merged)} ranges",
+                    f"at most {schema.PORT_RANGES_MAX} ranges, after merging adjacent ports")
+    return merged
+
+
+def _partition(check: _Checker, index: int, table: dict[str, Any],
+               builtins: dict[str, Callable[..., Any]], scheduler: SchedulerConfig,
+               claims: list[tuple[int, str, Any, int, int]]) -> PartitionConfig | None:
+    prefix = f"partitions[{index}]."
+    before = len(check.errors)
+    v = check.section(table, PARTITIONS, prefix)
+
+    name = v["name"]
+    if name is not None and not _NAME.fullmatch(name):
         check.error(prefix + "name", name, "must be 1 to 31 of a-z, 0-9, '_' and '-'")
 
-    memory = check.size(table, "memory", prefix + "memory", None)
+    memory = v["memory"]
     if memory is not None and (memory < MIN_MEMORY or memory % layout.PARTITION_ALIGN):
         check.error(prefix + "memory", table["memory"],
                     "must be at least 2M and a multiple of 2M (nested paging maps 2 MiB pages)")
         memory = None  # so later rules do not repeat this mistake in other words
 
-    console = check.size(table, "console_size", prefix + "console_size", DEFAULT_CONSOLE)
+    host = v["host_address"]
+    if host is not None and (host % layout.PARTITION_ALIGN or host < layout.PARTITIONS_BASE):
+        check.error(prefix + "host_address", host,
+                    f"must be a multiple of 2M ({layout.PARTITION_ALIGN:#x}) at or above "
+                    f"{layout.PARTITIONS_BASE:#x}, where partitions' memory begins")
+
+    console = v["console_size"]
     if console is not None and (console & (console - 1) or not CONSOLE_MIN <= console <= CONSOLE_MAX):
         check.error(prefix + "console_size", table["console_size"],
                     "must be a power of two from 1K to 1M")
 
-    image = check.typed(table, "image", prefix + "image", str, None)
+    image, kind = v["image"], v["kind"]
     builtin = image_path = None
-    if image is None and "image" not in table:
-        check.error(prefix + "image", "(missing)",
-                    "is required: \"guest:NAME\" or a file path relative to the config file")
-    elif image is not None and image.startswith(BUILTIN_PREFIX):
+    if image is not None and image.startswith(BUILTIN_PREFIX):
         builtin = image[len(BUILTIN_PREFIX):]
         if builtin not in builtins:
             close = difflib.get_close_matches(builtin, list(builtins), n=1)
@@ -196,21 +327,18 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         image_path = (check.path.parent / image).resolve()
         if not image_path.is_file():
             check.error(prefix + "image", image, f"no such file ({image_path})")
+        elif kind is not None:
+            _image_kind(check, prefix + "image", image, image_path.read_bytes(), kind)
+        if "kind" not in table:
+            check.error(prefix + "kind", "(missing)",
+                        "is required for a file image: \"raw\" or \"multiboot\"")
 
-    kind = check.typed(table, "kind", prefix + "kind", str, None)
-    if kind is not None and kind not in KINDS:
-        check.error(prefix + "kind", kind, f"must be one of {', '.join(KINDS)}")
-        kind = None
-    elif "kind" not in table and image is not None and builtin is None:
-        check.error(prefix + "kind", "(missing)",
-                    "is required for a file image: \"raw\" or \"multiboot\"")
-
-    cmdline = check.typed(table, "cmdline", prefix + "cmdline", str, "")
-    if len(cmdline) >= CMDLINE_MAX or "\0" in cmdline:
+    cmdline = v["cmdline"]
+    if cmdline is not None and (len(cmdline) >= CMDLINE_MAX or "\0" in cmdline):
         check.error(prefix + "cmdline", cmdline,
                     f"must be shorter than {CMDLINE_MAX} characters, without NUL")
     modules: list[Path] = []
-    for number, module in enumerate(check.typed(table, "modules", prefix + "modules", list, [])):
+    for number, module in enumerate(v["modules"] or []):
         key = f"{prefix}modules[{number}]"
         if not isinstance(module, str):
             check.error(key, module, f"must be a string (a file path), not {_type_word(module)}")
@@ -224,33 +352,94 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
             if key in table:
                 check.error(prefix + key, table[key], "applies to multiboot partitions only")
 
-    entry = check.typed(table, "entry", prefix + "entry", int, DEFAULT_ENTRY)
-    if "entry" in table and kind == "multiboot":
-        check.error(prefix + "entry", entry, "applies to raw images only (multiboot: ELF entry)")
-    if memory is not None and not 0 <= entry < memory:
-        check.error(prefix + "entry", entry, f"must lie inside the partition's memory (< {memory:#x})")
+    entry = v["entry"]
+    if "entry" in table and entry is not None:
+        if kind == "multiboot":
+            check.error(prefix + "entry", entry,
+                        "applies to raw images only (multiboot: ELF entry)")
+        elif memory is not None and not 0 <= entry < memory:
+            check.error(prefix + "entry", entry,
+                        f"must lie inside the partition's memory (< {memory:#x})")
 
-    params = check.typed(table, "params", prefix + "params", dict, {})
-    if "params" in table and builtin is None:
-        check.error(prefix + "params", params, "applies to built-in guests (\"guest:NAME\") only")
+    if "params" in table and v["params"] is not None and builtin is None:
+        check.error(prefix + "params", v["params"],
+                    "applies to built-in guests (\"guest:NAME\") only")
 
-    autostart = check.typed(table, "autostart", prefix + "autostart", bool, True)
-    inject = check.typed(table, "inject_entry_failure", prefix + "inject_entry_failure", bool, False)
-    cpuid_upcall = check.typed(table, "cpuid_upcall", prefix + "cpuid_upcall", bool, False)
+    ports = _ports(check, v["ports"], prefix, claims, index) if v["ports"] is not None else []
 
     if len(check.errors) != before:
         return None
-    return PartitionConfig(index=index, name=name, memory=memory, image=image, kind=kind,
-                           builtin=builtin, image_path=image_path, autostart=autostart,
-                           console_size=console, cmdline=cmdline, modules=modules, entry=entry,
-                           params=dict(params), inject_entry_failure=inject,
-                           cpuid_upcall=cpuid_upcall)
+    return PartitionConfig(
+        index=index, name=name, memory=memory, image=image, kind=kind, builtin=builtin,
+        image_path=image_path, autostart=v["autostart"], console_size=console, cmdline=cmdline,
+        modules=modules, entry=entry, params=dict(v["params"]),
+        inject_entry_failure=v["inject_entry_failure"], cpuid_upcall=v["cpuid_upcall"],
+        host_address=host, cpus=v["cpus"], ports=ports, restart=v["restart"],
+        restart_limit=v["restart_limit"],
+        slice_ms=v["slice_ms"] if v["slice_ms"] is not None else scheduler.slice_ms,
+        module_names=list(table.get("modules", [])))
+
+
+def _table(check: _Checker, data: dict[str, Any], section: schema.Section) -> dict[str, Any]:
+    table = data.get(section.name, {})
+    if not isinstance(table, dict):
+        check.error(section.name, table, f"must be a table ({section.header})")
+        table = {}
+    return check.section(table, section, f"{section.name}.")
+
+
+def _platform(check: _Checker, data: dict[str, Any]) -> PlatformConfig:
+    v = _table(check, data, PLATFORM)
+    memory = v["memory"]
+    if memory is not None and memory < layout.PARTITIONS_BASE + MIN_MEMORY:
+        check.error("platform.memory", data["platform"]["memory"],
+                    f"must be more than {layout.PARTITIONS_BASE >> 20}M: partitions' memory "
+                    f"begins at {layout.PARTITIONS_BASE:#x}")
+        memory = None
+    escape = v["console_escape"]
+    if escape is not None and (not _ESCAPE.fullmatch(escape) or escape in _ESCAPE_TAKEN):
+        check.error("platform.console_escape", escape,
+                    "must be ^ then one of A-Z \\ ] ^ _ (Ctrl and that key), other than "
+                    + " ".join(_ESCAPE_TAKEN) + " (editing, line-end and arrow keys)")
+        escape = None
+    defaults = PlatformConfig()
+    return PlatformConfig(memory=memory, cpus=v["cpus"], serial=v["serial"] or defaults.serial,
+                          baud=v["baud"] or defaults.baud,
+                          console_escape=escape or defaults.console_escape)
+
+
+def _place(check: _Checker, partitions: list[PartitionConfig], platform: PlatformConfig) -> None:
+    """Give every partition a host address, or say which key keeps it from fitting."""
+    top = MEMORY_TOP
+    where = "4 GiB"
+    if platform.memory is not None and platform.memory < top:
+        top = platform.memory
+        where = f"platform.memory ({schema.format_size(top)})"
+    total = sum(p.memory for p in partitions)
+    room = top - layout.PARTITIONS_BASE
+    if total > room:
+        check.error("partitions", f"{total >> 20}M in total",
+                    f"partitions' memory must fit in {room >> 20}M "
+                    f"(from {layout.PARTITIONS_BASE:#x} up to {where})")
+        return
+    requests = [(p.index, p.memory, p.host_address) for p in partitions]
+    bases, problems = partition_layout.place_ranges(requests, top, where)
+    by_index = {p.index: p for p in partitions}
+    for index, key, rule in problems:
+        part = by_index[index]
+        check.error(part.key(key), part.host_address if key == "host_address"
+                    else schema.format_size(part.memory), rule)
+    for part in partitions:
+        part.host_base = bases.get(part.index)
 
 
 def validate(data: dict[str, Any], path: Path) -> SystemConfig:
     """Check parsed TOML against the schema; ConfigError lists every problem."""
     check = _Checker(path)
     check.unknown_keys(data, TOP_KEYS, "")
+    platform = _platform(check, data)
+    slice_ms = _table(check, data, SCHEDULER)["slice_ms"]
+    scheduler = SchedulerConfig(slice_ms if slice_ms is not None else SchedulerConfig().slice_ms)
     tables = data.get("partitions")
     if tables is None:
         check.error("partitions", "(missing)", "is required: at least one [[partitions]] table")
@@ -265,7 +454,9 @@ def validate(data: dict[str, Any], path: Path) -> SystemConfig:
                     f"at most {layout.PARTITIONS_MAX} partitions are supported")
 
     builtins = builtin_guests()
-    partitions = [_partition(check, index, table, builtins) for index, table in enumerate(tables)]
+    claims: list[tuple[int, str, Any, int, int]] = []
+    partitions = [_partition(check, index, table, builtins, scheduler, claims)
+                  for index, table in enumerate(tables)]
 
     seen: dict[str, int] = {}
     for index, table in enumerate(tables):
@@ -276,17 +467,25 @@ def validate(data: dict[str, Any], path: Path) -> SystemConfig:
         elif isinstance(name, str):
             seen[name] = index
 
-    sizes = [p.memory for p in partitions if p is not None]
-    total = sum(-(-size // layout.PARTITION_ALIGN) * layout.PARTITION_ALIGN for size in sizes)
-    room = MEMORY_TOP - layout.PARTITIONS_BASE
-    if total > room:
-        check.error("partitions", f"{total >> 20}M in total",
-                    f"partitions' memory must fit in {room >> 20}M "
-                    f"(from {layout.PARTITIONS_BASE:#x} up to 4 GiB)")
+    for number, (index, key, item, first, last) in enumerate(claims):
+        owner = next((c for c in claims[:number] if c[0] != index
+                      and first <= c[4] and c[3] <= last), None)
+        if owner is not None:
+            check.error(key, item, f"already passed through to partitions[{owner[0]}] "
+                        f"({owner[1]}); a port belongs to one partition at most")
+
+    valid = [p for p in partitions if p is not None]
+    vcpus = sum(p.cpus for p in valid)
+    if platform.cpus is not None and vcpus > platform.cpus:
+        check.error("partitions", f"{vcpus} vCPUs in total",
+                    f"more CPUs than platform.cpus = {platform.cpus}: each vCPU needs a CPU")
+
+    if valid:
+        _place(check, valid, platform)
 
     if check.errors:
         raise ConfigError(check.errors)
-    return SystemConfig(path=path, partitions=[p for p in partitions if p is not None])
+    return SystemConfig(path=path, partitions=valid, platform=platform, scheduler=scheduler)
 
 
 def load(path: Path | str) -> SystemConfig:

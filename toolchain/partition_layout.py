@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from toolchain import layout
-from toolchain.config import MEMORY_TOP, SystemConfig
+
+if TYPE_CHECKING:
+    from toolchain.config import SystemConfig
+
+# Partitions sit below 4 GiB: the raw guests' identity map and multiboot's
+# 32-bit addresses both stop there.
+MEMORY_TOP = 4 << 30
 
 
 class IsolationError(Exception):
@@ -37,15 +44,58 @@ def _align_up(value: int, align: int) -> int:
     return -(-value // align) * align
 
 
+def place_ranges(requests: list[tuple[int, int, int | None]], top: int, where: str = "4 GiB"
+                 ) -> tuple[dict[int, int], list[tuple[int, str, str]]]:
+    """Host bases for (index, size, fixed base or None) requests below `top`.
+
+    Fixed ranges are taken first; the others go, in order, into the lowest gap
+    from PARTITIONS_BASE up that holds them, each 2 MiB aligned. Returns the
+    bases by index and the problems as (index, key, rule): the config names
+    the key, so the person sees which partition and why.
+    """
+    bases: dict[int, int] = {}
+    problems: list[tuple[int, str, str]] = []
+    taken: list[tuple[int, int, int]] = []  # (start, end, index)
+    for index, size, fixed in requests:
+        if fixed is None:
+            continue
+        end = fixed + size
+        if end > top:
+            problems.append((index, "host_address", f"its memory would end at {end:#x}, "
+                             f"above {where}"))
+            continue
+        clash = next((t for t in taken if _overlap(fixed, end, t[0], t[1])), None)
+        if clash is not None:
+            problems.append((index, "host_address", f"[{fixed:#x}, {end:#x}) overlaps "
+                             f"partitions[{clash[2]}] [{clash[0]:#x}, {clash[1]:#x})"))
+            continue
+        taken.append((fixed, end, index))
+        bases[index] = fixed
+    for index, size, fixed in requests:
+        if fixed is not None:
+            continue
+        base = layout.PARTITIONS_BASE
+        for start, end, _ in sorted(taken):
+            if base + size <= start:
+                break
+            base = max(base, _align_up(end, layout.PARTITION_ALIGN))
+        if base + size > top:
+            problems.append((index, "memory", f"no free range of this size below {where} "
+                             "beside the other partitions"))
+            continue
+        taken.append((base, base + size, index))
+        bases[index] = base
+    return bases, problems
+
+
 def place(config: SystemConfig) -> list[Placement]:
-    """Partitions from PARTITIONS_BASE upward in config order, each 2 MiB aligned."""
-    placements: list[Placement] = []
-    base = layout.PARTITIONS_BASE
-    for partition in config.partitions:
-        base = _align_up(base, layout.PARTITION_ALIGN)
-        placements.append(Placement(partition.name, base, partition.memory))
-        base += partition.memory
-    return placements
+    """Each partition where validation placed it: its host_address, else the lowest gap."""
+    bases, problems = place_ranges(
+        [(p.index, p.memory, p.host_address) for p in config.partitions], MEMORY_TOP)
+    if problems:
+        index, key, rule = problems[0]
+        raise IsolationError(f"partitions[{index}].{key}: {rule}")
+    return [Placement(p.name, bases[p.index], p.memory) for p in config.partitions]
 
 
 def _overlap(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:

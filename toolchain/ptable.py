@@ -7,13 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolchain import bitmaps, guest_image, layout, nested_paging, partition_layout
+from toolchain import bitmaps, guest_image, layout, nested_paging, partition_layout, schema
 from toolchain.config import ConfigError, SystemConfig
 from toolchain.tables_region import PAGE, TablesRegion
 
 MAGIC = b"TAIPANPT"
-VERSION = 1
+# 2: restart policy, slice, vCPUs and passed-through ports per partition; the
+# active configuration's canonical text after the chunks.
+VERSION = 2
 MAX_CHUNKS = 8
+# A partition's passed-through I/O ports as inclusive ranges; the config
+# refuses more than fit here, after merging adjacent ports.
+MAX_PORT_RANGES = schema.PORT_RANGES_MAX
+RESTARTS = {name: number for number, name in enumerate(schema.RESTARTS)}
 FLAG_AUTOSTART = 1
 FLAG_CPUID_UPCALL = 2  # the config's cpuid_upcall bench knob: CPUID exits go to policy
 KINDS = {"raw": 0, "multiboot": 1}
@@ -34,6 +40,10 @@ DEFINES: list[tuple[str, str]] = [
     ("PT_KIND_MULTIBOOT", f"{KINDS['multiboot']}u"),
     ("PT_MODE_LONG64", f"{MODE_LONG64}u"),
     ("PT_MODE_PROT32", f"{MODE_PROT32}u"),
+    ("PT_MAX_PORT_RANGES", str(MAX_PORT_RANGES)),
+    ("PT_RESTART_NEVER", f"{RESTARTS['never']}u"),
+    ("PT_RESTART_ON_FAULT", f"{RESTARTS['on-fault']}u"),
+    ("PT_RESTART_ALWAYS", f"{RESTARTS['always']}u"),
 ]
 
 
@@ -67,6 +77,9 @@ STRUCTS: dict[str, list[Field]] = {
         Field("ds", "uint16_t", comment="also loaded into es, ss, fs and gs"),
         Field("pad", "uint16_t", 2),
     ],
+    "pt_port_range": [
+        Field("first", "uint16_t"), Field("last", "uint16_t", comment="inclusive"),
+    ],
     "pt_header": [
         Field("magic", "char", 8, "PT_MAGIC, not NUL-terminated"),
         Field("version", "uint32_t", comment="PT_VERSION"),
@@ -78,7 +91,10 @@ STRUCTS: dict[str, list[Field]] = {
         Field("tables_offset", "uint64_t", comment="the region's bytes in the blob, 4 KiB aligned"),
         Field("tables_size", "uint64_t", comment="multiple of 4 KiB, <= HV_TABLES_MAX"),
         Field("sha256", "uint8_t", 32, "over blob[header_size : blob_size]"),
-        Field("reserved", "uint8_t", 40),
+        Field("config_offset", "uint64_t",
+              comment="canonical TOML text, NUL-terminated; the signed u64 before it repeats config_size"),
+        Field("config_size", "uint64_t", comment="bytes of text, without the NUL"),
+        Field("reserved", "uint8_t", 24),
     ],
     "pt_partition": [
         Field("name", "char", 32, "NUL-terminated"),
@@ -94,6 +110,14 @@ STRUCTS: dict[str, list[Field]] = {
         Field("chunk_count", "uint32_t"),
         Field("boot", "pt_boot"),
         Field("chunks", "pt_chunk", MAX_CHUNKS),
+        Field("restart", "uint32_t", comment="PT_RESTART_*: what the manager does when it stops"),
+        Field("restart_limit", "uint32_t", comment="restarts allowed before it stays stopped"),
+        Field("slice_us", "uint32_t", comment="its time slice"),
+        Field("cpus", "uint32_t", comment="vCPUs; 1 today"),
+        Field("port_range_count", "uint32_t"),
+        Field("reserved", "uint32_t"),
+        Field("port_ranges", "pt_port_range", MAX_PORT_RANGES,
+              "passed through: the I/O bitmaps let these exit-free"),
     ],
 }
 
@@ -223,6 +247,15 @@ class PartitionTable:
         return [(c["gpa"], self.blob[c["blob_offset"]:c["blob_offset"] + c["size"]])
                 for c in part["chunks"][:part["chunk_count"]]]
 
+    def config_text(self) -> str:
+        """The active configuration as canonical TOML, as hv.config_text() returns it."""
+        start = self.header["config_offset"]
+        return self.blob[start:start + self.header["config_size"]].decode()
+
+    def ports(self, index: int) -> list[tuple[int, int]]:
+        part = self.partitions[index]
+        return [(r["first"], r["last"]) for r in part["port_ranges"][:part["port_range_count"]]]
+
     def name(self, index: int) -> str:
         return self.partitions[index]["name"].split(b"\0", 1)[0].decode()
 
@@ -248,9 +281,16 @@ def parse(blob: bytes) -> PartitionTable:
         raise TableError("sizes in the header disagree with the blob")
     if hashlib.sha256(blob[HEADER_SIZE:end]).digest() != header["sha256"]:
         raise TableError("sha256 mismatch: the table was altered after the toolchain signed it")
+    text_at, text_size = header["config_offset"], header["config_size"]
+    if not HEADER_SIZE + 8 <= text_at <= end - 1 - text_size \
+            or struct.unpack_from("<Q", blob, text_at - 8)[0] != text_size \
+            or blob[text_at + text_size] != 0:
+        raise TableError("config_offset / config_size disagree with the signed configuration text")
     parts = [unpack("pt_partition", blob, HEADER_SIZE + n * header["desc_size"])
              for n in range(count)]
     for part in parts:
+        if part["port_range_count"] > MAX_PORT_RANGES or part["restart"] >= len(RESTARTS):
+            raise TableError(f"partition {part['name']!r}: port ranges or restart out of range")
         if part["chunk_count"] > MAX_CHUNKS or any(
                 c["blob_offset"] + c["size"] > end for c in part["chunks"][:part["chunk_count"]]):
             raise TableError(f"partition {part['name']!r}: chunks outside the blob")
@@ -277,7 +317,7 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
         except ConfigError as error:
             raise ConfigError([f"{source}: {line}" for line in error.errors]) from error
         loads.append(loaded)
-        placed_bitmaps = bitmaps.place_bitmaps(region, bitmaps.AccessPolicy())
+        placed_bitmaps = bitmaps.place_bitmaps(region, bitmaps.AccessPolicy.passing(part.ports))
         descs.append({
             "name": part.name.encode(),
             "mem_host_base": placed.host_base, "mem_size": placed.size,
@@ -288,6 +328,10 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
                      | (FLAG_CPUID_UPCALL if part.cpuid_upcall else 0),
             "kind": KINDS[loaded.kind], "console_size": part.console_size,
             "chunk_count": len(loaded.chunks), "boot": _boot_values(loaded.boot),
+            "restart": RESTARTS[part.restart], "restart_limit": part.restart_limit,
+            "slice_us": part.slice_ms * 1000, "cpus": part.cpus,
+            "port_range_count": len(part.ports),
+            "port_ranges": [{"first": lo, "last": hi} for lo, hi in part.ports],
         })
 
     descs_end = HEADER_SIZE + len(descs) * sizeof("pt_partition")
@@ -302,6 +346,13 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
                            "gpa": chunk.gpa})
             body += chunk.data
         desc["chunks"] = chunks
+    # The active configuration closes the body, after a signed copy of its
+    # length: the unsigned header's config_size must agree with it.
+    text = config.canonical_text([loaded.kind for loaded in loads]).encode()
+    body += bytes(-(HEADER_SIZE + len(body)) % CHUNK_ALIGN)
+    body += struct.pack("<Q", len(text))
+    config_offset = HEADER_SIZE + len(body)
+    body += text + b"\0"
     for number, desc in enumerate(descs):
         at = number * sizeof("pt_partition")
         body[at:at + sizeof("pt_partition")] = pack("pt_partition", desc)
@@ -311,6 +362,7 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
         "partition_count": len(descs), "desc_size": sizeof("pt_partition"),
         "blob_size": HEADER_SIZE + len(body), "tables_host_base": region.base,
         "tables_offset": tables_offset, "tables_size": region.size,
+        "config_offset": config_offset, "config_size": len(text),
         "sha256": list(hashlib.sha256(body).digest()),
     })
     return parse(header + bytes(body))

@@ -210,6 +210,7 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_ptable), MP_ROM_PTR(&hv_ptable_obj) },
     { MP_ROM_QSTR(MP_QSTR_ptable_trust), MP_ROM_PTR(&hv_ptable_trust_obj) },
     { MP_ROM_QSTR(MP_QSTR_backend), MP_ROM_PTR(&hv_backend_obj) },
+    { MP_ROM_QSTR(MP_QSTR_config_text), MP_ROM_PTR(&hv_config_text_obj) },
 };
 static MP_DEFINE_CONST_DICT(hv_module_globals, hv_module_globals_table);
 

@@ -17,3 +17,4 @@ MP_DECLARE_CONST_FUN_OBJ_1(hv_journal_tail_obj);
 MP_DECLARE_CONST_FUN_OBJ_0(hv_ptable_obj);
 MP_DECLARE_CONST_FUN_OBJ_0(hv_ptable_trust_obj);
 MP_DECLARE_CONST_FUN_OBJ_0(hv_backend_obj);
+MP_DECLARE_CONST_FUN_OBJ_0(hv_config_text_obj);

@@ -27,6 +27,10 @@ static const char *const event_names[] = {
     [RUN_NOT_RUNNING] = "not_running",
 };
 
+static const char *const restart_names[] = {
+    [PT_RESTART_NEVER] = "never", [PT_RESTART_ON_FAULT] = "on-fault", [PT_RESTART_ALWAYS] = "always",
+};
+
 static mp_obj_t str_obj(const char *s)
 {
     return mp_obj_new_str(s, strlen(s));
@@ -53,7 +57,8 @@ static mp_obj_t hv_part_count(void)
 }
 MP_DEFINE_CONST_FUN_OBJ_0(hv_part_count_obj, hv_part_count);
 
-// hv.part_info(i) -> dict: name, state, reason, memory, exits by kind, CPU time, console counts.
+// hv.part_info(i) -> dict: name, state, reason, memory, exits by kind, CPU time, console counts,
+// and the configured restart, restart_limit, slice_us, cpus and ports.
 static mp_obj_t hv_part_info(mp_obj_t index)
 {
     struct partition *p = part_arg(index);
@@ -71,6 +76,22 @@ static mp_obj_t hv_part_info(mp_obj_t index)
     store(info, MP_QSTR_cpu_us, mp_obj_new_int_from_ull(tsc_to_us(p->run_tsc)));
     store(info, MP_QSTR_console_bytes, mp_obj_new_int_from_ull(p->console.written));
     store(info, MP_QSTR_console_dropped, mp_obj_new_int_from_ull(p->console.dropped));
+    store(info, MP_QSTR_restart, str_obj(d->restart <= PT_RESTART_ALWAYS ? restart_names[d->restart] : "never"));
+    store(info, MP_QSTR_restart_limit, mp_obj_new_int_from_uint(d->restart_limit));
+    store(info, MP_QSTR_slice_us, mp_obj_new_int_from_uint(d->slice_us));
+    store(info, MP_QSTR_cpus, mp_obj_new_int_from_uint(d->cpus));
+    // A single port as an int, a range as (first, last): the config's own two spellings.
+    mp_obj_t ports = mp_obj_new_list(0, NULL);
+    for (uint32_t i = 0; i < d->port_range_count && i < PT_MAX_PORT_RANGES; i++) {
+        const struct pt_port_range *r = &d->port_ranges[i];
+        if (r->first == r->last) {
+            mp_obj_list_append(ports, mp_obj_new_int(r->first));
+        } else {
+            mp_obj_t pair[2] = { mp_obj_new_int(r->first), mp_obj_new_int(r->last) };
+            mp_obj_list_append(ports, mp_obj_new_tuple(2, pair));
+        }
+    }
+    store(info, MP_QSTR_ports, ports);
     mp_obj_t exits = mp_obj_new_dict(0);
     for (int k = EXIT_CPUID; k < EXIT_KIND_COUNT; k++) {
         if (p->exits[k]) {
@@ -199,6 +220,26 @@ static mp_obj_t hv_ptable(void)
     return mp_obj_new_bytes(blob, (size_t)size);
 }
 MP_DEFINE_CONST_FUN_OBJ_0(hv_ptable_obj, hv_ptable);
+
+// hv.config_text() -> the active configuration as canonical TOML, as the toolchain signed it;
+// "" if the header's pointer disagrees with the signed length before the text.
+static mp_obj_t hv_config_text(void)
+{
+    uint64_t size;
+    const uint8_t *blob = partitions_blob(&size);
+    const struct pt_header *h = (const struct pt_header *)blob;
+    uint64_t stored;
+    if (size < sizeof(*h) || h->config_offset < sizeof(*h) + sizeof(stored) ||
+        h->config_offset >= size || h->config_size >= size - h->config_offset) {
+        return mp_obj_new_str("", 0);
+    }
+    memcpy(&stored, blob + h->config_offset - sizeof(stored), sizeof(stored));
+    if (stored != h->config_size) {
+        return mp_obj_new_str("", 0);
+    }
+    return mp_obj_new_str((const char *)blob + h->config_offset, (size_t)h->config_size);
+}
+MP_DEFINE_CONST_FUN_OBJ_0(hv_config_text_obj, hv_config_text);
 
 // hv.backend() -> "VT-x+EPT", "AMD-V+NPT" or None.
 static mp_obj_t hv_backend(void)

@@ -1,0 +1,323 @@
+"""The system description's schema: every key's type, default, allowed values and meaning, and what is rendered from it (docs/config.md, canonical TOML)."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from toolchain import layout
+
+# A key's `type`, as the docs and the type-check errors spell it.
+TYPES = {
+    "string": "string", "integer": "integer", "bool": "bool", "size": "size",
+    "address": "integer", "paths": "array of strings", "ports": "array of ports",
+    "table": "table",
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: str                  # a key of TYPES
+    doc: str                   # one line
+    default: Any = None        # the value when absent (sizes as strings); None: required or unset
+    required: bool = False
+    required_hint: str = ""    # appended to "is required" when it is missing
+    choices: tuple[Any, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    rule: str = ""             # the error's words when choices/minimum/maximum are broken
+    default_doc: str = ""      # the docs' default column when `default` is not a literal
+    hook: bool = False         # a test or bench hook, not for production systems
+
+    def rule_text(self) -> str:
+        if self.rule:
+            return self.rule
+        if self.choices:
+            return "must be one of " + ", ".join(str(c) for c in self.choices)
+        if self.maximum is None:
+            return f"must be at least {self.minimum}"
+        return f"must be from {self.minimum} to {self.maximum}"
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str          # the TOML key: "platform", "scheduler", "partitions"
+    array: bool        # [[partitions]]: an array of tables
+    doc: str
+    keys: tuple[Key, ...]
+
+    @property
+    def header(self) -> str:
+        return f"[[{self.name}]]" if self.array else f"[{self.name}]"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self.keys)
+
+    def key(self, name: str) -> Key:
+        return next(k for k in self.keys if k.name == name)
+
+
+SERIAL_PORTS = {"com1": 0x3F8}
+# The C core programs its UART for this rate and no other (hv/uart16550.c).
+UART_BAUD = 115200
+RESTARTS = ("never", "on-fault", "always")
+KINDS = ("raw", "multiboot")
+SLICE_MS_MAX = 1000
+# The partition table holds this many passed-through port ranges per partition.
+PORT_RANGES_MAX = 8
+# Never passed through: the hypervisor's own UART, and the emulators'
+# debug-exit port, which would let a guest end the whole machine.
+RESERVED_PORTS = ((0x3F8, 0x3FF, "the hypervisor's UART (COM1)"),
+                  (0xF4, 0xF4, "the emulators' debug-exit port"))
+RESTART_LIMIT_MAX = 1000
+
+PLATFORM = Section("platform", False, (
+    "The machine Taipan runs on. Optional: a key left out is not checked (memory and "
+    "cpus) or takes its default. The hypervisor also checks RAM at boot: a partition "
+    "whose memory the firmware does not report as usable RAM is marked unusable."), (
+    Key("memory", "size", "RAM the machine has; every partition must end below it",
+        default_doc="not checked (4 GiB is the limit)"),
+    Key("cpus", "integer", "CPUs the machine has; the partitions' `cpus` summed may not "
+        "exceed it", minimum=1, maximum=256, default_doc="not checked"),
+    Key("serial", "string", "the serial port the hypervisor owns for its shell and every "
+        "console: `com1` (I/O 0x3f8-0x3ff) only today", default="com1",
+        choices=tuple(SERIAL_PORTS),
+        rule="must be \"com1\": the hypervisor drives COM1 (I/O 0x3f8) only today"),
+    Key("baud", "integer", "the serial line's speed in bits per second; the C core's UART "
+        "runs at 115200 only today", default=UART_BAUD, choices=(UART_BAUD,),
+        rule=f"must be {UART_BAUD}: the hypervisor's UART is fixed at {UART_BAUD} baud today"),
+    Key("console_escape", "string", "the key that ends `console NAME` and returns to "
+        "`taipan> `, as a caret form: `^]` is Ctrl-]", default="^]"),
+))
+
+SCHEDULER = Section("scheduler", False, (
+    "How the partitions share the CPU: each runnable partition in turn for its slice."), (
+    Key("slice_ms", "integer", "the time slice of a partition that sets none, in "
+        "milliseconds", default=10, minimum=1, maximum=SLICE_MS_MAX),
+))
+
+PARTITIONS = Section("partitions", True, (
+    "One table per partition, at least one and at most "
+    f"{layout.PARTITIONS_MAX}. Relative paths (images, modules) are relative to the "
+    "configuration file."), (
+    Key("name", "string", "`[a-z0-9_-]{1,31}`, unique; the name the console commands take",
+        required=True),
+    Key("memory", "size", "its RAM, e.g. `\"16M\"`; at least 2M, a multiple of 2M (nested "
+        "paging maps 2 MiB pages)", required=True, required_hint=", a size such as \"16M\""),
+    Key("host_address", "address", "a fixed host-physical address for its memory: 2 MiB "
+        f"aligned, at or above {layout.PARTITIONS_BASE:#x}, overlapping no other partition",
+        default_doc=f"placed from {layout.PARTITIONS_BASE:#x} up, in file order"),
+    Key("cpus", "integer", "its vCPUs; Taipan runs one vCPU per partition, on the boot CPU, "
+        "today", default=1, minimum=1, maximum=1,
+        rule="must be 1: Taipan runs one vCPU per partition, on the boot CPU, today"),
+    Key("image", "string", "`\"guest:NAME\"` (a built-in guest, see guests/README.md) or a "
+        "file path", required=True,
+        required_hint=": \"guest:NAME\" or a file path relative to the config file"),
+    Key("kind", "string", "`\"raw\"` (bytes copied to `entry`, started in 64-bit mode) or "
+        "`\"multiboot\"` (a multiboot1 ELF or a.out-kludge kernel); required for file images",
+        choices=KINDS, default_doc="the built-in guest's"),
+    Key("entry", "address", "raw file images only: the guest-physical load and entry "
+        "address", default=0x100000),
+    Key("cmdline", "string", "multiboot only: the kernel's command line (under 1024 bytes)",
+        default=""),
+    Key("modules", "paths", "multiboot only: module files, loaded page-aligned after the "
+        "kernel", default=[]),
+    Key("ports", "ports", "I/O ports passed through (no VM exit): integers or `\"0xA-0xB\"` "
+        "ranges; never 0x3f8-0x3ff (the hypervisor's UART) or 0xf4, never two partitions' "
+        "port", default=[]),
+    Key("console_size", "size", "its console ring (output kept while nobody is attached); a "
+        "power of two, 1K to 1M", default="16K"),
+    Key("autostart", "bool", "start at boot", default=True),
+    Key("restart", "string", "what the manager does when it stops by itself: `never`, "
+        "`on-fault` (after a fault) or `always` (after a fault or an exit)",
+        default="never", choices=RESTARTS),
+    Key("restart_limit", "integer", "restarts the policy may make before the partition "
+        "stays stopped", default=3, minimum=0, maximum=RESTART_LIMIT_MAX),
+    Key("slice_ms", "integer", "its time slice in milliseconds", minimum=1,
+        maximum=SLICE_MS_MAX, default_doc="`[scheduler] slice_ms`"),
+    Key("params", "table", "built-in guests only: keyword parameters of the guest's builder",
+        default={}),
+    Key("inject_entry_failure", "bool", "**test hook**: boot in long mode without CR4.PAE, "
+        "which VM entry refuses", default=False, hook=True),
+    Key("cpuid_upcall", "bool", "**bench/test hook**: every CPUID exit goes up to "
+        "MicroPython policy instead of the C fast path", default=False, hook=True),
+))
+
+SECTIONS: tuple[Section, ...] = (PLATFORM, SCHEDULER, PARTITIONS)
+
+
+# -- canonical TOML ----------------------------------------------------------
+
+def format_size(size: int) -> str:
+    """The shortest size string for `size`: 16M, 1G, 512K."""
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if size and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return f"{size // 1024}K"
+
+
+def _string(text: str) -> str:
+    # json's escapes are TOML's basic-string escapes; ensure_ascii keeps the
+    # text ASCII so MicroPython's str takes it as is.
+    return json.dumps(text, ensure_ascii=True)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_bare(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _bare(key: str) -> str:
+    ok = key and all(c.isalnum() and c.isascii() or c in "_-" for c in key)
+    return key if ok else _string(key)
+
+
+def _render_value(key: Key, value: Any) -> str:
+    if key.type == "size":
+        return _string(format_size(value))
+    if key.type == "address":
+        return f"{value:#x}"
+    if key.type == "ports":
+        items = [f"{lo:#x}" if lo == hi else _string(f"{lo:#x}-{hi:#x}") for lo, hi in value]
+        return "[" + ", ".join(items) + "]"
+    return toml_value(value)
+
+
+def render(values: dict[str, Any]) -> str:
+    """Canonical TOML: sections and keys in schema order, one `key = value` a line.
+
+    `values` maps section names to a dict (or, for [[partitions]], a list of
+    dicts) of validated values; a None value is left out (unset). One key a
+    line keeps the text searchable by the shell without a TOML parser.
+    """
+    lines = ["# The active configuration, as validated and filled in by the toolchain."]
+    for section in SECTIONS:
+        tables = values.get(section.name)
+        if tables is None:
+            continue
+        for table in tables if section.array else [tables]:
+            lines += ["", section.header]
+            for key in section.keys:
+                value = table.get(key.name)
+                if value is not None:
+                    lines.append(f"{key.name} = {_render_value(key, value)}")
+    return "\n".join(lines) + "\n"
+
+
+# -- docs/config.md ------------------------------------------------------------
+
+_INTRO = """\
+# The system description (configuration reference)
+
+<!-- generated by `python -m toolchain.schema` from toolchain/schema.py; do not edit.
+     tests/test_schema.py fails when this file and the schema disagree. -->
+
+A Taipan system is one TOML file: the machine (`[platform]`), the scheduler
+(`[scheduler]`) and the partitions (`[[partitions]]`). The toolchain validates it,
+lays out and proves the partitions' memory, and turns it into the signed
+partition table linked into the hypervisor image; nothing is decided at run time.
+
+    taipan check FILE            # validate only
+    taipan build --config FILE   # validate, then build build/taipan.elf
+
+Every mistake is reported at once, one line each, naming the file, the key path,
+the bad value and the rule, and the exit status is 2 with nothing written:
+
+    configs/my.toml: partitions[1].memory = "16MB": must be a size: digits then K, M or G, such as "16M"
+    configs/my.toml: partitions[0].autostrat = false: unknown key; did you mean 'autostart'? (valid: ...)
+
+Sizes are strings of digits and a unit: `"512K"`, `"16M"`, `"1G"`. Integers may be
+written in hex (`0x8000000`). Keys marked as hooks exist for Taipan's own tests
+and benchmarks; leave them out of real systems.
+
+The hypervisor keeps the configuration it was built from: the console's `config`
+command prints it as canonical TOML (every key in the order below, defaults filled
+in, each partition's `kind` and placed `host_address` written out), and the Python
+side reads it with `hv.config_text()`.
+"""
+
+_NOTES = """\
+## Rules across keys
+
+- Names are unique.
+- Partitions' memory lies between {base} and 4 GiB, and below `[platform] memory`
+  when that is given; fixed `host_address` ranges may not overlap, and the other
+  partitions are placed in file order into the gaps, each 2 MiB aligned.
+- The partitions' `cpus` summed may not exceed `[platform] cpus` when that is
+  given. Taipan schedules every partition's single vCPU on the boot CPU today; the
+  check keeps a configuration valid for when vCPUs get CPUs of their own.
+- A port is passed through to one partition at most; at most {ranges} ranges per
+  partition after adjacent ports merge. The hypervisor's UART (0x3f8-0x3ff) and
+  port 0xf4 (the emulators' debug-exit port) always stay intercepted.
+- `kind = "raw"` refuses an ELF file (convert it with `objcopy -O binary`, or use
+  `kind = "multiboot"`); `kind = "multiboot"` needs a multiboot1 header in the
+  first 8 KiB and, without the header's a.out-kludge addresses, an ELF32 file.
+- `cmdline` and `modules` apply to multiboot partitions, `entry` to raw file
+  images, `params` to built-in guests.
+- `console_escape` is `^` and one of `A`-`Z`, `\\`, `]`, `^`, `_`, except the keys
+  a terminal already uses for editing and line ends (`^H`, `^I`, `^J`, `^M`) and
+  `^[` (Escape, which starts every arrow key's sequence).
+
+## Restart policy
+
+When a partition stops by itself, the manager looks at its `restart`: `never`
+leaves it stopped (`faulted` or `exited`); `on-fault` restarts it after a fault;
+`always` after a fault or an exit. After `restart_limit` such restarts it stays
+stopped.
+
+## Examples
+
+[configs/README.md](../configs/README.md) lists the example systems, one per
+guest kind; every one of them is built by tests/test_schema.py.
+"""
+
+
+def _default_text(key: Key) -> str:
+    if key.required:
+        return "required"
+    if key.default_doc:
+        return key.default_doc
+    if key.type == "address":
+        return f"`{key.default:#x}`"
+    return f"`{toml_value(key.default)}`"
+
+
+def _allowed_text(key: Key) -> str:
+    if key.choices:
+        return ", ".join(f"`{toml_value(c)}`" for c in key.choices)
+    if key.minimum is not None:
+        return f"{key.minimum} to {key.maximum}" if key.maximum is not None else f">= {key.minimum}"
+    return ""
+
+
+def markdown() -> str:
+    """docs/config.md, rendered from SECTIONS."""
+    out = [_INTRO]
+    for section in SECTIONS:
+        out += [f"## `{section.header}`", "", section.doc, "",
+                "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+        for key in section.keys:
+            meaning = key.doc.replace("|", "\\|")
+            out.append(f"| `{key.name}` | {TYPES[key.type]} | {_default_text(key)} | "
+                       f"{_allowed_text(key)} | {meaning} |")
+        out.append("")
+    out.append(_NOTES.format(base=f"{layout.PARTITIONS_BASE:#x}", ranges=PORT_RANGES_MAX))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())
