@@ -83,15 +83,22 @@ class PartitionConfig:
         return f"partitions[{self.index}].{name}"
 
     def values(self, kind: str | None = None) -> dict[str, Any]:
-        """Its keys as the schema names them, defaults filled in, for the canonical TOML."""
+        """Its keys as the schema names them, defaults filled in, for the canonical TOML.
+
+        Keys that do not apply to its kind of image are None (left out), so
+        the text validates again as the same system.
+        """
         return {"name": self.name, "memory": self.memory,
                 "host_address": self.host_base if self.host_base is not None else self.host_address,
                 "cpus": self.cpus, "image": self.image, "kind": kind or self.kind,
                 "entry": self.entry if self.kind == "raw" and self.builtin is None else None,
-                "cmdline": self.cmdline, "modules": list(self.module_names), "ports": self.ports,
+                "cmdline": self.cmdline if (kind or self.kind) == "multiboot" else None,
+                "modules": list(self.module_names) if (kind or self.kind) == "multiboot" else None,
+                "ports": self.ports,
                 "console_size": self.console_size, "autostart": self.autostart,
                 "restart": self.restart, "restart_limit": self.restart_limit,
-                "slice_ms": self.slice_ms, "params": self.params,
+                "slice_ms": self.slice_ms,
+                "params": self.params if self.builtin is not None else None,
                 "inject_entry_failure": self.inject_entry_failure,
                 "cpuid_upcall": self.cpuid_upcall}
 

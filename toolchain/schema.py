@@ -299,6 +299,8 @@ def _default_text(key: Key) -> str:
 def _allowed_text(key: Key) -> str:
     if key.choices:
         return ", ".join(f"`{toml_value(c)}`" for c in key.choices)
+    if key.minimum is not None and key.minimum == key.maximum:
+        return f"`{key.minimum}` (today)"
     if key.minimum is not None:
         return f"{key.minimum} to {key.maximum}" if key.maximum is not None else f">= {key.minimum}"
     return ""

@@ -1,0 +1,73 @@
+"""The schema is the one source of truth: docs/config.md is rendered from it, and every example system in configs/ is listed and builds."""
+from __future__ import annotations
+
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from toolchain import build, config, schema
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "configs").glob("*.toml"))
+
+
+def test_docs_config_md_is_rendered_from_the_schema() -> None:
+    current = (ROOT / "docs" / "config.md").read_text()
+    assert current == schema.markdown(), (
+        "docs/config.md is stale: run `python -m toolchain.schema > docs/config.md`")
+
+
+def test_every_schema_key_is_documented_and_has_a_doc_line() -> None:
+    text = schema.markdown()
+    for section in schema.SECTIONS:
+        assert f"## `{section.header}`" in text
+        for key in section.keys:
+            assert key.doc and "\n" not in key.doc
+            assert key.type in schema.TYPES
+            assert re.search(rf"^\| `{key.name}` \|", text, re.MULTILINE)
+
+
+def test_the_validator_knows_exactly_the_schema_keys() -> None:
+    assert config.TOP_KEYS == ("platform", "scheduler", "partitions")
+    assert config.PARTITION_KEYS == schema.PARTITIONS.names
+    assert set(config.PartitionConfig.__dataclass_fields__) >= set(schema.PARTITIONS.names) - {"image"}
+
+
+def test_every_example_is_listed_in_the_readme() -> None:
+    readme = (ROOT / "configs" / "README.md").read_text()
+    for path in [*EXAMPLES, *sorted((ROOT / "configs" / "tests").glob("*.toml"))]:
+        assert f"`{path.relative_to(ROOT / 'configs')}`" in readme, f"{path.name} not in README"
+
+
+def test_examples_cover_every_guest_kind() -> None:
+    kinds = set()
+    for path in EXAMPLES:
+        for part in config.load(path).partitions:
+            kinds.add("builtin" if part.builtin else part.kind)
+    assert kinds == {"builtin", "raw", "multiboot"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_config_builds(path: Path) -> None:
+    elf = build.build(quiet=True, config_path=path, image=f"example-{path.stem}")
+    assert elf.is_file()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_canonical_text_is_valid_toml_in_schema_order(path: Path, tmp_path: Path) -> None:
+    system = config.load(path)
+    text = system.canonical_text()
+    data = tomllib.loads(text)
+    assert list(data) == ["platform", "scheduler", "partitions"]
+    for table in data["partitions"]:
+        order = [name for name in schema.PARTITIONS.names if name in table]
+        assert list(table) == order
+    # Relative image paths resolve against the file's folder: give the copy the same images.
+    if (path.parent / "images").is_dir():
+        shutil.copytree(path.parent / "images", tmp_path / "images")
+    copy = tmp_path / path.name
+    copy.write_text(text)
+    assert config.load(copy).canonical_text() == text
