@@ -68,10 +68,11 @@ KINDS = ("raw", "multiboot")
 SLICE_MS_MAX = 1000
 # The partition table holds this many passed-through port ranges per partition.
 PORT_RANGES_MAX = 8
-# Never passed through: the hypervisor's own UART, and the emulators'
-# debug-exit port, which would let a guest end the whole machine.
-RESERVED_PORTS = ((0x3F8, 0x3FF, "the hypervisor's UART (COM1)"),
-                  (0xF4, 0xF4, "the emulators' debug-exit port"))
+# Never passed through: the hypervisor's own UART (also where each guest's
+# virtual UART sits), and 0xf4, where a guest writes its exit code for the
+# hypervisor; passed through, it would end the whole emulated machine.
+RESERVED_PORTS = ((0x3F8, 0x3FF, "the hypervisor's UART (COM1), each guest's virtual UART"),
+                  (0xF4, 0xF4, "the port a guest ends itself through (its exit code)"))
 RESTART_LIMIT_MAX = 1000
 
 PLATFORM = Section("platform", False, (
@@ -126,8 +127,8 @@ PARTITIONS = Section("partitions", True, (
     Key("modules", "paths", "multiboot only: module files, loaded page-aligned after the "
         "kernel", default=[]),
     Key("ports", "ports", "I/O ports passed through (no VM exit): integers or `\"0xA-0xB\"` "
-        "ranges; never 0x3f8-0x3ff (the hypervisor's UART) or 0xf4, never two partitions' "
-        "port", default=[]),
+        "ranges; never 0x3f8-0x3ff (the UART) or 0xf4 (the exit port), never another "
+        "partition's port", default=[]),
     Key("console_size", "size", "its console ring (output kept while nobody is attached); a "
         "power of two, 1K to 1M", default="16K"),
     Key("autostart", "bool", "start at boot", default=True),
@@ -246,8 +247,11 @@ and benchmarks; leave them out of real systems.
 
 The hypervisor keeps the configuration it was built from: the console's `config`
 command prints it as canonical TOML (every key in the order below, defaults filled
-in, each partition's `kind` and placed `host_address` written out), and the Python
-side reads it with `hv.config_text()`.
+in, each partition's `kind` and placed `host_address` written out, one `key = value`
+a line), and the Python side reads it with `hv.config_text()`. Per partition,
+`hv.part_info(i)` gives the run-time keys from the table: `restart` (str),
+`restart_limit`, `slice_us` (`slice_ms` x 1000) and `cpus` (ints), and `ports`, a
+list holding an int for each single port and a `(first, last)` tuple for each range.
 """
 
 _NOTES = """\
@@ -261,8 +265,9 @@ _NOTES = """\
   given. Taipan schedules every partition's single vCPU on the boot CPU today; the
   check keeps a configuration valid for when vCPUs get CPUs of their own.
 - A port is passed through to one partition at most; at most {ranges} ranges per
-  partition after adjacent ports merge. The hypervisor's UART (0x3f8-0x3ff) and
-  port 0xf4 (the emulators' debug-exit port) always stay intercepted.
+  partition after adjacent ports merge. The hypervisor's UART (0x3f8-0x3ff, where
+  each guest finds its virtual UART) and port 0xf4 (a guest writes its exit code
+  there) always stay intercepted.
 - `kind = "raw"` refuses an ELF file (convert it with `objcopy -O binary`, or use
   `kind = "multiboot"`); `kind = "multiboot"` needs a multiboot1 header in the
   first 8 KiB and, without the header's a.out-kludge addresses, an ELF32 file.
