@@ -1,0 +1,266 @@
+"""taipan ctl and taipan console against a QEMU-run Taipan on a unix socket, a fake console line, and bad targets."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+from conftest import config_image
+
+from toolchain import ctl, emulator, host_console
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+TAIPAN = [sys.executable, "-m", "toolchain.cli"]
+
+
+def taipan(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(TAIPAN + list(args), capture_output=True, text=True, env=ENV, cwd=ROOT,
+                          timeout=timeout, check=False)
+
+
+# --- a QEMU-run Taipan reachable as unix:PATH, as `taipan run --serial unix:PATH` starts it
+
+@pytest.fixture(scope="module")
+def qemu_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = tmp_path_factory.mktemp("line") / "taipan.sock"
+    argv = emulator.qemu_argv(config_image("demo"), serial=f"unix:{path}", memory_mb=256, no_reboot=True)
+    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        assert qemu.poll() is None and time.monotonic() < deadline, "QEMU made no serial socket"
+        time.sleep(0.05)
+    yield f"unix:{path}"
+    qemu.terminate()
+    qemu.wait(timeout=10)
+
+
+@pytest.mark.boot
+def test_ctl_ps_prints_the_partitions_and_exits_0(qemu_socket):
+    # The first exchange may meet Taipan still booting: ctl presses Enter and waits for the prompt.
+    run = taipan("ctl", "--timeout", "60", qemu_socket, "ps")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].split()[:2] == ["NAME", "STATE"], run.stdout
+    assert {line.split()[0] for line in lines[1:] if line[:1].strip()} == {"hello1", "hello2"}
+    assert run.stderr == ""
+
+
+@pytest.mark.boot
+def test_ctl_unknown_command_exits_1_with_the_console_error_on_stderr(qemu_socket):
+    run = taipan("ctl", qemu_socket, "nosuchcommand")
+    assert run.returncode == 1
+    assert run.stderr == "error: unknown command 'nosuchcommand' (try 'help')\n"
+    assert run.stdout == ""
+    run = taipan("ctl", qemu_socket, "start", "nosuch")
+    assert (run.returncode, run.stderr) == (1, "error: no partition named 'nosuch' (see 'ps')\n")
+
+
+@pytest.mark.boot
+def test_qemu_serves_one_client_at_a_time_and_the_next_after_it_leaves(qemu_socket):
+    holder = socket.socket(socket.AF_UNIX)
+    holder.connect(qemu_socket[len("unix:"):])
+    try:
+        run = taipan("ctl", "--timeout", "2", qemu_socket, "ps")
+        assert run.returncode == ctl.EXIT_LINE
+        assert "one at a time" in run.stderr and len(run.stderr.splitlines()) == 1, run.stderr
+    finally:
+        holder.close()
+    for _ in range(3):
+        assert taipan("ctl", qemu_socket, "ps").returncode == 0
+
+
+def wait_raw(child: pexpect.spawn) -> None:
+    """Until the pty is raw: the console's first note is printed just before it turns so."""
+    deadline = time.monotonic() + 5
+    while termios.tcgetattr(child.child_fd)[3] & termios.ICANON:
+        assert time.monotonic() < deadline, "the terminal never turned raw"
+        time.sleep(0.05)
+
+
+@pytest.mark.boot
+def test_console_attaches_shows_help_and_ctrl_bracket_leaves_with_the_terminal_restored(qemu_socket):
+    script = (f"stty -g; {' '.join(TAIPAN)} console {qemu_socket}; echo rc=$?; stty -g")
+    child = pexpect.spawn("sh", ["-c", script], env=ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
+    try:
+        child.expect(r"(\S+)\r\n")
+        before = child.match.group(1)
+        child.expect_exact("Ctrl-] leaves")
+        wait_raw(child)
+        child.send("help\r")
+        child.expect_exact("list the commands")
+        child.expect_exact("taipan> ")
+        child.send("\x1d")
+        child.expect(r"rc=(\d+)\r\n(\S+)\r\n")
+        assert child.match.group(1) == "0"
+        assert child.match.group(2) == before  # stty -g after leaving: the mode it had before
+    finally:
+        child.close(force=True)
+
+
+@pytest.mark.boot
+def test_console_restores_the_terminal_when_killed(qemu_socket):
+    script = (f"stty -g; {' '.join(TAIPAN)} console {qemu_socket}; echo rc=$?; stty -g")
+    child = pexpect.spawn("sh", ["-c", script], env=ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
+    try:
+        child.expect(r"(\S+)\r\n")
+        before = child.match.group(1)
+        child.expect_exact("Ctrl-] leaves")
+        wait_raw(child)  # so that the kill meets the raw terminal, not a process still starting
+        console_pid = int(Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text().split()[0])
+        os.kill(console_pid, 15)
+        child.expect(r"rc=(\d+)\r\n(\S+)\r\n")
+        assert child.match.group(1) == "143"  # 128 + SIGTERM, as a shell reports a signal
+        assert child.match.group(2) == before
+    finally:
+        child.close(force=True)
+
+
+# --- a fake console line: the shell's echo, prompt, announcements and --json, exactly as scripted
+
+class FakeConsole:
+    """A unix socket that answers like Taipan's shell, with announcements where they can arrive."""
+
+    ANNOUNCE = b"\r\ntaipan: hello1 faulted: #GP; restarted (on-fault, 1 of 3)\r\n"
+    DOCUMENT = {"partitions": [{"name": "hello1", "state": "running"}, {"name": "evil", "state": "faulted"}]}
+
+    def __init__(self, path: Path) -> None:
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _answer(self, line: str) -> bytes:
+        if line == "ps --json":
+            return json.dumps(self.DOCUMENT).encode() + b"\r\n"
+        if line == "ps":
+            return b"NAME STATE\r\ntaipan: is a word a guest may print\r\n"
+        if line == "" or line.startswith("ps"):
+            return b""
+        return b"error: unknown command '" + line.split()[0].encode() + b"' (try 'help')\r\n"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                line = b""
+                while data := conn.recv(64):
+                    for byte in data:
+                        if byte == 0x0D:
+                            conn.sendall(b"\r\n" + self._answer(line.decode()) + b"taipan> " + self.ANNOUNCE)
+                            line = b""
+                            continue
+                        if 32 <= byte < 127:
+                            line += bytes([byte])
+                            conn.sendall(bytes([byte]))
+                        if line == b"p":  # mid-echo: the shell ran a guest between two keys
+                            conn.sendall(self.ANNOUNCE)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def fake_line(tmp_path: Path) -> Iterator[str]:
+    fake = FakeConsole(tmp_path / "fake.sock")
+    yield f"unix:{tmp_path / 'fake.sock'}"
+    fake.close()
+
+
+def test_ctl_json_prints_the_parsed_document(fake_line):
+    run = taipan("ctl", "--json", fake_line, "ps")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == FakeConsole.DOCUMENT
+    assert run.stdout.startswith("{\n  ")  # indented for people; still one document for scripts
+    run = taipan("ctl", fake_line, "ps", "--json")
+    assert json.loads(run.stdout) == FakeConsole.DOCUMENT and run.stdout.count("\n") == 1
+
+
+def test_ctl_json_of_a_command_without_json_output_fails(fake_line):
+    run = taipan("ctl", "--json", fake_line, "psx")
+    assert run.returncode == 1 and "printed no JSON document" in run.stderr
+
+
+def test_ctl_drops_announcements_around_the_command_and_keeps_its_output(fake_line):
+    run = taipan("ctl", fake_line, "ps")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "NAME STATE\ntaipan: is a word a guest may print\n"
+    run = taipan("ctl", fake_line, "nosuch")
+    assert (run.returncode, run.stdout, run.stderr) == (1, "", "error: unknown command 'nosuch' (try 'help')\n")
+
+
+# --- the pieces of the exchange, without a line
+
+def test_output_after_echo_skips_announcements_only_before_the_line_is_entered():
+    announce = "\ntaipan: hello1 restarted\n"
+    text = announce + "p" + announce + "s\nNAME\ntaipan: guest text\ntaipan> " + announce
+    assert ctl.output_after_echo(text, "ps") == "NAME\ntaipan: guest text\n"
+    assert ctl.output_after_echo("ps\ntaipan> ", "ps") == ""
+    assert ctl.output_after_echo("\ntaipan> ps\nerror: x\ntaipan> ", "ps") == "error: x\n"
+    assert ctl.output_after_echo("p" + announce[:12], "ps") is None  # an announcement half-arrived
+    assert ctl.output_after_echo("ps\nNAME\n", "ps") is None  # no prompt yet
+
+
+def test_prompt_shown_allows_announcements_after_it():
+    assert ctl.prompt_shown("taipan> ")
+    assert ctl.prompt_shown("boot\ntaipan> \ntaipan: hello2 started\n")
+    assert not ctl.prompt_shown("boot\ntaipan> \ntaipan: hello2 sta")
+    assert not ctl.prompt_shown("taipan> \nstill booting")
+    assert not ctl.prompt_shown("not a taipan> ")
+
+
+def test_split_error_takes_the_last_error_line_or_a_traceback():
+    assert ctl.split_error("a\nerror: nope\n") == ctl.Result("a\n", "error: nope")
+    assert ctl.split_error("ok\n") == ctl.Result("ok\n", None)
+    traceback = "Traceback (most recent call last):\n  File \"shell.py\", line 3\nTypeError: bad\n"
+    assert ctl.split_error(traceback).error == "error: TypeError: bad"
+
+
+def test_ctl_refuses_interactive_and_unprintable_commands_before_connecting():
+    for words in (["console", "hello1"], ["tail"], ["py"], ["ps\x03"], []):
+        run = taipan("ctl", "/dev/ttyNOPE", *words)
+        assert run.returncode == ctl.EXIT_USAGE, words
+        assert len(run.stderr.splitlines()) == 1 and "ttyNOPE" not in run.stderr
+
+
+def test_escape_keys_are_written_as_control_keys():
+    assert host_console.parse_escape("^]") == 0x1D
+    assert host_console.parse_escape("Ctrl-A") == 0x01
+    assert host_console.parse_escape("c-t") == 0x14
+    assert host_console.key_name(0x1D) == "Ctrl-]"
+    with pytest.raises(Exception, match="not a control key"):
+        host_console.parse_escape("q")
+
+
+# --- targets that are not there: one line, non-zero, for both tools
+
+def _closed_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # bound, never listened, closed: connecting is refused
+    return port
+
+
+@pytest.mark.parametrize("tool", ["ctl", "console"])
+def test_missing_targets_fail_in_one_line(tool, tmp_path):
+    cases = {"/dev/ttyNOPE": "no such serial device",
+             f"tcp:127.0.0.1:{_closed_port()}": "connection refused",
+             f"unix:{tmp_path / 'none.sock'}": "no such socket"}
+    for target, why in cases.items():
+        run = taipan(tool, target, *(["ps"] if tool == "ctl" else []))
+        assert run.returncode == ctl.EXIT_LINE, (target, run.stderr)
+        assert run.stderr.count("\n") == 1 and why in run.stderr and target in run.stderr, run.stderr
