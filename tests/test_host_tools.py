@@ -79,6 +79,24 @@ def test_qemu_serves_one_client_at_a_time_and_the_next_after_it_leaves(qemu_sock
         assert taipan("ctl", qemu_socket, "ps").returncode == 0
 
 
+@pytest.mark.boot
+def test_ctl_takes_the_line_back_from_a_partition_console_left_attached(qemu_socket):
+    person = socket.socket(socket.AF_UNIX)
+    person.connect(qemu_socket[len("unix:"):])
+    person.settimeout(20)
+    person.sendall(b"\r")
+    seen = b""
+    while b"taipan> " not in seen:
+        seen += person.recv(4096)
+    person.sendall(b"console hello1\r")
+    while b"Ctrl-]" not in seen:  # the note that the line is the partition's now
+        seen += person.recv(4096)
+    person.close()  # gone without the escape: the line stays with hello1
+    run = taipan("ctl", qemu_socket, "ps")
+    assert run.returncode == 0, run.stderr
+    assert "hello1" in run.stdout
+
+
 def wait_raw(child: pexpect.spawn) -> None:
     """Until the pty is raw: the console's first note is printed just before it turns so."""
     deadline = time.monotonic() + 5

@@ -8,10 +8,11 @@ import sys
 import time
 from dataclasses import dataclass
 
+from toolchain import terminal
+from toolchain.host_console import parse_escape
 from toolchain.serial_line import DEFAULT_BAUD, TARGET_FORMS, Line, LineError, open_line
 
 PROMPT = "taipan> "
-ESCAPE = b"\x1d"  # Ctrl-]: returns the line from `console NAME` or `tail` to the shell
 # The shell announces what the hypervisor decided (a fault, a restart) on a line
 # of its own that opens with a line break, whenever it waits for input.
 ANNOUNCEMENT = re.compile(r"\ntaipan: [^\n]*\n")
@@ -113,14 +114,18 @@ def split_error(output: str) -> Result:
     return Result(output, None)
 
 
-def run_command(line: Line, command: str, timeout: float) -> Result:
-    """Bring the shell to its prompt, type `command`, return what it printed."""
+def run_command(line: Line, command: str, timeout: float, escape: int = terminal.ESCAPE) -> Result:
+    """Bring the shell to its prompt, type `command`, return what it printed.
+
+    `escape` is the target's console escape, sent once if no prompt comes: it
+    takes the line back from a partition's console or a `tail`.
+    """
     deadline = time.monotonic() + timeout
     while line.read(0.05):  # bytes from before us (a partition's escape, old output) mean nothing
         pass
     # Enter shows a fresh prompt whatever was on screen, and waits for a booting machine.
     line.write(b"\r")
-    _read_until(line, prompt_shown, deadline, retry=(time.monotonic() + PROMPT_RETRY_S, ESCAPE + b"\r"))
+    _read_until(line, prompt_shown, deadline, retry=(time.monotonic() + PROMPT_RETRY_S, bytes([escape]) + b"\r"))
     line.write(command.encode("ascii") + b"\r")
     found: list[str] = []
 
@@ -167,7 +172,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         command += " --json"
     try:
         with open_line(args.target, baud=args.baud) as line:
-            result = run_command(line, command, args.timeout)
+            result = run_command(line, command, args.timeout, args.escape)
     except (LineError, CtlError) as e:
         print(f"taipan ctl: {e}", file=sys.stderr)
         return EXIT_LINE
@@ -197,6 +202,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run the command with --json and print the parsed document (indented)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole exchange (default 30)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"serial device speed (default {DEFAULT_BAUD})")
+    p.add_argument("--escape", type=parse_escape, default=terminal.ESCAPE, metavar="KEY",
+                   help="the target's console escape ([platform] console_escape; default Ctrl-]), sent "
+                   "once if no prompt comes, to take the line back from a partition")
     p.add_argument("target", help="/dev/ttyUSB0, unix:PATH or tcp:HOST:PORT")
     p.add_argument("words", nargs=argparse.REMAINDER, metavar="COMMAND", help="the shell command and its arguments")
     p.set_defaults(func=cmd_ctl)
