@@ -2,7 +2,7 @@
 TAIPAN := .venv/bin/taipan
 ARGS ?=
 
-.PHONY: all setup build run iso test mptest bench clean
+.PHONY: all setup build run iso test mptest bench images clean
 
 all: build
 
@@ -27,6 +27,11 @@ mptest: setup
 
 bench: setup
 	scripts/bench $(ARGS)
+
+# The file images configs/raw-file.toml and configs/multiboot-file.toml boot.
+images: setup
+	.venv/bin/python -m guests hello build/images/hello.bin --name rawfile
+	.venv/bin/python -m guests mbtest build/images/mbtest.elf --name mbfile
 
 clean:
 	rm -rf build

@@ -2,16 +2,25 @@
 from __future__ import annotations
 
 import re
-import shutil
 import tomllib
 from pathlib import Path
 
 import pytest
 
+import guests
 from toolchain import build, config, schema
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "configs").glob("*.toml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def example_images() -> None:
+    """What `make images` writes: the file images two examples boot."""
+    images = ROOT / "build" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    (images / "hello.bin").write_bytes(guests.build_guest("hello", name="rawfile", memory=16 << 20).data)
+    (images / "mbtest.elf").write_bytes(guests.build_guest("mbtest", name="mbfile", memory=16 << 20).data)
 
 
 def test_docs_config_md_is_rendered_from_the_schema() -> None:
@@ -65,9 +74,10 @@ def test_canonical_text_is_valid_toml_in_schema_order(path: Path, tmp_path: Path
     for table in data["partitions"]:
         order = [name for name in schema.PARTITIONS.names if name in table]
         assert list(table) == order
-    # Relative image paths resolve against the file's folder: give the copy the same images.
-    if (path.parent / "images").is_dir():
-        shutil.copytree(path.parent / "images", tmp_path / "images")
-    copy = tmp_path / path.name
-    copy.write_text(text)
-    assert config.load(copy).canonical_text() == text
+    # Relative image paths resolve against the file's folder: the copy sits beside it.
+    copy = path.parent / f".canonical-{path.name}"
+    try:
+        copy.write_text(text)
+        assert config.load(copy).canonical_text() == text
+    finally:
+        copy.unlink()
