@@ -1,5 +1,6 @@
 // mp_port_main: the MicroPython heap, the console loop (shell or raw REPL) and soft reset.
 #include <stdint.h>
+#include <string.h>
 #include "py/compile.h"
 #include "py/gc.h"
 #include "py/runtime.h"
@@ -60,6 +61,66 @@ int port_readline(vstr_t *line, const char *prompt)
         mp_raise_type(&mp_type_SystemExit);
     }
     return ret;
+}
+
+/*
+ * TAB completion for the shell. MicroPython's readline completes a word from
+ * the names in __main__'s globals, so for the one TAB it is handling the
+ * shell's words stand in for them: commands for the first word of the line,
+ * partition names and options after it. The swap lasts from the moment
+ * mp_hal_stdin_rx_chr hands readline a TAB until it asks for the next key,
+ * so no Python code ever runs while __main__ looks like a word list.
+ */
+static struct {
+    vstr_t *line;               // the line being edited, NULL outside port_input
+    mp_obj_dict_t *first, *rest;
+    mp_map_t saved;             // __main__'s own globals while swapped
+    bool swapped;
+} completion;
+
+void port_completion_begin(void)
+{
+    if (!completion.line || completion.swapped) {
+        return;
+    }
+    const char *s = completion.line->buf;
+    size_t len = completion.line->len;
+    size_t i = 0;
+    while (i < len && s[i] == ' ') {
+        i++;
+    }
+    bool later_word = memchr(s + i, ' ', len - i) != NULL;
+    completion.saved = MP_STATE_VM(dict_main).map;
+    MP_STATE_VM(dict_main).map = (later_word ? completion.rest : completion.first)->map;
+    completion.swapped = true;
+}
+
+void port_completion_end(void)
+{
+    if (completion.swapped) {
+        MP_STATE_VM(dict_main).map = completion.saved;
+        completion.swapped = false;
+    }
+}
+
+// The shell's line: readline with completion from the shell's words; an
+// exception (Ctrl-A's SystemExit) leaves __main__ as it was before passing on.
+int port_input(vstr_t *line, const char *prompt, mp_obj_t first_words, mp_obj_t later_words)
+{
+    completion.line = line;
+    completion.first = MP_OBJ_TO_PTR(first_words);
+    completion.rest = MP_OBJ_TO_PTR(later_words);
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        int ret = port_readline(line, prompt);
+        nlr_pop();
+        port_completion_end();
+        completion.line = NULL;
+        return ret;
+    }
+    port_completion_end();
+    completion.line = NULL;
+    nlr_jump(nlr.ret_val);
 }
 
 // The friendly REPL nested under the shell's `py` command.

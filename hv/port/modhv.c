@@ -5,6 +5,8 @@
 #include "py/runtime.h"
 #include "py/objstr.h"
 #include "py/mphal.h"
+#include "shared/readline/readline.h"
+#include "shared/runtime/interrupt_char.h"
 #include "cpu.h"
 #include "layout.h"
 #include "multiboot.h"
@@ -178,6 +180,65 @@ static mp_obj_t hv_write(mp_obj_t data)
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(hv_write_obj, hv_write);
 
+// A dict whose keys are the given words as qstrs: what readline's completion searches.
+static mp_obj_t words_dict(mp_obj_t words)
+{
+    mp_obj_t dict = mp_obj_new_dict(0);
+    mp_obj_iter_buf_t iter_buf;
+    mp_obj_t iter = mp_getiter(words, &iter_buf);
+    mp_obj_t word;
+    while ((word = mp_iternext(iter)) != MP_OBJ_STOP_ITERATION) {
+        size_t len;
+        const char *s = mp_obj_str_get_data(word, &len);
+        mp_obj_dict_store(dict, MP_OBJ_NEW_QSTR(qstr_from_strn(s, len)), mp_const_true);
+    }
+    return dict;
+}
+
+// hv.input(prompt, first_words, later_words) -> bytes: one line typed at the
+// console, with editing, history and TAB completion (the first word from
+// first_words, the others from later_words). KeyboardInterrupt for Ctrl-C,
+// EOFError for Ctrl-D on an empty line, like input(); bytes, because a line
+// is whatever arrived on the wire.
+static mp_obj_t hv_input(mp_obj_t prompt, mp_obj_t first_words, mp_obj_t later_words)
+{
+    mp_obj_t first = words_dict(first_words);
+    mp_obj_t later = words_dict(later_words);
+    vstr_t line;
+    vstr_init(&line, 32);
+    int ret = port_input(&line, mp_obj_str_get_str(prompt), first, later);
+    if (ret == CHAR_CTRL_C) {
+        mp_raise_type(&mp_type_KeyboardInterrupt);
+    }
+    if (ret == CHAR_CTRL_D && line.len == 0) {
+        mp_raise_type(&mp_type_EOFError);
+    }
+    return mp_obj_new_bytes_from_vstr(&line);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(hv_input_obj, hv_input);
+
+// hv.interruptible(fn, arg) -> None, or the exception fn(arg) raised. Ctrl-C
+// interrupts fn and nothing else: before and after it the shell's own code
+// runs with Ctrl-C an ordinary key (readline's "cancel the line"), so no
+// KeyboardInterrupt can land between the shell's lines, not even one typed
+// as fn returned.
+static mp_obj_t hv_interruptible(mp_obj_t fn, mp_obj_t arg)
+{
+    mp_obj_t raised = mp_const_none;
+    nlr_buf_t nlr;
+    mp_hal_set_interrupt_char(CHAR_CTRL_C);
+    if (nlr_push(&nlr) == 0) {
+        mp_call_function_1(fn, arg);
+        nlr_pop();
+    } else {
+        raised = MP_OBJ_FROM_PTR(nlr.ret_val);
+    }
+    mp_hal_set_interrupt_char(-1);
+    mp_handle_pending(false);
+    return raised;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(hv_interruptible_obj, hv_interruptible);
+
 static MP_DEFINE_STR_OBJ(hv_version_obj, TAIPAN_VERSION);
 
 static const mp_rom_map_elem_t hv_module_globals_table[] = {
@@ -195,6 +256,8 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_write), MP_ROM_PTR(&hv_write_obj) },
     { MP_ROM_QSTR(MP_QSTR_poll_char), MP_ROM_PTR(&hv_poll_char_obj) },
     { MP_ROM_QSTR(MP_QSTR_typing), MP_ROM_PTR(&hv_typing_obj) },
+    { MP_ROM_QSTR(MP_QSTR_input), MP_ROM_PTR(&hv_input_obj) },
+    { MP_ROM_QSTR(MP_QSTR_interruptible), MP_ROM_PTR(&hv_interruptible_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_count), MP_ROM_PTR(&hv_part_count_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_info), MP_ROM_PTR(&hv_part_info_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_state), MP_ROM_PTR(&hv_part_state_obj) },

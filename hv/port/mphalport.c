@@ -98,8 +98,12 @@ static int idle_once(void)
 
 int mp_hal_stdin_rx_chr(void)
 {
+    port_completion_end();
     for (;;) {
         int c = mp_hal_stdin_poll_chr();
+        if (c == '\t') {
+            port_completion_begin();
+        }
         if (c >= 0) {
             return c;
         }

@@ -12,3 +12,10 @@ void port_set_idle(mp_obj_t fn);
 int mp_hal_stdin_poll_chr(void);
 // Whether a key arrived within the last second.
 bool port_typing(void);
+// The shell's input(): readline, TAB completing the first word from
+// first_words and later ones from later_words (dicts keyed by qstr).
+struct _vstr_t;
+int port_input(struct _vstr_t *line, const char *prompt, mp_obj_t first_words, mp_obj_t later_words);
+// Around the TAB readline is handed (mphalport.c): the shell's words in place of __main__'s.
+void port_completion_begin(void);
+void port_completion_end(void);

@@ -1,5 +1,6 @@
-# The partition manager: checks the generated table, owns partitions' lifecycle, keeps the event log.
+# The partition manager: checks the generated table, owns partitions' lifecycle and restart policy, keeps the event log.
 import hashlib
+import sys
 
 import hv
 
@@ -8,15 +9,58 @@ MAGIC = b"TAIPANPT"
 SIGNATURE_AT = 56  # struct pt_header.sha256: 32 bytes
 EVENTS_KEPT = 100
 
+# Until the table carries them (hv.part_info's "restart", "restart_limit"):
+# what a partition without a policy gets.
+DEFAULT_RESTART = "never"
+DEFAULT_RESTART_LIMIT = 3
+POLICIES = ("never", "on-fault", "always")  # in PT_RESTART_* order
+
 events = []  # (ticks, text): what the hypervisor decided, newest last
+last_traceback = ""  # the full text of the last unexpected exception, for `debug`
+
+# While the serial line belongs to a partition (`console NAME`), announcements
+# would land in the middle of its output: they are counted instead, and the
+# shell says how many there were when it gets the line back.
+quiet = False
+unseen = 0
+
+# Per partition index: restarts its policy made since an operator last
+# started it; the TSC when it last started and when it last ended.
+restarts = {}
+started_at = {}
+ended_at = {}
 
 
 def event(text, show=False):
+    """Log one line; with show, also announce it on the console as `taipan: text`.
+
+    Announcements start on a line of their own, so a script reading up to the
+    next prompt sees them as lines beginning with `taipan: `.
+    """
+    global unseen
     events.append((hv.ticks(), text))
     if len(events) > EVENTS_KEPT:
         events.pop(0)
     if show:
-        print("\ntaipan: " + text)
+        if quiet:
+            unseen += 1
+        else:
+            print("\ntaipan: " + text)
+
+
+def traceback_text(e):
+    import io
+
+    buf = io.StringIO()
+    sys.print_exception(e, buf)
+    return buf.getvalue()
+
+
+def unexpected(where, e, show=True):
+    """An exception nobody meant: one line for the log (and the console), the traceback kept."""
+    global last_traceback
+    last_traceback = "%s:\n%s" % (where, traceback_text(e))
+    event("%s raised %s: %s ('debug' shows the traceback)" % (where, type(e).__name__, e), show=show)
 
 
 def table_problem():
@@ -41,21 +85,88 @@ def find(name):
     for i in range(hv.part_count()):
         if hv.part_info(i)["name"] == name:
             return i
-    raise ValueError("no partition named '%s' (see 'ps')" % name)
+    raise ValueError("no partition named '%s' (see 'ps')" % _shown(name))
+
+
+def _shown(word):
+    # A name typed at the console echoed back in an error: bounded, one line.
+    return word if len(word) <= 40 else word[:40] + "..."
 
 
 def names():
     return [hv.part_info(i)["name"] for i in range(hv.part_count())]
 
 
+def restart_policy(part):
+    """(policy, limit) from the table, or the defaults for a table without them."""
+    policy = part.get("restart", DEFAULT_RESTART)
+    if isinstance(policy, int):  # the table's PT_RESTART_* number
+        policy = POLICIES[policy] if 0 <= policy < len(POLICIES) else DEFAULT_RESTART
+    return policy, part.get("restart_limit", DEFAULT_RESTART_LIMIT)
+
+
+def _started(index):
+    started_at[index] = hv.ticks()
+    ended_at.pop(index, None)
+
+
 def start(index):
+    """An operator's start: the restart count begins again."""
     hv.part_start(index)
+    restarts[index] = 0
+    _started(index)
     event("%s started" % hv.part_info(index)["name"])
 
 
 def stop(index, why="stopped from the console"):
     hv.part_stop(index, why)
+    ended_at[index] = hv.ticks()
     event("%s stopped: %s" % (hv.part_info(index)["name"], why))
+
+
+def restart(index):
+    """Stop it if it runs, then start it from its image again."""
+    if hv.part_state(index) == "running":
+        stop(index, "restarted from the console")
+    start(index)
+
+
+def ended(index, fault, text):
+    """A partition stopped by itself or by the hypervisor: log it, then apply its restart policy.
+
+    fault is True for what the hypervisor stopped (a fault, a failed entry, a
+    policy stop) and False for a partition that exited by itself.
+    """
+    ended_at[index] = hv.ticks()
+    part = hv.part_info(index)
+    name = part["name"]
+    event("%s %s" % (name, text), show=True)
+    policy, limit = restart_policy(part)
+    if not (policy == "always" or (policy == "on-fault" and fault)):
+        return
+    done = restarts.get(index, 0)
+    if done >= limit:
+        event("%s stays %s: its restart limit (%d) is reached" % (name, part["state"], limit), show=True)
+        return
+    try:
+        hv.part_start(index)
+    except OSError as e:
+        event("%s could not be restarted: %s" % (name, e), show=True)
+        return
+    restarts[index] = done + 1
+    _started(index)
+    event("%s restarted (%s, %d of %d)" % (name, policy, done + 1, limit), show=True)
+
+
+def uptime_us(index, tsc_khz):
+    """Wall-clock microseconds of its current or last run, or None if unknown."""
+    begin = started_at.get(index)
+    if begin is None or not tsc_khz:
+        return None
+    end = ended_at.get(index)
+    if end is None:
+        end = hv.ticks() if hv.part_state(index) == "running" else begin
+    return (end - begin) * 1000 // tsc_khz
 
 
 def init():

@@ -1,4 +1,4 @@
-# The management shell on the serial console: commands, their errors, and the REPL door.
+# The management shell on the serial console: commands, their help and errors, JSON for scripts, the REPL door.
 import sys
 
 import hv
@@ -9,9 +9,19 @@ PROMPT = "taipan> "
 GIB = 1 << 30
 MIB = 1 << 20
 KIB = 1 << 10
+DEFAULT_ESCAPE = 0x1D  # Ctrl-]
+LOG_BYTES = 65536
+TAIL_LINES = 10
+SHOWN_WORD = 40  # the longest word an error message echoes back
 
 # Multiboot memory types, as the loader reports them.
 MEM_TYPES = {1: "usable", 2: "reserved", 3: "ACPI reclaimable", 4: "ACPI NVS", 5: "bad"}
+
+debug = False  # print the traceback after an unexpected exception's error line
+
+
+class UsageError(Exception):
+    pass
 
 
 def _size(nbytes):
@@ -24,8 +34,121 @@ def _size(nbytes):
     return "%d KiB" % (nbytes // KIB)
 
 
+def _shown(word):
+    return word if len(word) <= SHOWN_WORD else word[:SHOWN_WORD] + "..."
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _safe(data):
+    """Guest-written bytes made safe for a script reading up to the next prompt: the
+    prompt's own text, should a guest print it, is shown with its space escaped."""
+    return data.replace(PROMPT.encode(), PROMPT[:-1].encode() + b"\\x20")
+
+
+def _json(doc):
+    import json
+
+    print(json.dumps(doc))
+
+
+def _options(args, usage, flags=(), valued=()):
+    """Split args into (positional, {option: value}); options are flags (True) or take one value."""
+    words = []
+    opts = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in flags:
+            opts[arg] = True
+        elif arg in valued:
+            if i + 1 >= len(args):
+                raise UsageError(usage)
+            opts[arg] = args[i + 1]
+            i += 1
+        elif arg.startswith("-") and len(arg) > 1:
+            raise UsageError("%s (unknown option '%s')" % (usage, _shown(arg)))
+        else:
+            words.append(arg)
+        i += 1
+    return words, opts
+
+
+def _count(value, usage):
+    try:
+        n = int(value)
+    except ValueError:
+        raise UsageError(usage) from None
+    if n < 1:
+        raise UsageError(usage)
+    return n
+
+
+def _one_name(args, usage):
+    if len(args) != 1:
+        raise UsageError(usage)
+    return manager.find(args[0])
+
+
 def usable_ram():
     return sum(length for base, length, kind in hv.memmap() if kind == 1)
+
+
+def _mp_version():
+    return "%d.%d.%d" % sys.implementation.version[:3]
+
+
+def _tsc_khz():
+    return hv.cpu()["tsc_khz"]
+
+
+# ---- the console escape -------------------------------------------------
+
+
+def _key_code(text):
+    """A key as the configuration spells it: "^]", "ctrl-]", "C-]", one character, or a number."""
+    text = text.strip()
+    low = text.lower()
+    for prefix in ("^", "ctrl-", "ctrl+", "c-"):
+        if low.startswith(prefix) and len(text) == len(prefix) + 1:
+            return ord(text[-1].upper()) & 0x1F
+    if len(text) == 1:
+        return ord(text)
+    return int(text, 0)
+
+
+def escape_key():
+    """The key that takes the line back from a partition: [platform] console_escape, or Ctrl-]."""
+    get = getattr(hv, "config_text", None)
+    if get is None:
+        return DEFAULT_ESCAPE
+    try:
+        section = None
+        for line in get().split("\n"):
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif section == "[platform]" and line.split("=")[0].strip() == "console_escape":
+                value = line.split("=", 1)[1].split("#")[0].strip()
+                if value[:1] in "\"'":
+                    value = value[1:-1]
+                code = _key_code(value)
+                if 0 < code < 0x20 or code == 0x7F:
+                    return code
+    except Exception:  # a malformed value leaves the default, which always works
+        pass
+    return DEFAULT_ESCAPE
+
+
+def key_name(code):
+    if code == 0x7F:
+        return "DEL"
+    return "Ctrl-" + chr(code + 0x40) if code < 0x20 else chr(code)
+
+
+# ---- startup ------------------------------------------------------------
 
 
 def banner():
@@ -39,16 +162,65 @@ def banner():
     print("type 'help' for commands")
 
 
-def _mp_version():
-    return "%d.%d.%d" % sys.implementation.version[:3]
+def partitions_summary():
+    if manager.count() == 0:
+        return
+    parts = ["%s (%s)" % (p["name"], p["state"]) for p in map(manager.info, range(manager.count()))]
+    print("partitions: %s" % ", ".join(parts))
+    print("'ps' lists them, 'log' shows their output, 'console NAME' attaches to one")
+
+
+# ---- help ---------------------------------------------------------------
 
 
 def cmd_help(args):
-    for name in sorted(COMMANDS):
-        print("  %-8s %s" % (name, COMMANDS[name][1]))
+    if len(args) > 1:
+        raise UsageError("help [COMMAND]")
+    if not args:
+        for name in sorted(COMMANDS):
+            print("  %-8s %s" % (name, COMMANDS[name][2]))
+        print("'help COMMAND' explains one; TAB completes commands and partition names")
+        return
+    entry = COMMANDS.get(args[0])
+    if entry is None:
+        raise ValueError("no command '%s' (try 'help')" % _shown(args[0]))
+    print("usage: %s" % entry[1])
+    print("  %s" % entry[2])
+    for line in entry[3]:
+        print("  " + line)
+
+
+# ---- the machine --------------------------------------------------------
+
+
+def _info_doc():
+    import gc
+
+    cpu = hv.cpu()
+    boot = hv.boot()
+    gc.collect()
+    return {
+        "version": hv.VERSION,
+        "micropython": _mp_version(),
+        "cpu": cpu,
+        "backend": hv.backend(),
+        "boot": {"loader": boot["loader"], "protocol": boot["protocol"], "cmdline": boot["cmdline"],
+                 "modules": [{"start": s, "end": e, "cmdline": c} for s, e, c in boot["modules"]]},
+        "memory": {"usable": usable_ram(),
+                   "map": [{"base": b, "length": n, "type": MEM_TYPES.get(k, "type %d" % k)}
+                           for b, n, k in hv.memmap()]},
+        "heap": {"total": hv.mem()["heap_total"], "used": gc.mem_alloc(), "free": gc.mem_free()},
+        "partitions": manager.names(),
+    }
 
 
 def cmd_info(args):
+    args, opts = _options(args, "info [--json]", flags=("--json",))
+    if args:
+        raise UsageError("info [--json]")
+    if "--json" in opts:
+        _json(_info_doc())
+        return
     cpu = hv.cpu()
     print("cpu:       %s %s" % (cpu["vendor"], cpu["brand"]))
     print("           family %d model %d stepping %d, TSC %d MHz" % (
@@ -80,6 +252,8 @@ def _feature_control(value):
 def cmd_mem(args):
     import gc
 
+    if args:
+        raise UsageError("mem")
     gc.collect()
     mem = hv.mem()
     page = mem["page_size"]
@@ -89,6 +263,22 @@ def cmd_mem(args):
         print("  %-18s %016x %10s" % (owner, addr, _size(pages * page)))
     print("heap:      %s total, %s used, %s free" % (
         _size(mem["heap_total"]), _size(gc.mem_alloc()), _size(gc.mem_free())))
+
+
+def cmd_config(args):
+    if args:
+        raise UsageError("config")
+    get = getattr(hv, "config_text", None)
+    if get is None:
+        raise ValueError("this image carries no configuration text (built before 'config' was supported)")
+    text = get()
+    if not text:
+        raise ValueError("the image's configuration text is missing or does not match its signed length")
+    if isinstance(text, str):
+        text = text.encode()
+    hv.write(_safe(text))
+    if text and not text.endswith(b"\n"):
+        hv.write(b"\n")
 
 
 def cmd_py(args):
@@ -101,42 +291,88 @@ def cmd_reboot(args):
     hv.reboot()
 
 
-def partitions_summary():
-    if manager.count() == 0:
-        return
-    parts = ["%s (%s)" % (p["name"], p["state"]) for p in map(manager.info, range(manager.count()))]
-    print("partitions: %s" % ", ".join(parts))
-    print("'ps' lists them, 'log' shows their output, 'console NAME' attaches to one")
+# ---- partitions ---------------------------------------------------------
 
 
-def _one_name(args, usage):
-    if len(args) != 1:
-        raise UsageError(usage)
-    return manager.find(args[0])
-
-
-class UsageError(Exception):
-    pass
+def _record(index, tsc_khz):
+    """One partition as `ps --json` and `stats --json` give it (docs/console.md)."""
+    part = manager.info(index)
+    policy, limit = manager.restart_policy(part)
+    return {
+        "name": part["name"],
+        "state": part["state"],
+        "exit_code": part["exit_code"] if part["state"] == "exited" else None,
+        "reason": part["reason"],
+        "kind": part["kind"],
+        "memory": part["memory"],
+        "autostart": part["autostart"],
+        "cpu_us": part["cpu_us"],
+        "uptime_us": manager.uptime_us(index, tsc_khz),
+        "starts": part["starts"],
+        "restarts": manager.restarts.get(index, 0),
+        "restart_policy": policy,
+        "restart_limit": limit,
+        "slice_us": part.get("slice_us", scheduler.SLICE_US) or scheduler.SLICE_US,
+        "console_bytes": part["console_bytes"],
+        "console_dropped": part["console_dropped"],
+        "exits": part["exits"],
+    }
 
 
 def _exits(exits):
     return " ".join("%s=%d" % (k, exits[k]) for k in sorted(exits)) or "-"
 
 
-def _state(part):
-    if part["state"] == "exited":
-        return "exited(%d)" % part["exit_code"]
-    return part["state"]
+def _state(rec):
+    if rec["state"] == "exited":
+        return "exited(%d)" % rec["exit_code"]
+    return rec["state"]
+
+
+def _seconds(us):
+    return "-" if us is None else "%.2fs" % (us / 1e6)
+
+
+def _records(args, usage):
+    args, opts = _options(args, usage, flags=("--json",))
+    if len(args) > 1:
+        raise UsageError(usage)
+    khz = _tsc_khz()
+    indexes = [manager.find(args[0])] if args else range(manager.count())
+    return [_record(i, khz) for i in indexes], "--json" in opts
 
 
 def cmd_ps(args):
-    print("%-12s %-12s %8s %9s  %s" % ("NAME", "STATE", "MEMORY", "CPU", "EXITS"))
-    for i in range(manager.count()):
-        part = manager.info(i)
-        print("%-12s %-12s %8s %8.2fs  %s" % (
-            part["name"], _state(part), _size(part["memory"]), part["cpu_us"] / 1e6, _exits(part["exits"])))
-        if part["reason"] and part["state"] in ("faulted", "stopped", "unusable", "exited"):
-            print("%-12s %s" % ("", part["reason"]))
+    recs, as_json = _records(args, "ps [NAME] [--json]")
+    if as_json:
+        _json({"partitions": recs})
+        return
+    print("%-12s %-12s %8s %9s  %-12s %8s  %s" % ("NAME", "STATE", "MEMORY", "CPU", "RESTARTS", "DROPPED", "EXITS"))
+    for rec in recs:
+        restarts = "%d/%d %s" % (rec["restarts"], rec["restart_limit"], rec["restart_policy"])
+        print("%-12s %-12s %8s %9s  %-12s %8d  %s" % (
+            rec["name"], _state(rec), _size(rec["memory"]), _seconds(rec["cpu_us"]), restarts,
+            rec["console_dropped"], _exits(rec["exits"])))
+        if rec["reason"] and rec["state"] in ("faulted", "stopped", "unusable", "exited"):
+            print("%-12s %s" % ("", rec["reason"]))
+
+
+def cmd_stats(args):
+    recs, as_json = _records(args, "stats [NAME] [--json]")
+    if as_json:
+        _json({"partitions": recs})
+        return
+    for rec in recs:
+        print("%s: %s, %s %s, slice %d us" % (rec["name"], _state(rec), _size(rec["memory"]), rec["kind"],
+                                             rec["slice_us"]))
+        print("  time      %s in the guest, %s since its last start" % (
+            _seconds(rec["cpu_us"]), _seconds(rec["uptime_us"])))
+        print("  starts    %d, %d restarted by its policy (%s, limit %d)" % (
+            rec["starts"], rec["restarts"], rec["restart_policy"], rec["restart_limit"]))
+        print("  console   %d bytes written, %d dropped" % (rec["console_bytes"], rec["console_dropped"]))
+        print("  vm exits  %s" % _exits(rec["exits"]))
+        if rec["reason"]:
+            print("  reason    %s" % rec["reason"])
 
 
 def cmd_start(args):
@@ -151,7 +387,10 @@ def cmd_stop(args):
     print("%s stopped" % args[0])
 
 
-LOG_BYTES = 65536
+def cmd_restart(args):
+    index = _one_name(args, "restart NAME")
+    manager.restart(index)
+    print("%s restarted" % args[0])
 
 
 def _last_lines(data, n):
@@ -163,121 +402,215 @@ def _last_lines(data, n):
 
 
 def cmd_log(args):
-    lines = 20
-    if "-n" in args:
-        at = args.index("-n")
-        try:
-            lines = int(args[at + 1])
-        except (IndexError, ValueError):
-            raise UsageError("log [NAME] [-n LINES]") from None
-        args = args[:at] + args[at + 2:]
+    usage = "log [NAME] [-n LINES]"
+    args, opts = _options(args, usage, valued=("-n",))
+    lines = _count(opts["-n"], usage) if "-n" in opts else 20
     if len(args) > 1:
-        raise UsageError("log [NAME] [-n LINES]")
+        raise UsageError(usage)
     if args:
         data = hv.console_tail(manager.find(args[0]), LOG_BYTES)
     else:
         data = hv.journal_tail(LOG_BYTES)
     for line in _last_lines(data, lines):
-        hv.write(line + b"\n")
+        hv.write(_safe(line) + b"\n")
 
 
-def _follow(read, write_input=None):
-    """Copy `read()` to the console until Ctrl-] (or any key when write_input is None)."""
+def _console_totals(skip):
+    """(bytes written, bytes dropped) per partition other than skip."""
+    return {i: (p["console_bytes"], p["console_dropped"])
+            for i, p in ((i, manager.info(i)) for i in range(manager.count())) if i != skip}
+
+
+def _follow(read, escape, write_input=None):
+    """Copy read() to the console until the escape key (or any key, when write_input is None).
+
+    Meanwhile Ctrl-C belongs to the partition and announcements wait: the
+    line is not the shell's.
+    """
     import micropython
 
-    micropython.kbd_intr(-1)  # Ctrl-C belongs to whoever the console is attached to
+    micropython.kbd_intr(-1)
+    manager.quiet = True
+    manager.unseen = 0
     try:
         while True:
             data = read()
             if data:
                 hv.write(data)
             key = hv.poll_char()
-            if key == ESCAPE or (key >= 0 and write_input is None):
+            if key == escape or (key >= 0 and write_input is None):
                 return
             if key >= 0:
                 write_input(bytes([key]))
-            elif not data and not scheduler.tick():
-                pass
+            elif not data:
+                scheduler.tick()
     finally:
+        manager.quiet = False
         micropython.kbd_intr(3)
 
 
-ESCAPE = 0x1D  # Ctrl-]
+def _drain(read):
+    while read(4096):
+        pass
 
 
 def cmd_tail(args):
     if len(args) > 1:
         raise UsageError("tail [NAME]")
-    print("following %s; press any key to stop" % (args[0] if args else "all partitions"))
     if args:
         index = manager.find(args[0])
-        while hv.console_read(index, 4096):
-            pass
-        _follow(lambda: hv.console_read(index, 512))
+        recent = hv.console_tail(index, LOG_BYTES)
+
+        def read(n):
+            return hv.console_read(index, n)
     else:
-        while hv.journal_read(4096):
-            pass
-        _follow(lambda: hv.journal_read(512))
+        recent = hv.journal_tail(LOG_BYTES)
+        read = hv.journal_read
+    print("following %s; press any key to stop" % (args[0] if args else "all partitions"))
+    for line in _last_lines(recent, TAIL_LINES):
+        hv.write(line + b"\n")
+    _drain(read)
+    _follow(lambda: read(512), None)
     print()
 
 
 def cmd_console(args):
     index = _one_name(args, "console NAME")
-    print("console %s: the line is the partition's now; Ctrl-] returns to taipan>" % args[0])
-    _follow(lambda: hv.console_read(index, 512), lambda data: hv.console_input(index, data))
-    print("\nback at taipan>")
+    escape = escape_key()
+    before = _console_totals(index)
+    print("console %s: the line is the partition's now; %s returns to the shell" % (args[0], key_name(escape)))
+    _follow(lambda: hv.console_read(index, 512), escape, lambda data: hv.console_input(index, data))
+    after = _console_totals(index)
+    wrote = [after[i][0] - before[i][0] for i in after if i in before]
+    dropped = sum(after[i][1] - before[i][1] for i in after if i in before)
+    note = "\nback at taipan>: %d partition%s wrote %d bytes while attached (%d dropped)" % (
+        sum(1 for n in wrote if n), "" if sum(1 for n in wrote if n) == 1 else "s", sum(wrote), dropped)
+    if manager.unseen:
+        note += "; %d announcement%s held: see 'events'" % (manager.unseen, "" if manager.unseen == 1 else "s")
+    print(note)
 
 
 def cmd_events(args):
+    if args:
+        raise UsageError("events")
     for _ticks, text in manager.events:
         print(text)
 
 
-# name: (function, what it does) - MicroPython keeps no docstrings.
+def cmd_debug(args):
+    global debug
+    if len(args) > 1 or (args and args[0] not in ("on", "off")):
+        raise UsageError("debug [on|off]")
+    if args:
+        debug = args[0] == "on"
+        print("tracebacks after errors: %s" % args[0])
+    elif manager.last_traceback:
+        print(manager.last_traceback.rstrip("\n"))
+    else:
+        print("no unexpected exception since the shell started")
+
+
+# name: (function, usage, what it does, details for 'help NAME') - MicroPython keeps no docstrings.
 COMMANDS = {
-    "help": (cmd_help, "list the commands"),
-    "ps": (cmd_ps, "partitions: state, memory, CPU time, exits by reason"),
-    "start": (cmd_start, "start NAME: (re)load and start a partition"),
-    "stop": (cmd_stop, "stop NAME: stop a partition"),
-    "log": (cmd_log, "log [NAME] [-n LINES]: a partition's console output (all, merged, without NAME)"),
-    "tail": (cmd_tail, "tail [NAME]: follow console output until a key is pressed"),
-    "console": (cmd_console, "console NAME: give the serial line to a partition; Ctrl-] returns"),
-    "events": (cmd_events, "what the hypervisor decided: starts, stops, faults, policy"),
-    "info": (cmd_info, "CPU, virtualization features and the memory map"),
-    "mem": (cmd_mem, "page allocator and MicroPython heap use"),
-    "py": (cmd_py, "the MicroPython REPL (Ctrl-D returns here)"),
-    "reboot": (cmd_reboot, "reset the machine"),
+    "help": (cmd_help, "help [COMMAND]", "list the commands, or explain one", ()),
+    "ps": (cmd_ps, "ps [NAME] [--json]", "partitions: state, memory, CPU time, restarts, dropped output, exits", (
+        "RESTARTS is restarts made by the partition's policy / its limit, then the policy",
+        "(never, on-fault or always); DROPPED counts console bytes lost before anyone read them.",
+        "--json: one line {\"partitions\": [...]} (docs/console.md)",
+    )),
+    "stats": (cmd_stats, "stats [NAME] [--json]", "counters: VM exits by reason, time running, console bytes", (
+        "time: CPU time inside the guest and wall time since its last start;",
+        "console: bytes the guest wrote and bytes its ring overwrote unread.",
+        "--json: the same document as 'ps --json'",
+    )),
+    "start": (cmd_start, "start NAME", "(re)load a partition's image and start it", (
+        "resets the count of restarts its policy has made",
+    )),
+    "stop": (cmd_stop, "stop NAME", "stop a partition (state 'stopped'; no policy restarts it)", ()),
+    "restart": (cmd_restart, "restart NAME", "stop a partition if it runs, then start it from its image", ()),
+    "log": (cmd_log, "log [NAME] [-n LINES]", "a partition's console output (all of them merged, without NAME)", (
+        "the last LINES lines (20) its console ring still holds; merged lines read '[name] text'",
+    )),
+    "tail": (cmd_tail, "tail [NAME]", "follow console output until a key is pressed", (
+        "shows the last %d lines, then new output as it comes" % TAIL_LINES,
+    )),
+    "console": (cmd_console, "console NAME", "give the serial line to a partition (input and output)", (
+        "first comes what it wrote while nobody was attached (up to its ring's size),",
+        "then its live output; keys go to it, Ctrl-C included. The escape key",
+        "(Ctrl-] unless [platform] console_escape says otherwise) returns to the shell",
+        "with a note of what the other partitions wrote meanwhile.",
+    )),
+    "events": (cmd_events, "events", "what the hypervisor decided: starts, stops, faults, restarts, policy", ()),
+    "info": (cmd_info, "info [--json]", "CPU, virtualization features, boot loader and the memory map", (
+        "--json: one line with version, cpu, backend, boot, memory, heap, partitions",
+    )),
+    "mem": (cmd_mem, "mem", "page allocator and MicroPython heap use", ()),
+    "config": (cmd_config, "config", "the active configuration, as the hypervisor holds it", ()),
+    "debug": (cmd_debug, "debug [on|off]", "the last unexpected exception's traceback", (
+        "on: also print the traceback after every unexpected exception's error line",
+    )),
+    "py": (cmd_py, "py", "the MicroPython REPL (Ctrl-D returns here)", ()),
+    "reboot": (cmd_reboot, "reboot", "reset the machine", ()),
 }
+
+
+def _report(name, e):
+    """One `error:` line for what a command raised; the traceback of the unexpected kept for `debug`."""
+    if isinstance(e, KeyboardInterrupt):
+        print("error: interrupted")
+    elif isinstance(e, UsageError):
+        print("error: usage: %s" % e)
+    elif isinstance(e, (ValueError, OSError)):
+        print("error: %s" % _one_line(e))
+    else:
+        manager.unexpected("command '%s'" % name, e, show=False)
+        print("error: %s: %s (in '%s'; 'debug' shows the traceback)" % (
+            type(e).__name__, _shown(_one_line(e)), name))
+        if debug:
+            print(manager.last_traceback.rstrip("\n"))
 
 
 def execute(line):
     words = line.split()
     if not words:
         return
-    entry = COMMANDS.get(words[0])
+    name = words[0]
+    entry = COMMANDS.get(name)
     if entry is None:
-        print("error: unknown command '%s' (try 'help')" % words[0])
+        print("error: unknown command '%s' (try 'help')" % _shown(name))
         return
-    entry[0](words[1:])
+    raised = hv.interruptible(entry[0], words[1:])
+    if isinstance(raised, SystemExit):  # Ctrl-A in the `py` REPL: on to the raw REPL
+        raise raised
+    if raised is not None:
+        _report(name, raised)
+
+
+def _read_line():
+    """The next line typed, as text; None when there is nothing to run."""
+    words = manager.names() + ["json"]  # 'json' completes '--js' to '--json'
+    try:
+        raw = hv.input(PROMPT, list(COMMANDS), words)
+    except (KeyboardInterrupt, EOFError):
+        print()
+        return None
+    try:
+        return raw.decode()
+    except UnicodeError:
+        print("error: the line is not text")
+        return None
 
 
 def run():
+    """Read and run lines forever. Ctrl-C is an ordinary key here (main.py
+    turned it off) except inside a command, so nothing interrupts this loop."""
     while True:
         try:
-            line = input(PROMPT)
-        except KeyboardInterrupt:
-            print()
-            continue
-        except EOFError:
-            print()
-            continue
-        try:
-            execute(line)
-        except KeyboardInterrupt:
-            print("interrupted")
-        except UsageError as e:
-            print("error: usage: %s" % e)
-        except (ValueError, OSError) as e:
-            print("error: %s" % e)
-        except Exception as e:
-            sys.print_exception(e)
+            line = _read_line()
+            if line is not None:
+                execute(line)
+        except SystemExit:  # Ctrl-A: the raw REPL takes the line
+            raise
+        except BaseException as e:  # the shell itself went wrong: say so in one line and go on
+            manager.unexpected("the shell", e, show=False)
+            print("error: %s: %s ('debug' shows the traceback)" % (type(e).__name__, _shown(_one_line(e))))

@@ -1,0 +1,226 @@
+"""Managing Taipan over one serial line: multiplexed consoles, lifecycle, JSON, restart policy, a robust shell."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import select
+import time
+
+import pexpect
+import pytest
+from conftest import PROMPT, REPL_PROMPT
+
+pytestmark = pytest.mark.boot
+
+VENDORS = [pytest.param("amd", id="amd-qemu"), pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
+PATIENCE = {"amd": 60, "intel": 240}
+CTRL_RBRACKET = "\x1d"
+CTRL_Y = "\x19"
+CTRL_C = "\x03"
+CTRL_D = "\x04"
+QEMU_ESCAPE = b"\x14"
+
+
+def ps_json(console) -> dict[str, dict]:
+    out = console.command("ps --json")
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, out
+    return {p["name"]: p for p in json.loads(lines[0])["partitions"]}
+
+
+def wait_json(console, predicate, vendor: str, what: str) -> dict[str, dict]:
+    deadline = time.monotonic() + PATIENCE[vendor]
+    while True:
+        parts = ps_json(console)
+        if predicate(parts):
+            return parts
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {parts}"
+        time.sleep(0.5)
+
+
+def attach(console, name: str, seconds: float, vendor: str, escape: str = CTRL_RBRACKET) -> tuple[str, str]:
+    """`console NAME` for a while, then the escape: (what the partition wrote, the note on return)."""
+    console.type(f"console {name}\r")
+    console.expect(rf"console {name}: the line is the partition's now; \S+ returns to the shell\r*\n")
+    console.expect(rf"hello from {name} \d+\r*\n", timeout=PATIENCE[vendor])
+    seen = console.child.before + console.child.after
+    time.sleep(seconds)
+    console.type(escape)
+    console.expect(r"\nback at taipan>: [^\n]*\n")
+    seen += console.child.before
+    note = console.child.after.strip()
+    console.wait_prompt()
+    return seen.replace("\r", ""), note
+
+
+def counters(text: str, name: str) -> list[int]:
+    return [int(n) for n in re.findall(rf"hello from {name} (\d+)\n", text)]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_background_console_is_intact_after_detach_and_reattach(boot_config, vendor):
+    console = boot_config(vendor, "demo")
+    first, note = attach(console, "hello2", 1, vendor)
+    assert re.fullmatch(r"back at taipan>: [12] partitions? wrote \d+ bytes while attached \(0 dropped\)", note), note
+    # hello2 goes on writing into its ring while the shell has the line.
+    before = ps_json(console)["hello2"]["console_bytes"]
+    wait_json(console, lambda p: p["hello2"]["console_bytes"] > before + 40, vendor, "hello2 to write meanwhile")
+    second, _ = attach(console, "hello2", 0, vendor)
+    # The first attach ends where the escape was read; the second begins with
+    # the rest, however the line was cut: together they hold every counter once.
+    seen = counters(first + second, "hello2")
+    assert seen[0] == 0 and seen == list(range(seen[-1] + 1)), seen
+    assert seen[-1] > max(counters(first, "hello2")) + 1
+    assert ps_json(console)["hello2"]["console_dropped"] == 0
+
+
+def test_small_ring_counts_dropped_bytes_and_the_configured_escape_returns(boot_config):
+    console = boot_config("amd", "smallring")
+    parts = wait_json(console, lambda p: p["chatty"]["console_dropped"] > 1000, "amd", "chatty to overflow its ring")
+    chatty = parts["chatty"]
+    # What is neither dropped nor read is what the ring holds: at most its size (1K, in whole pages).
+    assert 1024 <= chatty["console_bytes"] - chatty["console_dropped"] <= 4096, chatty
+    assert parts["hello"]["console_dropped"] == 0
+    row = next(line for line in console.command("ps").splitlines() if line.startswith("chatty"))
+    assert int(row.split()[7]) >= chatty["console_dropped"], row
+    assert re.search(r"console +\d+ bytes written, [1-9]\d* dropped", console.command("stats chatty"))
+    # Ctrl-Y, from [platform] console_escape, takes the line back; Ctrl-] goes to the guest.
+    console.type("console hello\r")
+    console.expect(r"Ctrl-Y returns to the shell")
+    console.expect(r"hello from hello \d+")
+    console.type(CTRL_RBRACKET)
+    time.sleep(0.5)
+    console.type(CTRL_Y)
+    console.expect(r"back at taipan>: 1 partition wrote \d+ bytes while attached \([1-9]\d* dropped\)")
+    console.wait_prompt()
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_ps_and_stats_json_parse_and_hold_the_states(boot_config, vendor):
+    console = boot_config(vendor, "exit")
+    parts = wait_json(console, lambda p: p["exit"]["state"] == "exited", vendor, "exit to end")
+    assert parts["exit"]["exit_code"] == 3 and parts["exit"]["restart_policy"] == "never"
+    assert parts["hello"]["state"] == "running" and parts["hello"]["exit_code"] is None
+    assert parts["hello"]["exits"]["io"] > 0 and parts["hello"]["cpu_us"] > 0
+    out = console.command("stats hello --json")
+    doc = json.loads(out.strip().splitlines()[-1])
+    (hello,) = doc["partitions"]
+    assert set(hello) >= {"name", "state", "exit_code", "reason", "memory", "cpu_us", "uptime_us", "starts",
+                          "restarts", "restart_policy", "restart_limit", "slice_us", "console_bytes",
+                          "console_dropped", "exits"}
+    assert hello["name"] == "hello" and hello["uptime_us"] >= hello["cpu_us"] and hello["starts"] == 1
+    assert hello["memory"] == 16 << 20
+    assert console.command("stop hello") == "hello stopped\n"
+    assert ps_json(console)["hello"]["state"] == "stopped"
+    info = json.loads(console.command("info --json").strip().splitlines()[-1])
+    assert info["partitions"] == ["exit", "hello"] and info["backend"] in ("AMD-V+NPT", "VT-x+EPT")
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_on_fault_restarts_the_attacker_up_to_its_limit_then_leaves_it_faulted(boot_config, vendor):
+    console = boot_config(vendor, "restart")
+    parts = wait_json(console, lambda p: p["attacker"]["restarts"] == 2 and p["attacker"]["state"] == "faulted",
+                      vendor, "the attacker's restarts to run out")
+    attacker = parts["attacker"]
+    assert attacker["starts"] == 3 and attacker["restart_limit"] == 2
+    assert attacker["restart_policy"] == "on-fault"
+    assert parts["hello"]["state"] == "running"
+    row = next(line for line in console.command("ps").splitlines() if line.startswith("attacker"))
+    assert re.match(r"attacker +faulted +16 MiB +\S+ +2/2 on-fault ", row), row
+    events = console.command("events")
+    assert "attacker restarted (on-fault, 1 of 2)" in events and "attacker restarted (on-fault, 2 of 2)" in events
+    assert "attacker stays faulted: its restart limit (2) is reached" in events
+    # An operator's restart starts counting again: two more restarts by the policy.
+    assert console.command("restart attacker") == "attacker restarted\n"
+    wait_json(console, lambda p: p["attacker"]["starts"] == 6 and p["attacker"]["state"] == "faulted",
+              vendor, "the attacker's second round of restarts")
+
+
+def test_help_command_errors_and_tab_completion(boot_config):
+    console = boot_config("amd", "demo")
+    help_ps = console.command("help ps")
+    assert help_ps.startswith("usage: ps [NAME] [--json]\n") and "RESTARTS" in help_ps
+    for line, error in [
+        ("frobnicate", "error: unknown command 'frobnicate' (try 'help')"),
+        ("help nosuch", "error: no command 'nosuch' (try 'help')"),
+        ("stop nosuch", "error: no partition named 'nosuch' (see 'ps')"),
+        ("log hello1 -n zero", "error: usage: log [NAME] [-n LINES]"),
+        ("ps --bogus", "error: usage: ps [NAME] [--json] (unknown option '--bogus')"),
+        ("start", "error: usage: start NAME"),
+    ]:
+        assert console.command(line) == error + "\n", line
+    # TAB: commands for the first word, partition names and 'json' after it.
+    console.type("he\t\r")
+    assert "'help COMMAND' explains one" in console.wait_prompt()
+    console.type("stop hel\t1\r")
+    assert console.wait_prompt().endswith("stop hello1\nhello1 stopped\n")
+    console.type("ps hello1 --js\t\r")
+    assert '"state": "stopped"' in console.wait_prompt()
+    assert "[[partitions]]" in console.command("config") and 'name = "hello2"' in console.command("config")
+
+
+def test_an_exception_in_a_command_is_one_error_line_and_debug_keeps_the_traceback(qemu):
+    qemu.command("py", prompt=REPL_PROMPT)
+    qemu.command("import shell; shell.COMMANDS['boom'] = (lambda args: {}['missing'], 'boom', 'raises', ())",
+                 prompt=REPL_PROMPT)
+    qemu.type(CTRL_D)
+    qemu.wait_prompt()
+    out = qemu.command("boom")
+    assert re.fullmatch(r"error: KeyError: \S+ \(in 'boom'; 'debug' shows the traceback\)\n", out), out
+    trace = qemu.command("debug")
+    assert "Traceback (most recent call last):" in trace and "KeyError" in trace
+    qemu.command("debug on")
+    assert "Traceback (most recent call last):" in qemu.command("boom")
+
+
+def _drain(console) -> str:
+    got = []
+    while True:
+        try:
+            got.append(console.child.read_nonblocking(65536, timeout=0.05))
+        except pexpect.TIMEOUT:
+            return "".join(got)
+
+
+def _send_raw(console, data: bytes, drain: bool = True) -> None:
+    """Bytes as they come, a few at a time, reading the echo meanwhile so neither side blocks."""
+    fd = console.child.child_fd
+    sent = 0
+    deadline = time.monotonic() + 300
+    while sent < len(data):
+        assert time.monotonic() < deadline, f"the console took only {sent} of {len(data)} bytes"
+        readable, writable, _ = select.select([fd], [fd], [], 1)
+        if readable and drain:
+            _drain(console)
+        if writable:
+            sent += os.write(fd, data[sent:sent + 64])
+
+
+def _recover(console) -> None:
+    """Whatever state garbage left (a half line, the raw REPL), come back to the prompt and prove it."""
+    console.type(CTRL_C + "\x02" + CTRL_C)
+    time.sleep(1)
+    _drain(console)
+    console.type("\r")
+    console.wait_prompt()
+    out = console.command("help")
+    assert re.search(r"^  ps +\S", out, re.MULTILINE), out
+
+
+def test_shell_survives_100k_random_bytes_and_a_10k_line(boot_config):
+    console = boot_config("amd", "demo")
+    # Ctrl-T is the escape of QEMU's own stdio multiplexer (Ctrl-T x quits QEMU):
+    # the emulator's, not Taipan's, so the noise leaves it out.
+    noise = random.Random(4).randbytes(100_000).replace(QEMU_ESCAPE, b"")
+    _send_raw(console, noise)
+    _recover(console)
+    _send_raw(console, b"x" * 10_000, drain=False)
+    console.type("\r")
+    out = console.wait_prompt()
+    assert re.search(r"error: unknown command 'x{40}\.\.\.' \(try 'help'\)\n$", out), out[-200:]
+    long_args = "ps " + " ".join(["hello1"] * 1400)
+    assert console.command(long_args) == "error: usage: ps [NAME] [--json]\n"
+    assert ps_json(console)["hello1"]["state"] == "running"
+    assert PROMPT not in console.command("log -n 5")
