@@ -66,6 +66,18 @@ def test_ctl_unknown_command_exits_1_with_the_console_error_on_stderr(qemu_socke
 
 
 @pytest.mark.boot
+def test_ctl_json_parses_ps_json_from_the_shell(qemu_socket):
+    run = taipan("ctl", "--json", qemu_socket, "ps")
+    assert run.returncode == 0, run.stderr
+    parts = {p["name"]: p for p in json.loads(run.stdout)["partitions"]}
+    assert set(parts) == {"hello1", "hello2"}
+    assert {p["state"] for p in parts.values()} == {"running"}
+    run = taipan("ctl", qemu_socket, "ps", "--json")  # the shell's one line, passed through
+    assert run.returncode == 0 and run.stdout.count("\n") == 1
+    assert {p["name"] for p in json.loads(run.stdout)["partitions"]} == {"hello1", "hello2"}
+
+
+@pytest.mark.boot
 def test_qemu_serves_one_client_at_a_time_and_the_next_after_it_leaves(qemu_socket):
     holder = socket.socket(socket.AF_UNIX)
     holder.connect(qemu_socket[len("unix:"):])
@@ -240,11 +252,15 @@ def test_prompt_shown_allows_announcements_after_it():
     assert not ctl.prompt_shown("not a taipan> ")
 
 
-def test_split_error_takes_the_last_error_line_or_a_traceback():
+def test_split_error_takes_the_closing_error_line_and_debugs_traceback():
     assert ctl.split_error("a\nerror: nope\n") == ctl.Result("a\n", "error: nope")
+    assert ctl.split_error("error: nope\n") == ctl.Result("", "error: nope")
     assert ctl.split_error("ok\n") == ctl.Result("ok\n", None)
-    traceback = "Traceback (most recent call last):\n  File \"shell.py\", line 3\nTypeError: bad\n"
-    assert ctl.split_error(traceback).error == "error: TypeError: bad"
+    assert ctl.split_error("") == ctl.Result("", None)
+    # A guest's line in `log` that happens to start with "error:" is output, not a failure.
+    assert ctl.split_error("error: from a guest\nok\n") == ctl.Result("error: from a guest\nok\n", None)
+    debug = "error: KeyError: x (in 'ps')\nTraceback (most recent call last):\n  File \"shell.py\"\nKeyError: x\n"
+    assert ctl.split_error(debug) == ctl.Result("", debug.rstrip("\n"))
 
 
 def test_ctl_refuses_interactive_and_unprintable_commands_before_connecting():

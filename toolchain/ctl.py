@@ -103,15 +103,15 @@ def _read_until(line: Line, done, deadline: float, retry: tuple[float, bytes] | 
 
 
 def split_error(output: str) -> Result:
-    """Split off the console's error: its last non-empty line starting "error:", or a Python traceback."""
+    """Split off the console's error: the "error:" line that ends the output, or that only the
+    traceback `debug on` adds follows. An "error:" elsewhere is a guest's text (in `log`, say)."""
     lines = output.rstrip("\n").split("\n")
-    if lines and lines[-1].startswith("error:"):
-        return Result("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""), lines[-1])
-    if TRACEBACK in lines and lines[-1]:
-        # The shell prints an unexpected exception's traceback, its last line the exception.
-        return Result("\n".join(lines[:lines.index(TRACEBACK)]) + "\n" * (lines.index(TRACEBACK) > 0),
-                      "error: " + lines[-1])
-    return Result(output, None)
+    at = len(lines) - 1
+    if TRACEBACK in lines:
+        at = len(lines) - 1 - lines[::-1].index(TRACEBACK) - 1
+    if at < 0 or not lines[at].startswith("error:"):
+        return Result(output, None)
+    return Result("".join(line + "\n" for line in lines[:at]), "\n".join(lines[at:]))
 
 
 def run_command(line: Line, command: str, timeout: float, escape: int = terminal.ESCAPE) -> Result:
