@@ -139,8 +139,12 @@ def test_hypercall_guest_picks_vmcall_or_vmmcall_by_vendor() -> None:
     # CPUID leaf 0 compared against "Genu", "ineI", "ntel".
     for word in (b"Genu", b"ineI", b"ntel"):
         assert any(line.endswith(hex(int.from_bytes(word, "little"))) for line in lines)
-    calls = [i for i, line in enumerate(lines) if line in ("mov eax, 0", "mov eax, 1", "mov eax, 2")]
-    assert [lines[i] for i in calls][:3] == ["mov eax, 0", "mov eax, 1", "mov eax, 2"]
+    # The CPUID report comes first (leaves 0x40000000, 1, 0x80000001), then the three hypercalls.
+    for leaf in ("mov eax, 0x40000000", "mov eax, 1", "mov eax, 0x80000001"):
+        assert leaf in lines, leaf
+    first_call = lines.index("mov eax, 0")
+    calls = [line for line in lines[first_call:] if line in ("mov eax, 0", "mov eax, 1", "mov eax, 2")]
+    assert calls[:3] == ["mov eax, 0", "mov eax, 1", "mov eax, 2"]
     assert "mov ebx, 9" in lines
     console = b"hypercall part-7 console ok\n"
     address = 0x100000 + image.data.index(console)

@@ -132,6 +132,8 @@ def test_hypercalls_write_the_console_yield_and_shut_down(boot_config, vendor):
     rows = wait_for(console, lambda r: r["hypercall"]["state"].startswith("exited"), vendor, "shutdown")
     assert rows["hypercall"]["state"] == "exited(7)"
     log = console.command("log hypercall")
+    # The guest sees Taipan's CPUID leaf and no VMX or SVM of its own.
+    assert "hypercall hypercall cpuid TaipanTaipan vmx=0 svm=0" in log, log
     assert "hypercall hypercall console ok" in log and "hypercall hypercall yielded" in log
     assert int(rows["hypercall"]["exits"]["hypercall"]) >= 3
 
