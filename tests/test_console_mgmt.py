@@ -173,6 +173,7 @@ def test_an_exception_in_a_command_is_one_error_line_and_debug_keeps_the_traceba
     assert "Traceback (most recent call last):" in trace and "KeyError" in trace
     qemu.command("debug on")
     assert "Traceback (most recent call last):" in qemu.command("boom")
+    assert "boom" in qemu.command("help")  # the shell goes on, the command still listed
 
 
 def _drain(console) -> str:
