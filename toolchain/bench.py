@@ -1,4 +1,4 @@
-"""The benchmark behind `scripts/bench`: image size by part, MicroPython heap after boot, boot time against a trivial kernel, and partitions' exit and compute costs."""
+"""The benchmark behind `scripts/bench`: image size by part, MicroPython heap after boot, boot time against a trivial kernel, and partitions' exit and compute costs (CPUID against a minimal hypervisor's)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pexpect.fdpexpect
 
 from guests import bench as bench_guest
 from guests.trivial import write_kernel
+from toolchain import bench_floor
 from toolchain import build as builder
 from toolchain import verify
 from toolchain.emulator import BochsRun, qemu_argv
@@ -83,6 +84,13 @@ class PartitionCosts:
     compute_taipan_s: float      # the compute loop as a Taipan partition
     compute_bare_s: float        # the same ELF run directly by the emulator
     compute_ratio: float         # taipan / bare; 1.0 is the goal
+    # The same CPUID loop under toolchain/bench_floor.py's minimal hypervisor,
+    # run next to the fast-path partition in each round.
+    floor_exit_us: float = 0.0       # one CPUID exit under the floor (its guest's own PIT rate)
+    fast_exit_cycles: float = 0.0    # guest TSC ticks per exit: Taipan's fast path
+    floor_exit_cycles: float = 0.0   # and the floor's (one TSC, so no rate's noise in the ratio)
+    floor_ratio: float = 0.0         # fast / floor per round, then the median; goal <= 1.2
+    floor_exits: int = 0             # CPUID exits the floor counted
     samples: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -296,6 +304,43 @@ def run_bare(emulator: str, kernel: Path, work: Path) -> BenchLine:
         return _bench_line(run.follow(BENCH_LINE, timeout=timeout))
 
 
+def run_floor(emulator: str, kernel: Path, work: Path) -> tuple[BenchLine, int]:
+    """The floor image (an ELF for QEMU, an ISO for Bochs): the guest's line and the exits it counted."""
+    timeout = PARTITION_TIMEOUT_S[emulator]
+    # A floor that cannot run says why in one "floor: ..." line, before or after the guest's.
+    guest, end = [BENCH_LINE, bench_floor.FLOOR_ERROR], [bench_floor.FLOOR_LINE, bench_floor.FLOOR_ERROR]
+    if emulator == "qemu":
+        child = _spawn_qemu(kernel, work.parent / "qemu.stderr", memory_mb=BENCH_MEMORY_MB)
+        try:
+            matches = []
+            for patterns in (guest, end):
+                if _expect(child, patterns, timeout, "qemu: the floor") != 0:
+                    raise RuntimeError(f"qemu: {child.match.group(0).decode(errors='replace').strip()}")
+                matches.append(child.match)
+        finally:
+            _close(child)
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        with BochsRun(kernel, work, cpu_model=BOCHS_CPU, memory_mb=BENCH_MEMORY_MB) as run:
+            matches = []
+            for patterns in (guest, end):
+                match = run.follow(b"|".join(b"(?:%s)" % p for p in patterns), timeout=timeout)
+                first = re.match(patterns[0], match.group(0))
+                if first is None:
+                    raise RuntimeError(f"bochs: {match.group(0).decode(errors='replace').strip()}")
+                matches.append(first)
+    return _bench_line(matches[0]), int(matches[1].group(2))
+
+
+def floor_image(emulator: str, cpuid_count: int, work: Path) -> Path:
+    """Build the floor into build/bench/ (an ISO beside it in `work` for Bochs)."""
+    elf = bench_floor.build(builder.ROOT / "build" / "bench" / f"floor-{cpuid_count}.elf",
+                            count=cpuid_count)
+    if emulator == "bochs":
+        return make_iso(elf, work / "floor.iso", tree=work / "iso-floor")
+    return elf
+
+
 def _check_source(line: BenchLine, expected: str, what: str) -> BenchLine:
     # Under Taipan the rate must come from the hypercall (policy denies the
     # PIT to guests); "pit" there means the guest did not recognise Taipan.
@@ -318,6 +363,7 @@ def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
         path = work / f"{key}.toml"
         path.write_text(text)
         taipan[key] = builder.build(quiet=True, config_path=path, image=f"bench-{emulator}-{key}")
+    floor = floor_image(emulator, cpuid_count, work)
     bare = {mode: work / f"bare-{mode}.elf" for mode in ("cpuid", "compute")}
     bare["cpuid"].write_bytes(bench_guest.kernel_bytes(mode="cpuid", count=cpuid_count))
     bare["compute"].write_bytes(bench_guest.kernel_bytes(mode="compute", count=compute_count))
@@ -327,15 +373,25 @@ def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
                 for k, p in bare.items()}
 
     counter = iter(range(1 << 30))
-    samples: dict[str, list[float]] = {k: [] for k in ("fast_exit_us", "upcall_exit_us", "bare_cpuid_us",
-                                                       "compute_taipan_s", "compute_bare_s")}
-    exits = {"fast": 0, "upcall": 0}
+    samples: dict[str, list[float]] = {k: [] for k in (
+        "fast_exit_us", "upcall_exit_us", "bare_cpuid_us", "compute_taipan_s", "compute_bare_s",
+        "floor_exit_us", "fast_exit_cycles", "floor_exit_cycles", "floor_ratio")}
+    exits = {"fast": 0, "upcall": 0, "floor": 0}
     for i in range(runs):
         # One of each per round, so a change in the machine's load weighs on all alike.
         for key in ("fast", "upcall"):
             line, exits[key] = run_partition(emulator, taipan[key], work / f"run{next(counter)}")
             _check_source(line, "hypercall", f"{emulator} {key}")
             samples[f"{key}_exit_us"].append(line.seconds / line.count * 1e6)
+            if key == "fast":
+                samples["fast_exit_cycles"].append(line.cycles / line.count)
+                # The floor right after the fast path: the pair shares the machine's load.
+                floor_line, exits["floor"] = run_floor(emulator, floor, work / f"run{next(counter)}")
+                _check_source(floor_line, "pit", f"{emulator} floor")
+                samples["floor_exit_us"].append(floor_line.seconds / floor_line.count * 1e6)
+                samples["floor_exit_cycles"].append(floor_line.cycles / floor_line.count)
+                samples["floor_ratio"].append(samples["fast_exit_cycles"][-1]
+                                              / samples["floor_exit_cycles"][-1])
         line, _ = run_partition(emulator, taipan["compute"], work / f"run{next(counter)}")
         samples["compute_taipan_s"].append(_check_source(line, "hypercall", f"{emulator} compute").seconds)
         line = run_bare(emulator, bare["compute"], work / f"run{next(counter)}")
@@ -344,6 +400,7 @@ def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
                              f"{emulator} bare cpuid")
         samples["bare_cpuid_us"].append(line.seconds / line.count * 1e6)
         progress(f"  run {i + 1}/{runs}: CPUID exit {samples['fast_exit_us'][-1]:.2f} us fast, "
+                 f"{samples['floor_exit_us'][-1]:.2f} us floor ({samples['floor_ratio'][-1]:.2f}x), "
                  f"{samples['upcall_exit_us'][-1]:.2f} us upcall; compute "
                  f"{samples['compute_taipan_s'][-1]:.3f} s taipan, "
                  f"{samples['compute_bare_s'][-1]:.3f} s bare")
@@ -354,7 +411,10 @@ def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
         upcall_ratio=med["upcall_exit_us"] / med["fast_exit_us"], bare_cpuid_us=med["bare_cpuid_us"],
         fast_exits=exits["fast"], upcall_exits=exits["upcall"],
         compute_taipan_s=med["compute_taipan_s"], compute_bare_s=med["compute_bare_s"],
-        compute_ratio=med["compute_taipan_s"] / med["compute_bare_s"], samples=samples)
+        compute_ratio=med["compute_taipan_s"] / med["compute_bare_s"],
+        floor_exit_us=med["floor_exit_us"], fast_exit_cycles=med["fast_exit_cycles"],
+        floor_exit_cycles=med["floor_exit_cycles"], floor_ratio=med["floor_ratio"],
+        floor_exits=exits["floor"], samples=samples)
 
 
 def run(*, runs: int = 5, only: str | None = None, elf: Path | None = None, small: bool = False,
@@ -428,6 +488,16 @@ def format_result(result: Result) -> str:
             lines.append(f"  {name}: {p.cpuid_count:,} CPUIDs a run (CPUID exits ps counted: "
                          f"{p.fast_exits:,} fast path, {p.upcall_exits:,} upcall); "
                          f"{p.compute_count:,} compute iterations")
+        lines += ["", ("exit cost against the floor, median of runs (the same CPUID loop under a "
+                       "minimal hypervisor, run beside the fast path; ratio from guest TSC ticks per exit, "
+                       "pair by pair)"),
+                  (f"  {'emulator':<10}{'runs':>5}{'taipan fast':>14}{'ticks':>10}"
+                   f"{'floor':>12}{'ticks':>10}{'ratio':>8}{'  (goal <= 1.2)'}")]
+        for name, p in result.partitions.items():
+            lines.append(f"  {name:<10}{p.runs:>5}{p.fast_exit_us:>11.2f} us{p.fast_exit_cycles:>10,.0f}"
+                         f"{p.floor_exit_us:>9.2f} us{p.floor_exit_cycles:>10,.0f}{p.floor_ratio:>7.2f}x")
+        for name, p in result.partitions.items():
+            lines.append(f"  {name}: the floor counted {p.floor_exits:,} CPUID exits")
     return "\n".join(lines)
 
 
@@ -436,8 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="scripts/bench",
         description="Image size by part, MicroPython heap after boot, boot time under QEMU "
                     "TCG and Bochs against a trivial multiboot kernel, and partitions: a CPUID "
-                    "exit on the C fast path and as an upcall, a compute loop under Taipan "
-                    "against the same kernel run bare.")
+                    "exit on the C fast path against a minimal hypervisor's and as an upcall, "
+                    "a compute loop under Taipan against the same kernel run bare.")
     parser.add_argument("--runs", type=int, default=5, help="boots per kernel and emulator (default 5)")
     parser.add_argument("--only", choices=EMULATORS, help="time only this emulator")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")

@@ -39,7 +39,7 @@ from toolchain.keystone_asm import AsmJob, assemble_many
 
 GENERATOR = "toolchain/bench_floor.py"
 FLOOR_LINE = rb"floor: (AMD-V\+NPT|VT-x\+EPT) cpuid_exits=(\d+)\r*\n"
-FLOOR_ERROR = rb"floor: (?!AMD-V\+NPT cpuid|VT-x\+EPT cpuid)[^\r\n]*"
+FLOOR_ERROR = rb"floor: (?!AMD-V\+NPT cpuid|VT-x\+EPT cpuid)[^\r\n]*\r*\n"
 
 # ---- memory (host-physical = virtual, identity-mapped by the boot tables) ----
 # The first 44 KiB follow Taipan's own boot layout (toolchain/layout.py), so
