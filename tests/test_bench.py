@@ -1,4 +1,4 @@
-"""scripts/bench end to end under QEMU: its JSON has every field and plausible (positive) figures."""
+"""scripts/bench end to end under QEMU: its JSON has every field and plausible (positive) figures; the floor image on both vendors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pexpect
 import pytest
+
+from toolchain import bench, bench_floor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +62,50 @@ def test_bench_json_reports_partition_exit_costs_and_compute_ratio(doc: dict) ->
     # guest adds its own few to find Taipan), and the upcall path took no fewer.
     assert qemu["fast_exits"] >= qemu["cpuid_count"] > 0
     assert qemu["upcall_exits"] >= qemu["fast_exits"]
+    # The floor ran beside the fast path in the one round: its figures exist, and
+    # the ratio is the pair's, from TSC ticks per exit.
+    for key in ("floor_exit_us", "fast_exit_cycles", "floor_exit_cycles", "floor_ratio"):
+        assert qemu[key] > 0 and len(qemu["samples"][key]) == 1
+    assert qemu["floor_ratio"] == pytest.approx(qemu["fast_exit_cycles"] / qemu["floor_exit_cycles"])
+    assert qemu["floor_exits"] == qemu["cpuid_count"] + 1
+
+
+FLOOR_VENDORS = [pytest.param("qemu", id="amd-qemu", marks=pytest.mark.boot),
+                 pytest.param("bochs", id="intel-bochs", marks=pytest.mark.bochs)]
+
+
+@pytest.mark.parametrize("emulator", FLOOR_VENDORS)
+def test_floor_image_builds_runs_the_bench_guest_and_counts_every_cpuid_exit(emulator: str,
+                                                                              tmp_path: Path) -> None:
+    count = 2_000
+    kernel = bench.floor_image(emulator, count, tmp_path)
+    assert (ROOT / "build" / "bench" / f"floor-{count}.elf").is_file()
+    line, exits = bench.run_floor(emulator, kernel, tmp_path / "run")
+    assert (line.mode, line.count, line.source) == ("cpuid", count, "pit")
+    # Every CPUID of the loop exited to the floor, plus the one with which the
+    # guest looks for Taipan (and, under the floor, does not find it).
+    assert exits == count + 1
+    # Behaviour, not speed: an exit costs more than nothing, and less than a
+    # whole second of the guest's time (a wrong TSC rate or a loop that never
+    # exited would break one of the two).
+    assert line.tsc_khz > 0 and 0 < line.seconds / count < 1.0
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize(("cpu", "why"), [("qemu64,-svm", b"neither AMD-V nor VT-x"),
+                                          ("qemu64,+svm,-npt", b"AMD-V without nested paging")])
+def test_floor_on_a_cpu_it_cannot_use_says_why(tmp_path: Path, cpu: str, why: bytes) -> None:
+    kernel = bench_floor.build(tmp_path / "floor.elf", count=10)
+    # The floor says why in one line and halts (QEMU stays up).
+    child = bench._spawn_qemu(kernel, tmp_path / "qemu.stderr", cpu=cpu)
+    try:
+        found = child.expect([bench_floor.FLOOR_ERROR, pexpect.TIMEOUT, pexpect.EOF], timeout=60)
+        assert found == 0 and why in child.match.group(0), child.before[-500:]
+        assert b"bench cpuid" not in child.before  # the guest never ran
+    finally:
+        bench._close(child)
+
+
+def test_floor_refuses_a_loop_the_guest_cannot_run() -> None:
+    with pytest.raises(ValueError, match="count must be an integer"):
+        bench_floor.image(count=0)

@@ -20,9 +20,8 @@ import pexpect.fdpexpect
 
 from guests import bench as bench_guest
 from guests.trivial import write_kernel
-from toolchain import bench_floor
+from toolchain import bench_floor, verify
 from toolchain import build as builder
-from toolchain import verify
 from toolchain.emulator import BochsRun, qemu_argv
 from toolchain.iso import make_iso
 

@@ -83,6 +83,7 @@ VMX_CONTROL_MSRS = {"PIN": (0x481, 0x48D), "PROC": (0x482, 0x48E), "EXIT_CTL": (
                     "ENTRY_CTL": (0x484, 0x490), "PROC2": (0x48B, 0x48B)}
 CR4_VMXE = 1 << 13
 CPUID_SVM_LEAF, CPUID_SVM_ECX = 0x80000001, 1 << 2
+CPUID_SVM_FEATURES, CPUID_NPT_EDX = 0x8000000A, 1 << 0
 CPUID_VMX_ECX = 1 << 5
 CR0_PE, CR0_ET, CR0_NE = 1 << 0, 1 << 4, 1 << 5
 GUEST_CR0 = CR0_PE | CR0_ET | CR0_NE     # the multiboot state: protected mode, paging off
@@ -310,6 +311,7 @@ MESSAGES = {
     "floor_msg_svm": b"floor: AMD-V+NPT cpuid_exits=",
     "floor_msg_vmx": b"floor: VT-x+EPT cpuid_exits=",
     "floor_msg_none": b"floor: this CPU has neither AMD-V nor VT-x\n",
+    "floor_msg_no_npt": b"floor: this CPU has AMD-V without nested paging\n",
     "floor_msg_fc": b"floor: IA32_FEATURE_CONTROL is locked with VMX off\n",
     "floor_msg_vmxon": b"floor: VMXON, VMCLEAR or VMPTRLD failed\n",
     "floor_msg_control": b"floor: a VMX control the floor needs is not allowed-1\n",
@@ -361,6 +363,12 @@ floor_long:
 
 # ---------------- AMD-V ----------------
 floor_svm:
+    # Without nested paging the guest would run on host-physical memory: the floor's own.
+    mov eax, {_hex(CPUID_SVM_FEATURES)}
+    cpuid
+    test edx, {_hex(CPUID_NPT_EDX)}
+    mov esi, floor_msg_no_npt
+    jz floor_fail
     mov ecx, {_hex(MSR_EFER)}
     rdmsr
     or eax, {_hex(EFER_SVME)}
