@@ -30,6 +30,21 @@
 typedef void (*svm_run_fn)(struct guest_regs *regs, uint64_t guest_vmcb_pa, uint64_t host_vmcb_pa);
 #define svm_run ((svm_run_fn)(uintptr_t)BOOT_SYM_SVM_RUN)
 
+/*
+ * The deadline this CPU's local APIC timer is counting down to, or 0 when it
+ * is stopped. One per CPU (the timer is the CPU's, not the vCPU's); today only
+ * the boot CPU runs partitions.
+ *
+ * The timer is armed once per slice, not once per exit: under QEMU TCG every
+ * write of the initial count re-inserts a host timer and wakes QEMU's I/O
+ * thread, which made up about a fifth of a CPUID exit (docs/performance.md).
+ * Leaving it counting across exits is safe: if it fires while the host handles
+ * an exit, the interrupt waits in IRR (IF=0) and the next VMRUN exits at once
+ * with INTR, which ends the slice as it should; if it fires after the slice
+ * ended another way, the next slice drains it before arming its own.
+ */
+static uint64_t svm_timer_deadline;
+
 static void svm_snapshot_entry(const uint8_t *vmcb, struct svm_entry_state *st)
 {
     st->efer = vmcb_read64(vmcb, VMCB_EFER);
@@ -119,9 +134,13 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     vmcb_write64(vmcb, VMCB_RAX, v->regs.rax);
     svm_snapshot_entry(vmcb, &s->entered);
 
-    apic_timer_arm(deadline_tsc - now);
+    if (deadline_tsc != svm_timer_deadline) {
+        /* A new slice: take what an old one's timer left pending, then arm. */
+        apic_timer_drain();
+        apic_timer_arm(deadline_tsc - now);
+        svm_timer_deadline = deadline_tsc;
+    }
     svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb_pa);
-    apic_timer_drain();
 
     v->regs.rax = vmcb_read64(vmcb, VMCB_RAX);
     uint64_t code = vmcb_read64(vmcb, VMCB_EXITCODE);
@@ -164,6 +183,10 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         e->kind = EXIT_TRIPLE_FAULT;
         break;
     case VMCB_EXIT_INTR:
+        /* The slice timer (or another interrupt) fired: stop and drain it here,
+         * so the host goes on with no interrupt pending. */
+        apic_timer_drain();
+        svm_timer_deadline = 0;
         e->kind = EXIT_PREEMPT;
         break;
     case VMCB_EXIT_INVALID:
