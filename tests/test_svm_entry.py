@@ -80,6 +80,18 @@ def test_host_vmload_state_is_saved_before_and_restored_after(stub):
     assert after.index("vmsave rax") < after.index("vmload rax") < after.index("stgi")
 
 
+def test_host_vmsave_is_skipped_when_the_fourth_argument_is_zero(stub):
+    # svm_run's fourth argument (RCX): 0 means the host area already holds the
+    # host's state (saved at the slice's start), so the jump passes the VMSAVE.
+    insns = chunk(stub, "svm_run")
+    text = [f"{i.mnemonic} {i.op_str}".strip() for i in insns]
+    test, vmsave = text.index("test rcx, rcx"), text.index("vmsave rax")
+    jump = insns[test + 1]
+    assert jump.mnemonic == "je" and test + 1 < vmsave
+    target = int(jump.op_str, 16)
+    assert target == insns[vmsave + 1].address and text[vmsave + 1] == "mov rax, rsi"
+
+
 def test_guest_registers_round_trip_through_struct_guest_regs(stub, offsets):
     insns = chunk(stub, "svm_run")
     vmrun = index_of(insns, "vmrun rax")

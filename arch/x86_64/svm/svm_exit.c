@@ -26,8 +26,10 @@
 #define LEN_VMMCALL 3u   /* 0F 01 D9 */
 #define LEN_RDWRMSR 2u   /* 0F 32 / 0F 30 */
 
-/* svm_run in the boot text (arch/x86_64/svm/entry.py): guest GPRs in, VMRUN, guest GPRs out. */
-typedef void (*svm_run_fn)(struct guest_regs *regs, uint64_t guest_vmcb_pa, uint64_t host_vmcb_pa);
+/* svm_run in the boot text (arch/x86_64/svm/entry.py): guest GPRs in, VMRUN, guest GPRs out;
+ * save_host != 0 VMSAVEs the host's FS/GS/TR/LDTR/syscall MSRs first. */
+typedef void (*svm_run_fn)(struct guest_regs *regs, uint64_t guest_vmcb_pa, uint64_t host_vmcb_pa,
+                           uint64_t save_host);
 #define svm_run ((svm_run_fn)(uintptr_t)BOOT_SYM_SVM_RUN)
 
 /*
@@ -134,13 +136,19 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     vmcb_write64(vmcb, VMCB_RAX, v->regs.rax);
     svm_snapshot_entry(vmcb, &s->entered);
 
-    if (deadline_tsc != svm_timer_deadline) {
-        /* A new slice: take what an old one's timer left pending, then arm. */
+    /*
+     * A new slice: take what an old one's timer left pending, then arm; and
+     * save the host's VMSAVE state anew, since host code between slices
+     * (MicroPython, bring-up) may have changed it. Within a slice the host
+     * runs only the exit fast path, which changes none of it.
+     */
+    bool new_slice = deadline_tsc != svm_timer_deadline;
+    if (new_slice) {
         apic_timer_drain();
         apic_timer_arm(deadline_tsc - now);
         svm_timer_deadline = deadline_tsc;
     }
-    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb_pa);
+    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb_pa, new_slice);
 
     v->regs.rax = vmcb_read64(vmcb, VMCB_RAX);
     uint64_t code = vmcb_read64(vmcb, VMCB_EXITCODE);
