@@ -601,3 +601,18 @@ def test_the_metal_runs_the_same_plan_rules_and_reads_the_new_table(qemu) -> Non
     assert qemu.command("manager.table_problem()", prompt=REPL_PROMPT).strip() == ""
     info = 'i = hv.part_info(0); print(i["vcpus"], i["cpu"], i["cpus"], i["slice_us"])'
     assert qemu.command(info, prompt=REPL_PROMPT).strip() == "1 0 [0] 10000"
+
+
+def test_default_management_slice_grows_to_keep_its_share(tmp_path: Path) -> None:
+    path = tmp_path / "system.toml"
+    path.write_text("".join(_hello(f"p{n}", "2M") for n in range(16)))
+    system = config.load(path)
+    # 16 slices of 10 ms: 18 ms is the least with 18 / 178 >= 10%.
+    assert system.plans[0]["windows"][0] == ("management", 18000)
+    assert system.scheduler.management_ms == 18
+    assert "management_ms = 18\n" in system.canonical_text()
+    assert config.plan.percent(system.plans[0]) == 10
+    # Written out, the same value is the person's choice, and still too small one lower.
+    [error] = _errors(tmp_path, "[scheduler]\nmanagement_ms = 17\n"
+                      + "".join(_hello(f"p{n}", "2M") for n in range(16)))
+    assert "scheduler.management_ms = 0x11: management gets 9% of CPU 0" in error

@@ -137,7 +137,9 @@ class PlatformConfig:
 @dataclass
 class SchedulerConfig:
     slice_ms: int = SCHEDULER.key("slice_ms").default
-    management_ms: int = SCHEDULER.key("management_ms").default
+    # None until the plan is derived: the default, raised as far as the
+    # minimum share needs; then the slice the plan gives management.
+    management_ms: int | None = None
     management_min_percent: int = SCHEDULER.key("management_min_percent").default
 
 
@@ -570,6 +572,11 @@ def _plan(check: _Checker, platform: PlatformConfig, scheduler: SchedulerConfig,
          "management_min_percent": scheduler.management_min_percent})
     for key, value, rule in errors:
         check.error(key, value, rule)
+    for window in plans[0]["windows"] if plans else []:
+        if window[0] == plan.MANAGEMENT and plans[0]["kind"] == "round-robin":
+            scheduler.management_ms = window[1] // 1000
+    if scheduler.management_ms is None:
+        scheduler.management_ms = plan.MANAGEMENT_MS_DEFAULT
     return plans
 
 

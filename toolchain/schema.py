@@ -103,8 +103,9 @@ SCHEDULER = Section("scheduler", False, (
     Key("slice_ms", "integer", "the time slice of a partition that sets none, in "
         "milliseconds", default=10, minimum=1, maximum=SLICE_MS_MAX),
     Key("management_ms", "integer", "management's slice (console, manager, policy) in "
-        "each round on a round-robin CPU 0, in milliseconds", default=10, minimum=1,
-        maximum=SLICE_MS_MAX),
+        "each round on a round-robin CPU 0, in milliseconds", minimum=1,
+        maximum=SLICE_MS_MAX, default_doc="`10`, or as much more as `management_min_percent` "
+        "needs beside the slices on CPU 0"),
     Key("management_min_percent", "integer", "the share of CPU 0 management is "
         "guaranteed: a round-robin CPU 0 gives it `management_ms` of every round, a cyclic "
         "one its `\"management\"` windows of every frame", default=10, minimum=0,

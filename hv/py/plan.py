@@ -27,6 +27,9 @@ CPUS_MAX = 16
 WINDOWS_MAX = 17
 VCPUS = 1  # vCPUs per partition today: one CPU each
 MANAGEMENT_CPU = 0
+# Management's round-robin slice when the configuration names none; raised
+# to whatever keeps its minimum share with the slices on CPU 0.
+MANAGEMENT_MS_DEFAULT = 10
 
 
 def _quoted(name):
@@ -70,7 +73,8 @@ def derive(cpu_count, partitions, schedules, scheduler):
     partitions: list of {"name", "cpu" (int or None), "cpus" (list or None),
     "slice_us"} in config order; schedules: the [[schedule]] tables as
     {"cpu", "major_frame_ms", "windows": [{"partition", "ms"}, ...]};
-    scheduler: {"management_ms", "management_min_percent"}.
+    scheduler: {"management_ms" (None: the default, raised as far as the
+    minimum share needs), "management_min_percent"}.
     Returns (plans, errors): plans is [] unless errors is [].
     """
     errors = []
@@ -221,7 +225,10 @@ def derive(cpu_count, partitions, schedules, scheduler):
         home[i] = cpu
 
     # Management's guaranteed share of CPU 0.
-    management_us = scheduler["management_ms"] * 1000
+    management_ms = scheduler["management_ms"]
+    if management_ms is None:
+        management_ms = MANAGEMENT_MS_DEFAULT
+    management_us = management_ms * 1000
     if MANAGEMENT_CPU in cyclic:
         s = cyclic[MANAGEMENT_CPU]
         sched = schedules[s]
@@ -244,9 +251,16 @@ def derive(cpu_count, partitions, schedules, scheduler):
         for i in home:
             if home[i] == MANAGEMENT_CPU:
                 slices += partitions[i]["slice_us"]
+        if scheduler["management_ms"] is None and min_percent < 100:
+            # The smallest whole ms with ms / (ms + slices) >= min_percent / 100.
+            need = (min_percent * slices + (100 - min_percent) * 1000 - 1) // (
+                (100 - min_percent) * 1000)
+            if need > management_ms:
+                management_ms = need
+                management_us = need * 1000
         total = management_us + slices
         if management_us * 100 < min_percent * total:
-            errors.append(("scheduler.management_ms", scheduler["management_ms"],
+            errors.append(("scheduler.management_ms", management_ms,
                            "management gets %d%% of CPU 0 (%s in each %s round), below "
                            "scheduler.management_min_percent = %d; raise management_ms or "
                            "shorten the slices on CPU 0"
