@@ -1,4 +1,5 @@
 /* hv_main: bring up the console, memory, exceptions and CPU identification, then hand over to MicroPython. */
+#include "acpi.h"
 #include "cpu.h"
 #include "idt.h"
 #include "main.h"
@@ -27,6 +28,7 @@ _Noreturn void hv_main(uint32_t magic, uint64_t info)
     cpu_identify();
     tsc_calibrate();
     const struct cpu_info *cpu = cpu_info_get();
+    acpi_init();
 
     struct page_stats ps;
     page_alloc_stats(&ps);

@@ -1,4 +1,5 @@
 # The vendor-neutral C core sources the toolchain compiles into the image.
+HV_SRC += hv/acpi.c
 HV_SRC += hv/boot_links.c
 HV_SRC += hv/main.c
 HV_SRC += hv/multiboot.c

@@ -206,6 +206,7 @@ def _info_doc():
         "backend": hv.backend(),
         "boot": {"loader": boot["loader"], "protocol": boot["protocol"], "cmdline": boot["cmdline"],
                  "modules": [{"start": s, "end": e, "cmdline": c} for s, e, c in boot["modules"]]},
+        "acpi": hv.acpi(),
         "memory": {"usable": usable_ram(),
                    "map": [{"base": b, "length": n, "type": MEM_TYPES.get(k, "type %d" % k)}
                            for b, n, k in hv.memmap()]},
@@ -234,6 +235,10 @@ def cmd_info(args):
     print("loader:    %s (%s)" % (boot["loader"] or "-", boot["protocol"]))
     if boot["cmdline"]:
         print("cmdline:   %s" % boot["cmdline"])
+    acpi = hv.acpi()
+    print("acpi:      RSDP from %s%s, MADT: %d CPUs, %d IOAPICs%s" % (
+        acpi["rsdp_source"], " at 0x%x" % acpi["rsdp_address"] if acpi["rsdp_address"] else "",
+        len(acpi["cpus"]), len(acpi["ioapics"]), " (%s)" % acpi["problem"] if acpi["problem"] else ""))
     print("memory:    %s usable" % _size(usable_ram()))
     print("memory map:")
     for base, length, kind in hv.memmap():
