@@ -47,7 +47,8 @@ static mp_obj_t hv_part_count(void)
 MP_DEFINE_CONST_FUN_OBJ_0(hv_part_count_obj, hv_part_count);
 
 // hv.part_info(i) -> dict: name, state, reason, memory, exits by kind, CPU time, console counts,
-// and the configured restart, restart_limit, slice_us, cpus and ports.
+// and the configured restart, restart_limit, slice_us, vcpus, cpu (its home CPU), cpus
+// (the host CPUs it runs on, [cpu] today) and ports.
 static mp_obj_t hv_part_info(mp_obj_t index)
 {
     struct partition *p = part_arg(index);
@@ -71,7 +72,11 @@ static mp_obj_t hv_part_info(mp_obj_t index)
     store(info, MP_QSTR_restart, str_obj(d->restart <= PT_RESTART_ALWAYS ? restart_names[d->restart] : "never"));
     store(info, MP_QSTR_restart_limit, mp_obj_new_int_from_uint(d->restart_limit));
     store(info, MP_QSTR_slice_us, mp_obj_new_int_from_uint(d->slice_us));
-    store(info, MP_QSTR_cpus, mp_obj_new_int_from_uint(d->cpus));
+    store(info, MP_QSTR_vcpus, mp_obj_new_int_from_uint(d->vcpus));
+    store(info, MP_QSTR_cpu, mp_obj_new_int_from_uint(d->cpu));
+    // The config's spelling: one host CPU per vCPU, and one vCPU today.
+    mp_obj_t cpu = mp_obj_new_int_from_uint(d->cpu);
+    store(info, MP_QSTR_cpus, mp_obj_new_list(1, &cpu));
     // A single port as an int, a range as (first, last): the config's own two spellings.
     mp_obj_t ports = mp_obj_new_list(0, NULL);
     for (uint32_t i = 0; i < d->port_range_count && i < PT_MAX_PORT_RANGES; i++) {
