@@ -616,3 +616,24 @@ def test_default_management_slice_grows_to_keep_its_share(tmp_path: Path) -> Non
     [error] = _errors(tmp_path, "[scheduler]\nmanagement_ms = 17\n"
                       + "".join(_hello(f"p{n}", "2M") for n in range(16)))
     assert "scheduler.management_ms = 0x11: management gets 9% of CPU 0" in error
+
+
+@pytest.mark.boot
+def test_the_metal_reads_each_partitions_home_cpu_from_smp_toml() -> None:
+    import pexpect
+    from conftest import REPL_PROMPT, Console
+
+    from toolchain import build, emulator
+
+    elf = build.build(quiet=True, config_path=ROOT / "configs" / "smp.toml", image="example-smp")
+    argv = emulator.qemu_argv(elf, serial="stdio", cpu="EPYC", memory_mb=256, smp=4, no_reboot=True)
+    child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=60)
+    try:
+        console = Console(child).boot()
+        console.command("py", prompt=REPL_PROMPT)
+        line = ('import hv; print([(hv.part_info(i)["name"], hv.part_info(i)["cpu"], '
+                'hv.part_info(i)["cpus"], hv.part_info(i)["vcpus"]) for i in range(hv.part_count())])')
+        assert console.command(line, prompt=REPL_PROMPT).strip() == repr(
+            [("hello1", 1, [1], 1), ("hello2", 2, [2], 1), ("hello3", 3, [3], 1), ("shared", 0, [0], 1)])
+    finally:
+        child.terminate(force=True)
