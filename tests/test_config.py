@@ -597,6 +597,15 @@ def test_the_metal_runs_the_same_plan_rules_and_reads_the_new_table(qemu) -> Non
                      prompt=REPL_PROMPT)
         qemu.command(f"n = {[p['name'] for p in partitions]!r}", prompt=REPL_PROMPT)
         assert qemu.command(METAL_SHOW, prompt=REPL_PROMPT).strip() == _shown(case)
+    # The run-time check, as `sched set` calls it, on every RUN_TIME case at once.
+    for plans, _error in RUN_TIME:
+        cpus = 2 if _error[1] == "1 CPUs" else len(plans)
+        expected = "|".join(f"{key} = {value}: {rule}"
+                            for key, value, rule in config.plan.check(plans, cpus, 10, ["a"]))
+        assert expected
+        line = (f'print("|".join(["%s = %s: %s" % e for e in plan.check({plans!r}, {cpus}, 10, '
+                '["a"])]))')
+        assert qemu.command(line, prompt=REPL_PROMPT).strip() == expected
     # The version 3 table: signed over its plans too, with vcpus, cpu and cpus per partition.
     assert qemu.command("manager.table_problem()", prompt=REPL_PROMPT).strip() == ""
     info = 'i = hv.part_info(0); print(i["vcpus"], i["cpu"], i["cpus"], i["slice_us"])'
