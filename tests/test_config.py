@@ -549,6 +549,26 @@ def test_run_time_check_accepts_what_derive_makes() -> None:
         "management 25% of CPU 0")
 
 
+def test_a_run_time_change_keeps_dedicated_cpus_and_homes() -> None:
+    system = config.load(ROOT / "configs" / "smp.toml")
+    names = [p.name for p in system.partitions]
+    current = system.plans
+    cyclic0 = {"cpu": 0, "kind": "cyclic", "frame_us": 40000,
+               "windows": [(3, 20000), ("management", 10000)]}
+    assert config.plan.check_change(current, [cyclic0, *current[1:]], 10, names) == []
+    undedicated = {"cpu": 1, "kind": "round-robin", "frame_us": 5000, "windows": [(0, 5000)]}
+    assert config.plan.check_change(current, [current[0], undedicated, *current[2:]], 10, names) == [
+        ("plan[1].kind", "round-robin", "CPU 1 is dedicated to hello1: only a shared CPU's "
+         "slices or windows change at run time")]
+    # "shared" moved from CPU 0 onto hello3's dedicated CPU 3: two rules broken.
+    alone = {"cpu": 0, "kind": "round-robin", "frame_us": 10000, "windows": [("management", 10000)]}
+    moved = {"cpu": 3, "kind": "round-robin", "frame_us": 5000, "windows": [(3, 5000)]}
+    errors = config.plan.check_change(current, [alone, *current[1:3], moved], 10, names)
+    assert ("plan[3]", "shared", "runs on CPU 0: a partition stays on its CPU at run time") in errors
+    assert ("plan[3].kind", "round-robin", "CPU 3 is dedicated to hello3: only a shared CPU's "
+            "slices or windows change at run time") in errors
+
+
 # -- the same rules on the metal: hv/py/plan.py frozen into the image, under MicroPython -------
 
 METAL_CASES = [
@@ -606,6 +626,19 @@ def test_the_metal_runs_the_same_plan_rules_and_reads_the_new_table(qemu) -> Non
         line = (f'print("|".join(["%s = %s: %s" % e for e in plan.check({plans!r}, {cpus}, 10, '
                 '["a"])]))')
         assert qemu.command(line, prompt=REPL_PROMPT).strip() == expected
+    # check_change, as `sched set` calls it: one partition moved, one dedicated CPU undone.
+    current = [{"cpu": 0, "kind": "round-robin", "frame_us": 15000,
+                "windows": [("management", 10000), (0, 5000)]},
+               {"cpu": 1, "kind": "dedicated", "frame_us": 0, "windows": [(1, 0)]}]
+    proposed = [{"cpu": 0, "kind": "round-robin", "frame_us": 10000,
+                 "windows": [("management", 10000)]},
+                {"cpu": 1, "kind": "round-robin", "frame_us": 10000, "windows": [(1, 5000), (0, 5000)]}]
+    expected = "|".join(f"{key} = {value}: {rule}" for key, value, rule
+                        in config.plan.check_change(current, proposed, 10, ["a", "b"]))
+    assert expected.count("|") >= 1
+    qemu.command(f"c, p = {current!r}, {proposed!r}", prompt=REPL_PROMPT)
+    line = 'print("|".join(["%s = %s: %s" % e for e in plan.check_change(c, p, 10, ["a", "b"])]))'
+    assert qemu.command(line, prompt=REPL_PROMPT).strip() == expected
     # The version 3 table: signed over its plans too, with vcpus, cpu and cpus per partition.
     assert qemu.command("manager.table_problem()", prompt=REPL_PROMPT).strip() == ""
     info = 'i = hv.part_info(0); print(i["vcpus"], i["cpu"], i["cpus"], i["slice_us"])'
