@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include "sched.h"
 
-#define CPUS_MAX 16
+#define CPUS_MAX PT_CPUS_MAX
 
 enum cpu_state {
     CPU_ABSENT,     /* not in the MADT (or beyond CPUS_MAX) */

@@ -2,9 +2,10 @@
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include "ptable.h"
 #include "spinlock.h"
 
-#define SCHED_WINDOWS_MAX 16
+#define SCHED_WINDOWS_MAX PT_WINDOWS_MAX
 #define SCHED_MGMT (-1)          /* a window owned by the management context (MicroPython, CPU 0 only) */
 
 /* Numbered as the partition table's PT_PLAN_* kinds. */

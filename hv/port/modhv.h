@@ -11,6 +11,7 @@ MP_DECLARE_CONST_FUN_OBJ_0(hv_mailbox_obj);
 MP_DECLARE_CONST_FUN_OBJ_0(hv_cpus_obj);
 MP_DECLARE_CONST_FUN_OBJ_VAR_BETWEEN(hv_plan_set_obj);
 MP_DECLARE_CONST_FUN_OBJ_1(hv_plan_get_obj);
+MP_DECLARE_CONST_FUN_OBJ_1(hv_plan_table_obj);
 MP_DECLARE_CONST_FUN_OBJ_0(hv_sched_yield_obj);
 MP_DECLARE_CONST_FUN_OBJ_3(hv_part_resolve_obj);
 MP_DECLARE_CONST_FUN_OBJ_2(hv_console_read_obj);

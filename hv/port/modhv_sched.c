@@ -146,6 +146,35 @@ static mp_obj_t hv_plan_get(mp_obj_t index)
 }
 MP_DEFINE_CONST_FUN_OBJ_1(hv_plan_get_obj, hv_plan_get);
 
+// hv.plan_table(cpu) -> the plan the partition table carries for a CPU, in hv/py/plan.py's form:
+// {"cpu", "kind", "frame_us", "windows": [(owner, us)]}, owner a partition index or "management";
+// None for a CPU beyond the table's cpu_count.
+static mp_obj_t hv_plan_table(mp_obj_t index)
+{
+    const struct pt_header *h = partitions_table();
+    mp_int_t cpu = mp_obj_get_int(index);
+    if (!h || cpu < 0 || (uint32_t)cpu >= h->cpu_count || cpu >= PT_CPUS_MAX) {
+        return mp_const_none;
+    }
+    const struct pt_cpu_plan *pl = &h->plans[cpu];
+    mp_obj_t d = mp_obj_new_dict(0);
+    store(d, MP_QSTR_cpu, mp_obj_new_int(cpu));
+    store(d, MP_QSTR_kind, str_obj(pl->kind <= PT_PLAN_CYCLIC ? kind_names[pl->kind] : "idle"));
+    store(d, MP_QSTR_frame_us, mp_obj_new_int_from_uint(pl->frame_us));
+    mp_obj_t windows = mp_obj_new_list(0, NULL);
+    for (uint32_t i = 0; i < pl->window_count && i < PT_WINDOWS_MAX; i++) {
+        mp_obj_t t[2] = {
+            pl->windows[i].owner == PT_OWNER_MANAGEMENT ? MP_OBJ_NEW_QSTR(MP_QSTR_management)
+                                                        : mp_obj_new_int(pl->windows[i].owner),
+            mp_obj_new_int_from_uint(pl->windows[i].us),
+        };
+        mp_obj_list_append(windows, mp_obj_new_tuple(2, t));
+    }
+    store(d, MP_QSTR_windows, windows);
+    return d;
+}
+MP_DEFINE_CONST_FUN_OBJ_1(hv_plan_table_obj, hv_plan_table);
+
 // hv.sched_yield(): give the rest of management's window to CPU 0's partitions.
 static mp_obj_t hv_sched_yield(void)
 {
