@@ -2,6 +2,7 @@
 #include <stdint.h>
 #include "apic.h"
 #include "boot_symbols.h"
+#include "cpus.h"
 #include "partition.h"
 #include "printk.h"
 #include "svm.h"
@@ -33,19 +34,24 @@ typedef void (*svm_run_fn)(struct guest_regs *regs, uint64_t guest_vmcb_pa, uint
 #define svm_run ((svm_run_fn)(uintptr_t)BOOT_SYM_SVM_RUN)
 
 /*
- * The deadline this CPU's local APIC timer is counting down to, or 0 when it
- * is stopped. One per CPU (the timer is the CPU's, not the vCPU's); today only
- * the boot CPU runs partitions.
+ * The deadline each CPU's local APIC timer was last armed for by a slice, or
+ * 0 after the INTR exit that ended one (the timer is the CPU's, not the vCPU's).
  *
  * The timer is armed once per slice, not once per exit: under QEMU TCG every
  * write of the initial count re-inserts a host timer and wakes QEMU's I/O
- * thread, which made up about a fifth of a CPUID exit (docs/performance.md).
+ * thread, which made up about a third of a CPUID exit (docs/performance.md).
+ * It is armed again whenever the deadline differs or the timer no longer
+ * counts (it fired, or the scheduler or the management context used and
+ * stopped it in between), so no caller's pattern of deadlines can leave a
+ * guest running with no timer.
+ *
  * Leaving it counting across exits is safe: if it fires while the host handles
  * an exit, the interrupt waits in IRR (IF=0) and the next VMRUN exits at once
- * with INTR, which ends the slice as it should; if it fires after the slice
- * ended another way, the next slice drains it before arming its own.
+ * with INTR, which ends the slice as it should, and that exit drains it. No
+ * drain at a slice's start: it would also swallow a pending IPI, a kick whose
+ * only effect is that INTR exit.
  */
-static uint64_t svm_timer_deadline;
+static uint64_t svm_timer_deadline[CPUS_MAX];
 
 static void svm_snapshot_entry(const uint8_t *vmcb, struct svm_entry_state *st)
 {
@@ -137,18 +143,18 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     svm_snapshot_entry(vmcb, &s->entered);
 
     /*
-     * A new slice: take what an old one's timer left pending, then arm; and
-     * save the host's VMSAVE state anew, since host code between slices
-     * (MicroPython, bring-up) may have changed it. Within a slice the host
-     * runs only the exit fast path, which changes none of it.
+     * A new slice: arm its timer (a write of the initial count restarts a
+     * running one), and save the host's VMSAVE state anew, since host code
+     * between slices (MicroPython, the scheduler) may have changed it. Within
+     * a slice the host runs only the exit fast path, which changes none of it.
      */
-    bool new_slice = deadline_tsc != svm_timer_deadline;
+    uint64_t *armed = &svm_timer_deadline[cpu_current()->index];
+    bool new_slice = deadline_tsc != *armed || !apic_timer_counting();
     if (new_slice) {
-        apic_timer_drain();
         apic_timer_arm(deadline_tsc - now);
-        svm_timer_deadline = deadline_tsc;
+        *armed = deadline_tsc;
     }
-    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb_pa, new_slice);
+    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb(), new_slice);
 
     v->regs.rax = vmcb_read64(vmcb, VMCB_RAX);
     uint64_t code = vmcb_read64(vmcb, VMCB_EXITCODE);
@@ -194,7 +200,7 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         /* The slice timer (or another interrupt) fired: stop and drain it here,
          * so the host goes on with no interrupt pending. */
         apic_timer_drain();
-        svm_timer_deadline = 0;
+        svm_timer_deadline[cpu_current()->index] = 0;
         e->kind = EXIT_PREEMPT;
         break;
     case VMCB_EXIT_INVALID:
