@@ -1,5 +1,6 @@
 /* Each CPU's local xAPIC: the one-shot timer that ends a slice or window, EOI, and IPIs between CPUs. */
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 
 /*
