@@ -22,6 +22,7 @@ struct svm_vcpu {
     uint64_t vmcb_pa;
     bool flush_tlb;          /* first run after create or reset: flush this ASID */
     uint64_t reinject;       /* an event whose delivery a #VMEXIT interrupted (EXITINTINFO) */
+    uint64_t host_vmcb_pa;   /* the host VMCB of the CPU running this slice, taken at its start */
     struct svm_entry_state entered;
 };
 

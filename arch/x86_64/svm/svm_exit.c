@@ -153,8 +153,10 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     if (new_slice) {
         apic_timer_arm(deadline_tsc - now);
         *armed = deadline_tsc;
+        /* A slice runs on one CPU: look its host VMCB up once, not at every exit. */
+        s->host_vmcb_pa = svm_host_vmcb();
     }
-    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb(), new_slice);
+    svm_run(&v->regs, s->vmcb_pa, s->host_vmcb_pa, new_slice);
 
     v->regs.rax = vmcb_read64(vmcb, VMCB_RAX);
     uint64_t code = vmcb_read64(vmcb, VMCB_EXITCODE);
