@@ -59,9 +59,9 @@ def test_bench_json_reports_partition_exit_costs_and_compute_ratio(doc: dict) ->
     assert qemu["upcall_ratio"] == pytest.approx(qemu["upcall_exit_us"] / qemu["fast_exit_us"])
     assert qemu["compute_ratio"] == pytest.approx(qemu["compute_taipan_s"] / qemu["compute_bare_s"])
     # Behaviour, not speed: every CPUID of the loop exited on both paths (the
-    # guest adds its own few to find Taipan), and the upcall path took no fewer.
+    # guest adds its own few to find Taipan).
     assert qemu["fast_exits"] >= qemu["cpuid_count"] > 0
-    assert qemu["upcall_exits"] >= qemu["fast_exits"]
+    assert qemu["upcall_exits"] >= qemu["upcall_count"] > 0
     # The floor ran beside the fast path in the one round: its figures exist, and
     # the ratio is the pair's, from TSC ticks per exit.
     for key in ("floor_exit_us", "fast_exit_cycles", "floor_exit_cycles", "floor_ratio"):
