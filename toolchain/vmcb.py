@@ -125,6 +125,7 @@ INTERCEPTS: dict[str, tuple[str, int]] = {
     "STGI": ("INTERCEPT_MISC2", 4),
     "CLGI": ("INTERCEPT_MISC2", 5),
     "SKINIT": ("INTERCEPT_MISC2", 6),
+    "XSETBV": ("INTERCEPT_MISC2", 13),
 }
 
 # #VMEXIT codes (APM vol. 2, Appendix C, Table C-1).
@@ -149,6 +150,7 @@ EXIT_CODES: dict[str, int] = {
     "STGI": 0x84,
     "CLGI": 0x85,
     "SKINIT": 0x86,
+    "XSETBV": 0x8D,
     "NPF": 0x400,
     "INVALID": 0xFFFFFFFF,   # VMEXIT_INVALID (-1): the low 32 bits of the 64-bit EXITCODE
 }
@@ -159,6 +161,8 @@ BITS: dict[str, int] = {
     "V_INTR_MASKING": 24,      # V_INTR: host RFLAGS.IF, not the guest's, masks physical interrupts
     "NP_ENABLE": 0,            # NP_CONTROL
     "EXITINTINFO_VALID": 31,   # EXITINTINFO / EVENTINJ: V
+    "EVENT_TYPE_SHIFT": 8,     # EXITINTINFO / EVENTINJ: TYPE in bits 10:8 (0 INTR, 2 NMI, 3 exception, 4 INTn)
+    "EVENT_EV": 11,            # EXITINTINFO / EVENTINJ: an error code is pushed (ERRORCODE in bits 63:32)
     "IOIO_IN": 0,              # EXITINFO1 of IOIO: TYPE, 1 = IN
     "IOIO_STR": 2,             # string instruction
     "IOIO_REP": 3,             # REP prefix

@@ -19,6 +19,7 @@ static const char *const exit_names[EXIT_KIND_COUNT] = {
     [EXIT_HYPERCALL] = "hypercall", [EXIT_MSR_READ] = "msr_read", [EXIT_MSR_WRITE] = "msr_write",
     [EXIT_PAGE_FAULT] = "page_fault", [EXIT_TRIPLE_FAULT] = "triple_fault",
     [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
+    [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv",
 };
 
 static const char *const event_names[] = {

@@ -5,7 +5,9 @@
 #include "partition.h"
 #include "printk.h"
 #include "svm.h"
+#include "cpu.h"
 #include "tsc.h"
+#include "vcpu_state.h"
 
 #define CR0_PE   (1ull << 0)
 #define CR0_NW   (1ull << 29)
@@ -25,9 +27,20 @@
 #define LEN_HLT     1u   /* F4 */
 #define LEN_VMMCALL 3u   /* 0F 01 D9 */
 #define LEN_RDWRMSR 2u   /* 0F 32 / 0F 30 */
+#define LEN_XSETBV  3u   /* 0F 01 D1 */
+
+#define MSR_TSC_AUX 0xc0000103u
+/* EVENTINJ / EXITINTINFO types (APM vol. 2, 15.20). */
+#define SVM_EVENT_INTR 0u
+#define SVM_EVENT_NMI 2u
+#define SVM_EVENT_EXCEPTION 3u
+#define SVM_EVENT_SOFT_INT 4u
+#define VEC_BP 3u
+#define VEC_OF 4u
 
 /* svm_run in the boot text (arch/x86_64/svm/entry.py): guest GPRs in, VMRUN, guest GPRs out. */
-typedef void (*svm_run_fn)(struct guest_regs *regs, uint64_t guest_vmcb_pa, uint64_t host_vmcb_pa);
+typedef void (*svm_run_fn)(struct guest_regs *regs, uint64_t guest_vmcb_pa, uint64_t host_vmcb_pa,
+                           struct vcpu_fpu *fpu);
 #define svm_run ((svm_run_fn)(uintptr_t)BOOT_SYM_SVM_RUN)
 
 static void svm_snapshot_entry(const uint8_t *vmcb, struct svm_entry_state *st)
@@ -92,6 +105,48 @@ static void svm_decode_npf(uint64_t info1, uint64_t info2, struct exit_info *e)
     e->read = !e->write && !e->exec;
 }
 
+/* The vCPU's queued event as EVENTINJ (vector 7:0, type 10:8, EV 11, V 31, error code 63:32). */
+static uint64_t svm_eventinj(struct vcpu *v)
+{
+    struct vcpu_event *ev = &v->event;
+    if (!ev->valid)
+        return 0;
+    ev->valid = false;
+    uint64_t type;
+    switch (ev->type) {
+    case VEVENT_EXT_INTR: type = SVM_EVENT_INTR; break;
+    case VEVENT_NMI: type = SVM_EVENT_NMI; break;
+    case VEVENT_SOFT_INT: type = SVM_EVENT_SOFT_INT; break;
+    default: type = SVM_EVENT_EXCEPTION; break;
+    }
+    uint64_t inj = ev->vector | type << VMCB_BIT_EVENT_TYPE_SHIFT | 1ull << VMCB_BIT_EXITINTINFO_VALID;
+    /* Real mode pushes no error code. */
+    if (ev->has_error && (vmcb_read64(((struct svm_vcpu *)v->arch)->vmcb, VMCB_CR0) & CR0_PE))
+        inj |= 1ull << VMCB_BIT_EVENT_EV | (uint64_t)ev->error << 32;
+    return inj;
+}
+
+/*
+ * An event whose delivery the #VMEXIT interrupted (EXITINTINFO) is queued
+ * again. INTn, INT3 and INTO are not: RIP still points at the instruction,
+ * which raises them again when it re-executes (TCG gives no next RIP to
+ * inject them with).
+ */
+static void svm_requeue_event(struct vcpu *v, uint64_t intinfo)
+{
+    if (!(intinfo & (1ull << VMCB_BIT_EXITINTINFO_VALID)))
+        return;
+    uint32_t type = (uint32_t)(intinfo >> VMCB_BIT_EVENT_TYPE_SHIFT) & 7;
+    uint8_t vector = (uint8_t)intinfo;
+    if (type == SVM_EVENT_SOFT_INT || (type == SVM_EVENT_EXCEPTION && (vector == VEC_BP || vector == VEC_OF)))
+        return;
+    v->event = (struct vcpu_event){
+        .valid = true, .vector = vector,
+        .type = type == SVM_EVENT_INTR ? VEVENT_EXT_INTR : type == SVM_EVENT_NMI ? VEVENT_NMI : VEVENT_EXCEPTION,
+        .has_error = intinfo & (1ull << VMCB_BIT_EVENT_EV), .error = (uint32_t)(intinfo >> 32),
+    };
+}
+
 void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
 {
     struct svm_vcpu *s = v->arch;
@@ -112,24 +167,25 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
 
     vmcb[VMCB_TLB_CONTROL] = (uint8_t)(s->flush_tlb ? VMCB_TLB_FLUSH_ALL : VMCB_TLB_DO_NOTHING);
     s->flush_tlb = false;
-    /* An event the last exit interrupted (e.g. a guest exception cut by the
-     * slice timer) would be lost unless injected again. */
-    vmcb_write64(vmcb, VMCB_EVENTINJ, s->reinject);
-    s->reinject = 0;
+    /* An exception the core raised, or an event the last exit interrupted
+     * (e.g. a guest exception cut by the slice timer). */
+    vmcb_write64(vmcb, VMCB_EVENTINJ, svm_eventinj(v));
     vmcb_write64(vmcb, VMCB_RAX, v->regs.rax);
     svm_snapshot_entry(vmcb, &s->entered);
 
+    if (s->has_tsc_aux)
+        wrmsr(MSR_TSC_AUX, s->tsc_aux);
     apic_timer_arm(deadline_tsc - now);
-    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb_pa);
+    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb_pa, &v->fpu);
     apic_timer_drain();
+    if (s->has_tsc_aux)
+        wrmsr(MSR_TSC_AUX, s->host_tsc_aux);
 
     v->regs.rax = vmcb_read64(vmcb, VMCB_RAX);
     uint64_t code = vmcb_read64(vmcb, VMCB_EXITCODE);
     uint64_t info1 = vmcb_read64(vmcb, VMCB_EXITINFO1);
     uint64_t info2 = vmcb_read64(vmcb, VMCB_EXITINFO2);
-    uint64_t intinfo = vmcb_read64(vmcb, VMCB_EXITINTINFO);
-    if (intinfo & (1ull << VMCB_BIT_EXITINTINFO_VALID))
-        s->reinject = intinfo;
+    svm_requeue_event(v, vmcb_read64(vmcb, VMCB_EXITINTINFO));
 
     e->raw_reason = (uint32_t)code;
     e->rip = vmcb_read64(vmcb, VMCB_RIP);
@@ -156,6 +212,10 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         e->kind = info1 ? EXIT_MSR_WRITE : EXIT_MSR_READ;
         e->msr = (uint32_t)v->regs.rcx;
         e->insn_len = LEN_RDWRMSR;
+        break;
+    case VMCB_EXIT_XSETBV:
+        e->kind = EXIT_XSETBV;
+        e->insn_len = LEN_XSETBV;
         break;
     case VMCB_EXIT_NPF:
         svm_decode_npf(info1, info2, e);
