@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from guests import attacker, bench, exit, hello, hypercall, mbtest, spin, trivial
+from guests import attacker, bench, exit, hello, hypercall, longmode, mbtest, spin, trivial
 from guests.common import GuestImage
 
 __all__ = ["BUILTIN", "GuestImage", "build_guest"]
@@ -27,6 +27,7 @@ BUILTIN: dict[str, Callable[..., GuestImage]] = {
     "mbtest": mbtest.build,
     "trivial": _trivial,
     "bench": bench.build,
+    "longmode": longmode.build,
 }
 
 

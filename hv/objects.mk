@@ -15,4 +15,5 @@ HV_SRC += hv/vcpuid.c
 HV_SRC += hv/vcr.c
 HV_SRC += hv/vevent.c
 HV_SRC += hv/vfpu.c
+HV_SRC += hv/vmem.c
 HV_SRC += hv/vmsr.c

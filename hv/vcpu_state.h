@@ -39,6 +39,12 @@ bool vcr_xsetbv(struct vcpu *v, uint32_t index, uint64_t value);
 /* CR4 bits the partition's CPUID offers (VMXE and SMXE never). */
 uint64_t vcr_cr4_supported(void);
 
+/* hv/vmem.c: a guest linear address to guest-physical through the guest's page
+ * tables (paging off, 32-bit, PAE, 4-level); false at a not-present entry. */
+bool vmem_translate(struct vcpu *v, uint64_t linear, uint64_t *gpa);
+/* Up to len bytes at guest linear address `linear`; how many could be read. */
+uint32_t vmem_fetch(struct vcpu *v, uint64_t linear, uint8_t *buf, uint32_t len);
+
 /* hv/vcpuid.c: CPUID as the partition sees it, with the bits that follow the vCPU's state. */
 void vcpuid_emulate(struct vcpu *v);
 /* The host's CPUID with Taipan's static filtering, for checks against what the guest is offered. */

@@ -105,6 +105,8 @@ SEGMENT_PARTS = {"SEL": (0, 2), "ATTRIB": (2, 2), "LIMIT": (4, 4), "BASE": (8, 8
 
 # Intercept bits (APM vol. 2, Table B-1), as (word field, bit).
 INTERCEPTS: dict[str, tuple[str, int]] = {
+    "CR0_WRITE": ("INTERCEPT_CR", 16),
+    "CR4_WRITE": ("INTERCEPT_CR", 20),
     "INTR": ("INTERCEPT_MISC1", 0),
     "NMI": ("INTERCEPT_MISC1", 1),
     "SMI": ("INTERCEPT_MISC1", 2),
@@ -130,6 +132,8 @@ INTERCEPTS: dict[str, tuple[str, int]] = {
 
 # #VMEXIT codes (APM vol. 2, Appendix C, Table C-1).
 EXIT_CODES: dict[str, int] = {
+    "WRITE_CR0": 0x10,
+    "WRITE_CR4": 0x14,
     "INTR": 0x60,
     "NMI": 0x61,
     "SMI": 0x62,

@@ -37,16 +37,21 @@ def guest_in(offsets: Mapping[str, int], fpu: str, label: str) -> str:
 
 
 def guest_out(offsets: Mapping[str, int], fpu: str, label: str) -> str:
-    """Save the guest's state and give the host its own back. Clobbers RAX, RCX, RDX, R9, flags."""
+    """Save the guest's state and give the host its own back. Clobbers RAX, RCX, RDX, R9, flags.
+
+    XCR0 is read back from the CPU first: an XSETBV the hypervisor did not see
+    (QEMU TCG does not honour SVM's XSETBV intercept) still stays the vCPU's own."""
     o = {k: _hex(offsets[f"fpu_{k}"]) for k in ("area", "xcr0", "use_xsave")}
     return f"""\
     mov r9, qword ptr [{fpu} + {o['area']}]
     fxsave64 [r9]
     cmp dword ptr [{fpu} + {o['use_xsave']}], 0
     je {label}
-    mov eax, dword ptr [{fpu} + {o['xcr0']}]
+    xor ecx, ecx
+    xgetbv
+    mov dword ptr [{fpu} + {o['xcr0']}], eax
+    mov dword ptr [{fpu} + {o['xcr0']} + 4], edx
     and eax, {_hex(_EXTENDED_ONLY)}
-    mov edx, dword ptr [{fpu} + {o['xcr0']} + 4]
     xsave64 [r9]
 {host_in(offsets, fpu, label + "_host")}{label}:
     fninit

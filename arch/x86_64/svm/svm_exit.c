@@ -10,11 +10,13 @@
 #include "vcpu_state.h"
 
 #define CR0_PE   (1ull << 0)
+#define CR0_TS   (1ull << 3)
 #define CR0_NW   (1ull << 29)
 #define CR0_CD   (1ull << 30)
 #define CR0_PG   (1ull << 31)
 #define CR4_PAE  (1ull << 5)
 #define EFER_LME (1ull << 8)
+#define EFER_LMA (1ull << 10)
 #define EFER_SVME (1ull << 12)
 /* EFER bits that are defined (SCE, LME, LMA, NXE, SVME, LMSLE, FFXSR, TCE);
  * VMRUN refuses any other set (APM vol. 2, 15.5.1). */
@@ -147,6 +149,65 @@ static void svm_requeue_event(struct vcpu *v, uint64_t intinfo)
     };
 }
 
+/* A general register by its x86 number (0 RAX, 1 RCX, 2 RDX, 3 RBX, 4 RSP, ...); RSP lives in the VMCB. */
+static uint64_t svm_gpr(const struct vcpu *v, const uint8_t *vmcb, unsigned n)
+{
+    const struct guest_regs *r = &v->regs;
+    const uint64_t regs[16] = { r->rax, r->rcx, r->rdx, r->rbx, vmcb_read64(vmcb, VMCB_RSP), r->rbp, r->rsi, r->rdi,
+                                r->r8, r->r9, r->r10, r->r11, r->r12, r->r13, r->r14, r->r15 };
+    return regs[n & 15];
+}
+
+/*
+ * A CR0/CR4 write intercept gives no operand without decode assists (TCG has
+ * none): read the instruction through the guest's page tables. MOV to CR
+ * (0F 22 /r), CLTS (0F 06) and register-form LMSW (0F 01 /6) are the writes
+ * these intercepts see; anything else is EXIT_OTHER, for policy.
+ */
+static void svm_decode_cr_write(struct vcpu *v, const uint8_t *vmcb, unsigned cr, struct exit_info *e)
+{
+    uint8_t insn[15];
+    uint64_t cs_base = vmcb_read64(vmcb, VMCB_CS + VMCB_SEG_BASE);
+    uint16_t cs_attr;
+    memcpy(&cs_attr, vmcb + VMCB_CS + VMCB_SEG_ATTRIB, sizeof(cs_attr));
+    bool long64 = (vmcb_read64(vmcb, VMCB_EFER) & EFER_LMA) && (cs_attr & SEG_ATTR_L);
+    uint32_t got = vmem_fetch(v, (long64 ? 0 : cs_base) + e->rip, insn, sizeof(insn));
+    uint32_t i = 0;
+    uint8_t rex = 0;
+    e->kind = EXIT_OTHER;
+    while (i < got && (insn[i] == 0x66 || insn[i] == 0x67 || insn[i] == 0xf2 || insn[i] == 0xf3 ||
+                       insn[i] == 0x2e || insn[i] == 0x36 || insn[i] == 0x3e || insn[i] == 0x26 ||
+                       insn[i] == 0x64 || insn[i] == 0x65))
+        i++;
+    if (long64 && i < got && (insn[i] & 0xf0) == 0x40)
+        rex = insn[i++];
+    if (i + 2 > got || insn[i] != 0x0f)
+        return;
+    uint8_t op = insn[i + 1];
+    uint64_t old = svm_reg_get(v, cr == 0 ? VREG_CR0 : VREG_CR4);
+    if (op == 0x22 && i + 3 <= got) {
+        uint8_t modrm = insn[i + 2];
+        unsigned target = ((modrm >> 3) & 7) | (rex & 4 ? 8u : 0u);
+        if (target != cr)
+            return;
+        uint64_t value = svm_gpr(v, vmcb, (modrm & 7) | (rex & 1 ? 8u : 0u));
+        e->cr_value = long64 ? value : (uint32_t)value;
+        e->insn_len = i + 3;
+    } else if (op == 0x06 && cr == 0) {
+        e->cr_value = old & ~CR0_TS;
+        e->insn_len = i + 2;
+    } else if (op == 0x01 && cr == 0 && i + 3 <= got && (insn[i + 2] & 0xf8) == 0xf0) {
+        /* LMSW writes PE, MP, EM, TS and can set PE but never clear it. */
+        uint64_t src = svm_gpr(v, vmcb, (insn[i + 2] & 7) | (rex & 1 ? 8u : 0u)) & 0xf;
+        e->cr_value = (old & ~0xeull) | src | (old & CR0_PE);
+        e->insn_len = i + 3;
+    } else {
+        return;
+    }
+    e->kind = EXIT_CR_WRITE;
+    e->cr = (uint8_t)cr;
+}
+
 void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
 {
     struct svm_vcpu *s = v->arch;
@@ -212,6 +273,12 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         e->kind = info1 ? EXIT_MSR_WRITE : EXIT_MSR_READ;
         e->msr = (uint32_t)v->regs.rcx;
         e->insn_len = LEN_RDWRMSR;
+        break;
+    case VMCB_EXIT_WRITE_CR0:
+        svm_decode_cr_write(v, vmcb, 0, e);
+        break;
+    case VMCB_EXIT_WRITE_CR4:
+        svm_decode_cr_write(v, vmcb, 4, e);
         break;
     case VMCB_EXIT_XSETBV:
         e->kind = EXIT_XSETBV;

@@ -50,6 +50,13 @@ static void vmcb_fill_control(uint8_t *vmcb, const struct partition *part)
      * the toolchain, say which ports and MSRs). INVD would discard the host's
      * dirty cache lines.
      */
+    /*
+     * CR0 and CR4 writes: hv/vcr.c checks them against the partition's CPUID
+     * and the manuals' rules and injects #GP, as on VT-x. (QEMU TCG also
+     * ends the guest with VMEXIT_INVALID instead of #GP for a reserved CR4
+     * bit; intercepted, the write never reaches that check.)
+     */
+    vmcb_write32(vmcb, VMCB_INTERCEPT_CR, VMCB_INTERCEPT_CR0_WRITE | VMCB_INTERCEPT_CR4_WRITE);
     vmcb_write32(vmcb, VMCB_INTERCEPT_MISC1,
                  VMCB_INTERCEPT_INTR | VMCB_INTERCEPT_SHUTDOWN | VMCB_INTERCEPT_CPUID |
                  VMCB_INTERCEPT_HLT | VMCB_INTERCEPT_IOIO_PROT | VMCB_INTERCEPT_MSR_PROT |
@@ -245,6 +252,9 @@ void svm_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value)
         int32_t off = svm_reg_offset(r);
         if (off >= 0)
             vmcb_write64(s->vmcb, (uint32_t)off, value);
+        /* An emulated paging change takes effect with a clean TLB, as MOV to CR would leave it. */
+        if (r == VREG_CR0 || r == VREG_CR3 || r == VREG_CR4)
+            s->flush_tlb = true;
         break;
     }
     }
