@@ -353,14 +353,96 @@ static void check_roundtrip(void)
     check("EFER.LMA again after re-entering IA-32e mode", (efer & EFER_LMA) != 0, "efer=", efer);
 }
 
+/* Whether the multiboot command line holds word. */
+static int cmdline_has(uint32_t magic, uint32_t info, const char *word)
+{
+    if (magic != 0x2badb002u || !(*(volatile uint32_t *)(uint64_t)info & 4))
+        return 0;
+    const char *s = (const char *)(uint64_t)*(volatile uint32_t *)(uint64_t)(info + 16);
+    for (; *s; s++) {
+        const char *a = s, *b = word;
+        while (*b && *a == *b)
+            a++, b++;
+        if (!*b && (*a == 0 || *a == ' '))
+            return 1;
+    }
+    return 0;
+}
+
+#define XMM_PATTERN 0x5a5a5a5a12345678ull
+#define REPORTS 8
+#define SPIN 1000000
+
+static uint64_t xmm0_low(void)
+{
+    uint64_t v;
+    __asm__ volatile("movq %%xmm0, %0" : "=r"(v));
+    return v;
+}
+
+static uint32_t mxcsr(void)
+{
+    uint32_t v;
+    __asm__ volatile("stmxcsr %0" : "=m"(v));
+    return v;
+}
+
+static void spin(void)
+{
+    for (volatile int i = 0; i < SPIN; i++)
+        __asm__ volatile("pause");
+}
+
+/*
+ * FPU state per vCPU, from both sides. "xcr0-set" takes XCR0 = x87|SSE(|AVX),
+ * loads a pattern into XMM0 and MXCSR = 0 (every SIMD exception unmasked),
+ * then checks they stay its own. "xcr0-probe" never writes XCR0, XMM0 or
+ * MXCSR and checks it keeps seeing its reset values: XCR0 1, XMM0 0, MXCSR
+ * 0x1f80, whatever runs beside it.
+ */
+static __attribute__((noreturn)) void fpu_mode(int setter)
+{
+    write_cr4_probe(read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT | (has_bit(1, 0, 2, 26) ? CR4_OSXSAVE : 0));
+    uint64_t want_xcr0 = 1;
+    uint32_t want_mxcsr = 0x1f80;
+    uint64_t want_xmm = 0;
+    if (setter) {
+        want_xcr0 = has_bit(1, 0, 2, 28) ? 7 : 3;
+        xsetbv_probe(0, want_xcr0);
+        want_xmm = XMM_PATTERN;
+        __asm__ volatile("movq %0, %%xmm0" : : "r"(want_xmm));
+        want_mxcsr = 0;
+        __asm__ volatile("ldmxcsr %0" : : "m"(want_mxcsr));
+    }
+    int bad = 0;
+    for (int n = 0; n < REPORTS; n++) {
+        spin();
+        uint64_t x = xgetbv0(), m = xmm0_low();
+        uint32_t c = mxcsr();
+        int ok = x == want_xcr0 && m == want_xmm && c == want_mxcsr;
+        bad |= !ok;
+        puts(setter ? "xcr0-set: " : "xcr0-probe: ");
+        puts("xcr0=");
+        puthex(x);
+        puts(" xmm0=");
+        puthex(m);
+        puts(" mxcsr=");
+        puthex(c);
+        puts(ok ? " ok\n" : " FAIL\n");
+    }
+    finish(bad ? 1 : 0);
+}
+
 void kmain(uint32_t magic, uint32_t info)
 {
-    (void)magic;
-    (void)info;
     uint32_t r[4];
     cpuid(0, 0, r);
     amd = r[1] == 0x68747541u;   /* "Auth" */
     idt_install();
+    if (cmdline_has(magic, info, "xcr0-set"))
+        fpu_mode(1);
+    if (cmdline_has(magic, info, "xcr0-probe"))
+        fpu_mode(0);
     uint64_t efer = 0;
     int vector = rdmsr_probe(MSR_EFER, &efer);
     puts("longmode: in 64-bit mode, EFER=");
