@@ -15,8 +15,8 @@
 bool vevent_exception(struct vcpu *v, uint8_t vector, bool has_error, uint32_t error);
 static inline bool vevent_gp(struct vcpu *v) { return vevent_exception(v, VEC_GP, true, 0); }
 
-/* hv/vfpu.c: once per CPU, before any VMCS/VMCB records the host's CR4:
- * turns on CR4.OSXSAVE where the CPU has XSAVE. */
+/* hv/vfpu.c: on every CPU, before any VMCS/VMCB records the host's CR4 or a
+ * guest runs there: turns on CR4.OSXSAVE where the CPU has XSAVE. */
 void vfpu_host_init(void);
 /* The vCPU's FPU/SSE/AVX state to its RESET values, XCR0 = x87. */
 void vfpu_reset(struct vcpu *v);

@@ -64,20 +64,23 @@ uint32_t vfpu_compacted_size(uint64_t xcr0)
 
 void vfpu_host_init(void)
 {
-    if (host_ready)
-        return;
-    host_ready = true;
-    __asm__ volatile("stmxcsr %0" : "=m"(host_mxcsr));
     uint32_t a, b, c, d;
     cpuid(1, 0, &a, &b, &c, &d);
+    /* Per CPU: XSETBV, XSAVE and XRSTOR need CR4.OSXSAVE in the host too; the
+     * host itself keeps XCR0 at its RESET value (x87), using SSE by FXSR only. */
+    if ((c & CPUID1_ECX_XSAVE) && !(read_cr4() & CR4_OSXSAVE)) {
+        uint64_t cr4 = read_cr4() | CR4_OSXSAVE;
+        __asm__ volatile("mov %0, %%cr4" : : "r"(cr4) : "memory");
+    }
+    if (host_ready)
+        return;
+    /* Once: what every CPU of this machine shares. */
+    host_ready = true;
+    __asm__ volatile("stmxcsr %0" : "=m"(host_mxcsr));
     if (!(c & CPUID1_ECX_XSAVE)) {
         xcr0_allowed = XCR0_X87 | XCR0_SSE;   /* what FXSAVE covers */
         return;
     }
-    /* XSETBV, XSAVE and XRSTOR need CR4.OSXSAVE in the host too; the host
-     * itself keeps XCR0 at its RESET value (x87), using SSE by FXSR only. */
-    uint64_t cr4 = read_cr4() | CR4_OSXSAVE;
-    __asm__ volatile("mov %0, %%cr4" : : "r"(cr4) : "memory");
     has_xsave = true;
     host_xcr0 = xgetbv0();
     cpuid(0xd, 0, &a, &b, &c, &d);

@@ -117,12 +117,3 @@ def test_guest_fpu_state_and_xcr0_surround_vmrun(stub, offsets):
     assert any(line.startswith("ldmxcsr dword ptr [r8") for line in after)
     # All of it before GIF=1, so no interrupt runs host code on the guest's FPU state.
     assert max(order) < after.index("stgi")
-
-
-def test_timer_handler_acknowledges_the_apic_and_spurious_does_not(stub):
-    timer = [f"{i.mnemonic} {i.op_str}" for i in chunk(stub, "svm_timer_isr")]
-    assert f"mov eax, {svm_entry.XAPIC_EOI:#x}" in timer
-    assert "mov dword ptr [rax], 0" in timer
-    assert timer[0] == "push rax" and timer[-2:] == ["pop rax", "iretq "]
-    spurious = chunk(stub, "svm_spurious_isr")
-    assert [i.mnemonic for i in spurious] == ["iretq"]

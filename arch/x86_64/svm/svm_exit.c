@@ -234,10 +234,12 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     vmcb_write64(vmcb, VMCB_RAX, v->regs.rax);
     svm_snapshot_entry(vmcb, &s->entered);
 
-    if (s->has_tsc_aux)
+    if (s->has_tsc_aux) {
+        s->host_tsc_aux = rdmsr(MSR_TSC_AUX);   /* this CPU's: the vCPU may run on any */
         wrmsr(MSR_TSC_AUX, s->tsc_aux);
+    }
     apic_timer_arm(deadline_tsc - now);
-    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb_pa, &v->fpu);
+    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb(), &v->fpu);
     apic_timer_drain();
     if (s->has_tsc_aux)
         wrmsr(MSR_TSC_AUX, s->host_tsc_aux);
