@@ -81,9 +81,11 @@ def test_reserved_cr_msr_and_xcr0_writes_and_unknown_msrs_give_the_guest_gp(boot
     assert "CPUID.1:EDX.APIC follows APIC_BASE.EN: bit=0x0 ok" in log
 
 
+@pytest.mark.parametrize("system", ["fpu", "fpu-smp"])
 @pytest.mark.parametrize("vendor", VENDORS)
-def test_fpu_state_and_xcr0_stay_per_vcpu_and_the_host_keeps_its_mxcsr(boot_config, vendor):
-    console = boot_config(vendor, "fpu")
+def test_fpu_state_and_xcr0_stay_per_vcpu_and_the_host_keeps_its_mxcsr(boot_config, vendor, system):
+    # fpu: both partitions share CPU 0; fpu-smp: the setter runs on an AP, whose CR4.OSXSAVE is its own.
+    console = boot_config(vendor, system)
     # ps formats CPU seconds with floats: the host's SSE code runs throughout beside MXCSR = 0.
     rows = wait_for(console, lambda r: all(ended(r[n]) for n in ("setter", "probe")),
                     vendor, "both FPU partitions to end")
