@@ -3,14 +3,13 @@
 #include "libc.h"
 #include "partition.h"
 #include "vcpu_state.h"
+#include "vcpuid_table.h"
 
 /* CPUID: the hypervisor leaves Taipan answers itself. */
 #define CPUID_HV_BASE 0x40000000u
 #define CPUID_HV_ABI 0x40000001u
 #define HYPERCALL_ABI_VERSION 1u
 
-#define LEAF1_ECX_VMX (1u << 5)
-#define LEAF1_ECX_SMX (1u << 6)
 #define LEAF1_ECX_XSAVE (1u << 26)
 #define LEAF1_ECX_OSXSAVE (1u << 27)
 #define LEAF1_ECX_HYPERVISOR (1u << 31)
@@ -19,7 +18,6 @@
 #define LEAF7_ECX_OSPKE (1u << 4)
 #define LEAFD1_EAX_XSAVES (1u << 3)
 #define LEAFD1_EAX_XFD (1u << 4)
-#define EXT1_ECX_SVM (1u << 2)
 
 #define CR4_OSXSAVE (1ull << 18)
 #define CR4_PKE (1ull << 22)
@@ -33,14 +31,18 @@ bool vcpuid_vendor_amd(void)
 void vcpuid_query(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d)
 {
     cpuid(leaf, sub, a, b, c, d);
+    /* What the vCPU does not have (toolchain/cpuid.py says why, bit by bit). */
+    uint32_t *regs[4] = { a, b, c, d };
+    for (unsigned i = 0; i < VCPUID_HIDDEN_COUNT; i++) {
+        const struct vcpuid_hidden *h = &vcpuid_hidden[i];
+        if (h->leaf == leaf && (h->subleaf == VCPUID_ANY_SUBLEAF || h->subleaf == sub))
+            *regs[h->reg] &= ~h->bits;
+    }
     if (leaf == 1) {
-        /* No VMX or SMX for the guest: Taipan does not nest. And tell it a hypervisor is present. */
-        *c &= ~(LEAF1_ECX_VMX | LEAF1_ECX_SMX);
+        /* Tell the guest a hypervisor is present. */
         *c |= LEAF1_ECX_HYPERVISOR;
         /* One vCPU per partition: its initial APIC ID is 0. */
         *b &= 0x00ffffffu;
-    } else if (leaf == 0x80000001u) {
-        *c &= ~EXT1_ECX_SVM;   /* no SVM either */
     } else if (leaf == 0xd) {
         uint64_t allowed = vfpu_xcr0_allowed();
         if (sub == 0) {

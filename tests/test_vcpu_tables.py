@@ -11,7 +11,7 @@ from capstone import CS_ARCH_X86, CS_MODE_32, Cs
 from elftools.elf.elffile import ELFFile
 
 from guests import build_guest, c_kernel
-from toolchain import msrs, vmcb, vmcs
+from toolchain import cpuid, msrs, vmcb, vmcs
 from toolchain.guest_image import find_mb1_header
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,3 +88,24 @@ def test_c_kernel_build_errors_name_the_tool(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setattr(c_kernel, "BUILD", tmp_path)
     with pytest.raises(ValueError, match="no-such-gcc is not installed"):
         build_guest("longmode", name="lm", memory=16 << 20)
+
+
+def test_docs_vcpu_md_holds_the_generated_cpuid_table() -> None:
+    page = (REPO / "docs" / "vcpu.md").read_text()
+    assert cpuid.markdown_table() in page, "regenerate docs/vcpu.md's CPUID table from toolchain/cpuid.py"
+
+
+def test_hidden_cpuid_bits_cover_nesting_and_what_has_no_msrs() -> None:
+    hidden = {(h.leaf, h.reg): 0 for h in cpuid.HIDDEN}
+    for h in cpuid.HIDDEN:
+        hidden[(h.leaf, h.reg)] |= h.bits
+    assert hidden[(1, "ecx")] & (1 << 5)            # VMX
+    assert hidden[(0x80000001, "ecx")] & (1 << 2)   # SVM
+    assert hidden[(7, "edx")] & (1 << 29)           # ARCH_CAPABILITIES: no such MSR in the table
+    assert not any(m.index == 0x10A for m in msrs.MSRS)
+    # What the longmode guest and Linux rely on stays: APIC, XSAVE, AVX, RDTSCP, NX.
+    assert not hidden[(1, "edx")] & (1 << 9)
+    assert not hidden[(1, "ecx")] & ((1 << 26) | (1 << 28))
+    assert not hidden.get((0x80000001, "edx"), 0) & ((1 << 27) | (1 << 20))
+    text = cpuid.header()
+    assert f"#define VCPUID_HIDDEN_COUNT {len(cpuid.HIDDEN)}u" in text

@@ -67,6 +67,8 @@ MSRS: list[Msr] = [
     Msr(0x174, "IA32_SYSENTER_CS", "both", "REG", 0, "VREG_SYSENTER_CS"),
     Msr(0x175, "IA32_SYSENTER_ESP", "both", "REG", 0, "VREG_SYSENTER_ESP"),
     Msr(0x176, "IA32_SYSENTER_EIP", "both", "REG", 0, "VREG_SYSENTER_EIP"),
+    Msr(0x179, "IA32_MCG_CAP", "both", "CONST", 0, note="no machine-check banks"),
+    Msr(0x17A, "IA32_MCG_STATUS", "both", "ZERO_ONLY", 0),
     Msr(0x1A0, "IA32_MISC_ENABLE", "intel", "CONST", MISC_ENABLE),
     Msr(0x1D9, "IA32_DEBUGCTL", "both", "ZERO_ONLY", 0, note="no LBR or BTF"),
     Msr(0x277, "IA32_PAT", "both", "REG", PAT_RESET, "VREG_PAT", note="each entry a defined type"),

@@ -298,6 +298,10 @@ static void check_msrs(void)
     expect("wrmsr APIC_BASE with reserved bit 0", wrmsr_probe(MSR_APIC_BASE, apic | 1), VEC_GP);
     check("CPUID hides VMX", !has_bit(1, 0, 2, 5), "bit=", (uint64_t)has_bit(1, 0, 2, 5));
     check("CPUID hides SVM", !has_bit(0x80000001u, 0, 2, 2), "bit=", (uint64_t)has_bit(0x80000001u, 0, 2, 2));
+    check("CPUID offers no ARCH_CAPABILITIES", !has_bit(7, 0, 3, 29), "bit=", (uint64_t)has_bit(7, 0, 3, 29));
+    expect("rdmsr IA32_ARCH_CAPABILITIES (not offered)", rdmsr_probe(0x10a, 0), VEC_GP);
+    expect("rdmsr IA32_MCG_CAP", rdmsr_probe(0x179, &v), NO_FAULT);
+    check("IA32_MCG_CAP: no machine-check banks", v == 0, "value=", v);
 }
 
 static void check_crs(void)
