@@ -1,4 +1,4 @@
-"""The SVM entry stub and timer handlers, as keystone assembled them, read back with capstone."""
+"""The SVM entry stub, as keystone assembled it, read back with capstone."""
 from __future__ import annotations
 
 from pathlib import Path
