@@ -86,7 +86,14 @@ def test_reserved_cr_msr_and_xcr0_writes_and_unknown_msrs_give_the_guest_gp(boot
 def test_fpu_state_and_xcr0_stay_per_vcpu_and_the_host_keeps_its_mxcsr(boot_config, vendor, system):
     # fpu: both partitions share CPU 0; fpu-smp: the setter runs on an AP, whose CR4.OSXSAVE is its own.
     console = boot_config(vendor, system)
-    # ps formats CPU seconds with floats: the host's SSE code runs throughout beside MXCSR = 0.
+    # Finding 1: the text ps formats CPU seconds with floats ("%.2fs"), so the host's SSE code runs
+    # while the setter's MXCSR = 0 would unmask every SIMD exception; the console must keep answering.
+    deadline = time.monotonic() + PATIENCE[vendor]
+    while "xcr0-set: xcr0=" not in console.command("log setter -n 1", timeout=120):
+        assert time.monotonic() < deadline, "the setter never reported"
+        time.sleep(0.5)
+    for _ in range(3):
+        assert re.search(r"setter\s+\S+.*\d+\.\d\ds", console.command("ps", timeout=120)), "ps lost its CPU times"
     rows = wait_for(console, lambda r: all(ended(r[n]) for n in ("setter", "probe")),
                     vendor, "both FPU partitions to end")
     setter, probe = _log(console, "setter"), _log(console, "probe")
