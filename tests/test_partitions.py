@@ -18,11 +18,11 @@ def ps(console) -> dict[str, dict]:
     """`ps` parsed: name -> {state, cpu, memory, exits} (and the reason line, if any)."""
     rows: dict[str, dict] = {}
     last = None
-    for line in console.command("ps").splitlines():
+    lines = console.command("ps").splitlines()
+    # Announcements of partitions that ended may come before the table's header.
+    header = next(i for i, line in enumerate(lines) if line.startswith("NAME "))
+    for line in lines[header + 1:]:
         fields = line.split()
-        # An announcement of a partition that just ended may come before the table's header.
-        if not fields or fields[0] == "NAME" or line.startswith("taipan:"):
-            continue
         if line.startswith(" ") and last:
             rows[last]["reason"] = line.strip()
         elif len(fields) >= 6:
