@@ -80,12 +80,15 @@ def test_host_vmload_state_is_saved_before_and_restored_after(stub):
     assert after.index("vmsave rax") < after.index("vmload rax") < after.index("stgi")
 
 
-def test_host_vmsave_is_skipped_when_the_fourth_argument_is_zero(stub):
-    # svm_run's fourth argument (RCX): 0 means the host area already holds the
-    # host's state (saved at the slice's start), so the jump passes the VMSAVE.
+def test_host_vmsave_is_skipped_when_the_fifth_argument_is_zero(stub):
+    # svm_run's fifth argument (R8, pushed first of the four): 0 means the host
+    # area already holds the host's state (saved at the slice's start), so the
+    # jump passes the VMSAVE.
     insns = chunk(stub, "svm_run")
     text = [f"{i.mnemonic} {i.op_str}".strip() for i in insns]
-    test, vmsave = text.index("test rcx, rcx"), text.index("vmsave rax")
+    pushes = [i.op_str for i in insns if i.mnemonic == "push"]
+    assert pushes[len(CALLEE_SAVED):len(CALLEE_SAVED) + 4] == ["r8", "rcx", "rdx", "rdi"]
+    test, vmsave = text.index("cmp qword ptr [rsp + 0x18], 0"), text.index("vmsave rax")
     jump = insns[test + 1]
     assert jump.mnemonic == "je" and test + 1 < vmsave
     target = int(jump.op_str, 16)
@@ -114,6 +117,19 @@ def test_callee_saved_registers_and_stack_are_balanced(stub):
     pops = [i.op_str for i in insns if i.mnemonic == "pop"]
     assert pushes[:len(CALLEE_SAVED)] == CALLEE_SAVED
     assert pops[-len(CALLEE_SAVED):] == list(reversed(CALLEE_SAVED))
-    # Two extra pushes (regs, host VMCB) dropped with one add; one push/pop of rax around the saves.
-    assert "add rsp, 0x10" in [f"{i.mnemonic} {i.op_str}" for i in insns]
+    # Four extra pushes (save_host, fpu, regs, host VMCB) dropped with one add; one push/pop of rax
+    # around the saves.
+    assert "add rsp, 0x20" in [f"{i.mnemonic} {i.op_str}" for i in insns]
     assert insns[-1].mnemonic == "ret"
+
+
+def test_guest_fpu_state_and_xcr0_surround_vmrun(stub, offsets):
+    text = [f"{i.mnemonic} {i.op_str}".strip() for i in chunk(stub, "svm_run")]
+    vmrun = text.index("vmrun rax")
+    before, after = text[:vmrun], text[vmrun:]
+    assert before.index("fxrstor64 ptr [r9]") < before.index("xsetbv") < before.index("xrstor64 ptr [r9]")
+    order = [after.index(x) for x in ("fxsave64 ptr [r9]", "xgetbv", "xsave64 ptr [r9]", "xsetbv", "fninit")]
+    assert order == sorted(order)
+    assert any(line.startswith("ldmxcsr dword ptr [r8") for line in after)
+    # All of it before GIF=1, so no interrupt runs host code on the guest's FPU state.
+    assert max(order) < after.index("stgi")

@@ -179,12 +179,6 @@ void apic_timer_stop(void)
     apic_write(APIC_TMICT, 0);
 }
 
-bool apic_timer_counting(void)
-{
-    /* A one-shot timer's current count reaches 0 when it fires, and a stop sets it to 0. */
-    return apic_read(APIC_TMCCT) != 0;
-}
-
 void apic_timer_drain(void)
 {
     apic_timer_stop();

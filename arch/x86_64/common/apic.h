@@ -1,6 +1,5 @@
 /* Each CPU's local xAPIC: the one-shot timer that ends a slice or window, EOI, and IPIs between CPUs. */
 #pragma once
-#include <stdbool.h>
 #include <stdint.h>
 
 /*
@@ -22,8 +21,6 @@ void apic_send_startup(uint32_t dest, uint8_t page);
 
 /* Stop the timer if it has not fired. */
 void apic_timer_stop(void);
-/* Whether the one-shot timer is still counting down (it was armed, and has neither fired nor been stopped). */
-bool apic_timer_counting(void);
 
 /* Fire the timer once, tsc_ticks TSC ticks from now (clamped to its range). */
 void apic_timer_arm(uint64_t tsc_ticks);

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from arch.x86_64 import fpu_switch
+
 # Registers the stub moves between the CPU and struct guest_regs. RAX is not
 # among them: VMRUN loads guest RAX from the VMCB and #VMEXIT stores it there
 # (the C side copies it), and RSP likewise lives in the VMCB.
@@ -16,12 +18,15 @@ def _hex(value: int) -> str:
 
 
 def run_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
-    """svm_run(struct guest_regs *regs, u64 guest_vmcb_pa, u64 host_vmcb_pa, u64 save_host): one VMRUN, one #VMEXIT.
+    """svm_run(struct guest_regs *regs, u64 guest_vmcb_pa, u64 host_vmcb_pa, struct vcpu_fpu *fpu,
+    u64 save_host): one VMRUN, one #VMEXIT, with the guest's FPU/SSE/AVX state and XCR0 around it.
 
     save_host != 0 VMSAVEs the host's state into host_vmcb_pa first; 0 trusts
     the copy an earlier call saved (the C side asks at each slice's start).
     """
     del addresses
+    fpu_in = fpu_switch.guest_in(offsets, "r8", ".Lsvm_run_fpu_in")
+    fpu_out = fpu_switch.guest_out(offsets, "r8", ".Lsvm_run_fpu_out")
     loads = "\n".join(f"    mov {r}, qword ptr [rdi + {_hex(offsets['gregs_' + r])}]"
                       for r in GUEST_GPRS)
     saves = "\n".join(f"    mov qword ptr [rax + {_hex(offsets['gregs_' + r])}], {r}"
@@ -31,8 +36,12 @@ def run_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
     return f"""\
 svm_run:
 {pushes}
+    push r8                        # [rsp+24]: save_host
+    push rcx                       # [rsp+16]: struct vcpu_fpu *
     push rdx                       # [rsp+8]: host VMCB (VMLOAD/VMSAVE state)
     push rdi                       # [rsp]: struct guest_regs *
+    mov r8, rcx
+{fpu_in}    mov rdx, qword ptr [rsp + 8]
     # GIF=0 holds every interrupt pending from here to STGI, so the host never
     # takes one between the STI below and VMRUN, nor right after #VMEXIT.
     clgi
@@ -41,8 +50,8 @@ svm_run:
     # stacks), LDTR and the SYSCALL/SYSENTER MSRs move with VMSAVE/VMLOAD.
     # The host's copy changes only between slices, so it is saved once a
     # slice: under QEMU TCG each VMSAVE/VMLOAD costs about 0.4 us.
-    test rcx, rcx
-    jz .Lsvm_run_host_saved
+    cmp qword ptr [rsp + 24], 0
+    je .Lsvm_run_host_saved
     mov rax, rdx
     vmsave rax
 .Lsvm_run_host_saved:
@@ -62,11 +71,12 @@ svm_run:
     vmsave rax
     mov rax, qword ptr [rsp + 8]
     vmload rax
-    # Back to the host's IF=0 before GIF=1: a pending host interrupt (the
+    mov r8, qword ptr [rsp + 16]
+{fpu_out}    # Back to the host's IF=0 before GIF=1: a pending host interrupt (the
     # slice timer, an IPI) stays pending until the C side takes it.
     cli
     stgi
-    add rsp, 16
+    add rsp, 32
 {pops}
     ret
 """
