@@ -1,4 +1,4 @@
-// The serial console and clock as MicroPython sees them, with Ctrl-C noticed while Python runs.
+// The serial console and clock as MicroPython sees them, with Ctrl-C noticed while Python runs and partitions run while it sleeps.
 #include <stdint.h>
 #include "py/mphal.h"
 #include "py/runtime.h"
@@ -14,6 +14,9 @@
  */
 #define RX_RING 256
 #define TYPING_MS 1000u
+// The last stretch of a wait spins: one more slice of the idle hook would
+// overshoot a short sleep by far more than the sleep itself.
+#define WAIT_SPIN_US 1000u
 static uint8_t rx_ring[RX_RING];
 static unsigned int rx_head, rx_tail;
 
@@ -144,13 +147,37 @@ mp_uint_t mp_hal_ticks_ms(void)
     return tsc_to_us(tsc_read()) / 1000;
 }
 
-void mp_hal_delay_us(mp_uint_t us)
+/*
+ * The promise: returns once the TSC has reached deadline_tsc, or sooner when a
+ * keyboard interrupt is pending (the caller raises it); never raises itself.
+ * Partitions keep running meanwhile. Today that is the console's idle hook
+ * (the scheduler's tick, one slice per call), so a wait may end up to one
+ * slice late; its last WAIT_SPIN_US spin, and so does a wait inside the hook
+ * itself (a policy that sleeps), where the hook cannot run again. The
+ * management context's real yield will replace this body, not its promise.
+ */
+void port_wait_until(uint64_t deadline_tsc)
 {
-    uint64_t end = tsc_read() + us * tsc_khz() / 1000;
-    while (tsc_read() < end) {
+    uint64_t spin = tsc_from_us(WAIT_SPIN_US);
+    uint64_t spin_from = deadline_tsc > spin ? deadline_tsc - spin : 0;
+    uint64_t now;
+    while ((now = tsc_read()) < deadline_tsc) {
         mp_hal_poll_input();
+        if (MP_STATE_MAIN_THREAD(mp_pending_exception) != MP_OBJ_NULL) {
+            return;
+        }
+        if (now < spin_from && idle_once() == mp_interrupt_char) {
+            mp_sched_keyboard_interrupt();  // the hook consumed Ctrl-C: pend it again for the sleeper
+            return;
+        }
         __asm__ volatile ("pause");
     }
+}
+
+void mp_hal_delay_us(mp_uint_t us)
+{
+    port_wait_until(tsc_read() + tsc_from_us(us));
+    mp_handle_pending(true);  // Ctrl-C ends a sleep with KeyboardInterrupt
 }
 
 void mp_hal_delay_ms(mp_uint_t ms)
