@@ -195,15 +195,18 @@ def cmd_help(args):
 
 def _info_doc():
     import gc
+    import time
 
     cpu = hv.cpu()
+    clock = hv.clock()
+    clock["time"] = time.time()
     boot = hv.boot()
     gc.collect()
     return {
         "version": hv.VERSION,
         "micropython": _mp_version(),
         "cpu": cpu,
-        "clock": hv.clock(),
+        "clock": clock,
         "backend": hv.backend(),
         "boot": {"loader": boot["loader"], "protocol": boot["protocol"], "cmdline": boot["cmdline"],
                  "modules": [{"start": s, "end": e, "cmdline": c} for s, e, c in boot["modules"]]},
@@ -234,6 +237,8 @@ def _rtc_text(rtc):
 
 
 def cmd_info(args):
+    import time
+
     args, opts = _options(args, "info [--json]", flags=("--json",))
     if args:
         raise UsageError("info [--json]")
@@ -250,6 +255,7 @@ def cmd_info(args):
     clock = hv.clock()
     print("tsc:       %s" % _tsc_text(clock))
     print("rtc:       %s" % _rtc_text(clock["rtc"]))
+    print("time:      %04d-%02d-%02d %02d:%02d:%02d now (the RTC's reading advanced by the TSC)" % time.localtime()[:6])
     if cpu["vmx"]:
         print("IA32_FEATURE_CONTROL: 0x%x (%s)" % (cpu["feature_control"], _feature_control(cpu["feature_control"])))
     boot = hv.boot()
