@@ -6,7 +6,7 @@
 #include "multiboot.h"
 
 #define PAGE_SIZE 4096ull
-#define PAGE_OWNERS_MAX 16
+#define PAGE_OWNERS_MAX 128   /* boot, 5 per CPU, 2 per partition, the heap */
 #define PAGE_OWNER_NAME_SIZE 24
 
 struct page_stats {

@@ -73,7 +73,7 @@ def _run_bochs(elf: Path, args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print("taipan: Bochs boots build/taipan.iso (BIOS and GRUB first, a few seconds); "
           "Ctrl-] quits", file=sys.stderr)
-    with emulator.BochsRun(image, workdir, memory_mb=args.memory) as run:
+    with emulator.BochsRun(image, workdir, memory_mb=args.memory, cpus=args.smp) as run:
         terminal.attach(run.fileno(), alive=run.running)
     return 0
 

@@ -127,7 +127,7 @@ def bochs_time0(rtc_base: str) -> str:
 
 
 def bochs_files(iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x",
-                memory_mb: int = 128, serial_file: Path | None = None,
+                memory_mb: int = 128, cpus: int = 1, serial_file: Path | None = None,
                 serial_tty: str | None = None, rtc_base: str | None = None) -> tuple[Path, Path]:
     """Write a bochsrc booting `iso` and the debugger command file; return (bochsrc, cmds).
 
@@ -150,7 +150,7 @@ def bochs_files(iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x"
 megs: {memory_mb}
 romimage: file={BOCHS_BIOS}
 vgaromimage: file={VGA_BIOS}
-cpu: model={cpu_model}, count=1, ips=100000000, reset_on_triple_fault=0
+cpu: model={cpu_model}, count={cpus}, ips=100000000, reset_on_triple_fault=0
 ata0-master: type=cdrom, path={iso.resolve()}, status=inserted
 boot: cdrom
 display_library: term
@@ -192,9 +192,9 @@ class BochsRun:
     """
 
     def __init__(self, iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x",
-                 memory_mb: int = 128, rtc_base: str | None = None) -> None:
+                 memory_mb: int = 128, cpus: int = 1, rtc_base: str | None = None) -> None:
         self.iso, self.workdir = iso, workdir
-        self.cpu_model, self.memory_mb = cpu_model, memory_mb
+        self.cpu_model, self.memory_mb, self.cpus = cpu_model, memory_mb, cpus
         self.rtc_base = rtc_base
         self.serial_path = workdir / "serial.txt"
         self.output = b""
@@ -210,7 +210,7 @@ class BochsRun:
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # bytes pass untouched: no echo, no CR/LF mapping
         rc, cmds = bochs_files(self.iso, self.workdir, cpu_model=self.cpu_model,
-                               memory_mb=self.memory_mb, serial_tty=os.ttyname(self._slave),
+                               memory_mb=self.memory_mb, cpus=self.cpus, serial_tty=os.ttyname(self._slave),
                                rtc_base=self.rtc_base)
         self.serial_path.write_bytes(b"")
         self._proc = subprocess.Popen(bochs_argv(rc, cmds), cwd=self.workdir,

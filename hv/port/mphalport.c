@@ -4,6 +4,8 @@
 #include "py/runtime.h"
 #include "py/stream.h"
 #include "py/mpstate.h"
+#include "mgmt.h"
+#include "port.h"
 #include "port_api.h"
 #include "uart16550.h"
 #include "tsc.h"
@@ -14,8 +16,7 @@
  */
 #define RX_RING 256
 #define TYPING_MS 1000u
-// The last stretch of a wait spins: one more slice of the idle hook would
-// overshoot a short sleep by far more than the sleep itself.
+// The last stretch of a wait spins rather than yield (port_wait_until).
 #define WAIT_SPIN_US 1000u
 static uint8_t rx_ring[RX_RING];
 static unsigned int rx_head, rx_tail;
@@ -114,7 +115,29 @@ int mp_hal_stdin_rx_chr(void)
         if (c >= 0) {
             return c;
         }
-        __asm__ volatile ("pause");
+        // Nothing typed, nothing posted: the rest of the window is CPU 0's partitions'.
+        mgmt_yield();
+    }
+}
+
+// The mailbox had news while MicroPython was busy with something else (a
+// long command, a loop at `py`): the idle hook runs at the interpreter's
+// next bytecode boundary, so up-calls are answered in time all the same.
+static bool mail_scheduled;
+
+static mp_obj_t mail_callback(mp_obj_t arg)
+{
+    (void)arg;
+    mail_scheduled = false;
+    idle_once();
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(mail_callback_obj, mail_callback);
+
+void port_mail_arrived(void)
+{
+    if (!mail_scheduled && MP_STATE_VM(taipan_idle_fn) != MP_OBJ_NULL) {
+        mail_scheduled = mp_sched_schedule(MP_OBJ_FROM_PTR(&mail_callback_obj), mp_const_none);
     }
 }
 
@@ -150,11 +173,13 @@ mp_uint_t mp_hal_ticks_ms(void)
 /*
  * The promise: returns once the TSC has reached deadline_tsc, or sooner when a
  * keyboard interrupt is pending (the caller raises it); never raises itself.
- * Partitions keep running meanwhile. Today that is the console's idle hook
- * (the scheduler's tick, one slice per call), so a wait may end up to one
- * slice late; its last WAIT_SPIN_US spin, and so does a wait inside the hook
- * itself (a policy that sleeps), where the hook cannot run again. The
- * management context's real yield will replace this body, not its promise.
+ * CPU 0's partitions run meanwhile: each pass gives the rest of management's
+ * window back (mgmt_yield) and returns at management's next window, so a
+ * wait may end up to one round of CPU 0's other windows late. The mailbox is
+ * answered between windows, as when the console waits for a key. The last
+ * WAIT_SPIN_US spin: one more round would overshoot a short sleep by far more
+ * than the sleep itself. A scheduler that wakes management at a deadline
+ * would make every wait exact; it will replace this body, not its promise.
  */
 void port_wait_until(uint64_t deadline_tsc)
 {
@@ -166,11 +191,15 @@ void port_wait_until(uint64_t deadline_tsc)
         if (MP_STATE_MAIN_THREAD(mp_pending_exception) != MP_OBJ_NULL) {
             return;
         }
-        if (now < spin_from && idle_once() == mp_interrupt_char) {
+        if (now >= spin_from) {
+            __asm__ volatile ("pause");
+            continue;
+        }
+        if (idle_once() == mp_interrupt_char) {
             mp_sched_keyboard_interrupt();  // the hook consumed Ctrl-C: pend it again for the sleeper
             return;
         }
-        __asm__ volatile ("pause");
+        mgmt_yield();
     }
 }
 

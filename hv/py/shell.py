@@ -210,6 +210,7 @@ def _info_doc():
         "backend": hv.backend(),
         "boot": {"loader": boot["loader"], "protocol": boot["protocol"], "cmdline": boot["cmdline"],
                  "modules": [{"start": s, "end": e, "cmdline": c} for s, e, c in boot["modules"]]},
+        "acpi": hv.acpi(),
         "memory": {"usable": usable_ram(),
                    "map": [{"base": b, "length": n, "type": MEM_TYPES.get(k, "type %d" % k)}
                            for b, n, k in hv.memmap()]},
@@ -262,6 +263,10 @@ def cmd_info(args):
     print("loader:    %s (%s)" % (boot["loader"] or "-", boot["protocol"]))
     if boot["cmdline"]:
         print("cmdline:   %s" % boot["cmdline"])
+    acpi = hv.acpi()
+    print("acpi:      RSDP from %s%s, MADT: %d CPUs, %d IOAPICs%s" % (
+        acpi["rsdp_source"], " at 0x%x" % acpi["rsdp_address"] if acpi["rsdp_address"] else "",
+        len(acpi["cpus"]), len(acpi["ioapics"]), " (%s)" % acpi["problem"] if acpi["problem"] else ""))
     print("memory:    %s usable" % _size(usable_ram()))
     print("memory map:")
     for base, length, kind in hv.memmap():
@@ -340,7 +345,10 @@ def _record(index, tsc_khz):
         "restarts": manager.restarts.get(index, 0),
         "restart_policy": policy,
         "restart_limit": limit,
-        "slice_us": part.get("slice_us", scheduler.SLICE_US) or scheduler.SLICE_US,
+        "cpu": part["cpu"],
+        "slice_us": part["slice_us"],
+        "upcalls": part["upcalls"],
+        "halts": part["halts"],
         "console_bytes": part["console_bytes"],
         "console_dropped": part["console_dropped"],
         "exits": part["exits"],
@@ -375,12 +383,13 @@ def cmd_ps(args):
     if as_json:
         _json({"partitions": recs})
         return
-    print("%-12s %-12s %8s %9s  %-12s %8s  %s" % ("NAME", "STATE", "MEMORY", "CPU", "RESTARTS", "DROPPED", "EXITS"))
+    print("%-12s %-12s %3s %8s %9s  %-12s %8s  %s" % (
+        "NAME", "STATE", "CPU", "MEMORY", "TIME", "RESTARTS", "DROPPED", "EXITS"))
     for rec in recs:
         restarts = "%d/%d %s" % (rec["restarts"], rec["restart_limit"], rec["restart_policy"])
-        print("%-12s %-12s %8s %9s  %-12s %8d  %s" % (
-            rec["name"], _state(rec), _size(rec["memory"]), _seconds(rec["cpu_us"]), restarts,
-            rec["console_dropped"], _exits(rec["exits"])))
+        print("%-12s %-12s %3d %8s %9s  %-12s %8d  %s" % (
+            rec["name"], _state(rec), rec["cpu"], _size(rec["memory"]), _seconds(rec["cpu_us"]),
+            restarts, rec["console_dropped"], _exits(rec["exits"])))
         if rec["reason"] and rec["state"] in ("faulted", "stopped", "unusable", "exited"):
             print("%-12s %s" % ("", rec["reason"]))
 
@@ -395,6 +404,7 @@ def cmd_stats(args):
                                              rec["slice_us"]))
         print("  time      %s in the guest, %s since its last start" % (
             _seconds(rec["cpu_us"]), _seconds(rec["uptime_us"])))
+        print("  cpu       %d; %d halts, %d up-calls to policy" % (rec["cpu"], rec["halts"], rec["upcalls"]))
         print("  starts    %d, %d restarted by its policy (%s, limit %d)" % (
             rec["starts"], rec["restarts"], rec["restart_policy"], rec["restart_limit"]))
         print("  console   %d bytes written, %d dropped" % (rec["console_bytes"], rec["console_dropped"]))
@@ -472,6 +482,7 @@ def _follow(read, escape, write_input=None):
                 write_input(bytes([key]))
             elif not data:
                 scheduler.tick()
+                hv.sched_yield()
     finally:
         manager.quiet = False
         micropython.kbd_intr(3)
