@@ -258,3 +258,33 @@ def test_ctrl_c_ends_a_sleep_with_keyboard_interrupt(rtc_boot) -> None:
     console.child.expect_exact(REPL_PROMPT, timeout=10)
     assert time.monotonic() - begin < 5
     assert py_value(console, "1 + 1") == 2
+
+
+@pytest.mark.boot
+@pytest.mark.bochs
+def test_a_cpuid_leaf_the_pit_confirms_gives_the_tsc_rate(taipan_iso: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bochs's TSC counts instructions: at ips = 3.5e9 it runs at the 3,500 MHz
+    # its i7-7800X's leaf 0x16 reports, the PIT agrees, and the leaf is used.
+    # (Emulated time then runs about 35 times slower than at the default ips.)
+    missing = emulator.bochs_missing()
+    if missing:
+        pytest.fail(missing)
+    real_files = emulator.bochs_files
+
+    def files_at_3_5_ghz(*args, **kwargs):
+        rc, cmds = real_files(*args, **kwargs)
+        text = rc.read_text()
+        assert f"ips={BOCHS_IPS}," in text
+        rc.write_text(text.replace(f"ips={BOCHS_IPS},", "ips=3500000000,"))
+        return rc, cmds
+
+    monkeypatch.setattr(emulator, "bochs_files", files_at_3_5_ghz)
+    with emulator.BochsRun(taipan_iso, tmp_path, memory_mb=256) as run:
+        child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
+        console = Console(child, char_delay=BOCHS_CHAR_DELAY)
+        console.wait_prompt(timeout=600)
+        line = re.search(r"^tsc: +3500000 kHz \(CPUID 0x16; the PIT measured (\d+) kHz\)$",
+                         console.command("info", timeout=300), re.MULTILINE)
+        assert line, "info's tsc line does not name CPUID 0x16"
+        assert abs(int(line.group(1)) - 3_500_000) * 100 <= 3_500_000, line.group(0)
