@@ -67,7 +67,9 @@ static void sched_adopt(struct cpu *c)
     memset(s->stats, 0, sizeof(s->stats));
     s->cur = 0;
     s->frame_start = tsc_read();
+    s->adopted_tsc = s->frame_start;
     s->frames = 0;
+    s->idle_tsc = 0;
     spin_unlock_irqrestore(&s->lock, f);
 }
 
@@ -155,6 +157,8 @@ static void run_window(struct cpu *c, uint32_t w, uint64_t end, bool strict)
     }
     uint64_t now = tsc_read();
     st->run_tsc += now - start;
+    if (now > end && now - end > st->over_max_tsc)
+        st->over_max_tsc = now - end;
     if (wanted)
         st->preempts++;
     else

@@ -36,6 +36,7 @@ struct sched_window_stats {
     uint64_t preempts;           /* ended by the timer with the owner still wanting to run */
     uint64_t halts;              /* ended early: the owner halted, yielded or was blocked */
     uint64_t late_max_tsc;       /* the latest start against its place in the frame */
+    uint64_t over_max_tsc;       /* the furthest its owner ran past the window's end */
 };
 
 struct cpu_sched {
@@ -48,6 +49,7 @@ struct cpu_sched {
     uint32_t cur;                /* round-robin: the window to try next */
     uint64_t frame_start;        /* cyclic: TSC at the current frame's start */
     uint64_t frames;
+    uint64_t adopted_tsc;        /* when the plan in force was taken: its statistics start there */
     uint64_t idle_tsc;           /* halted with nothing to run */
     volatile int32_t running;    /* owner now on this CPU, SCHED_MGMT, or SCHED_NOBODY */
     bool mgmt_idle;              /* management's last window ended by its yield, and nothing ran since */

@@ -549,6 +549,26 @@ def test_run_time_check_accepts_what_derive_makes() -> None:
         "management 25% of CPU 0")
 
 
+def test_a_run_time_change_keeps_dedicated_cpus_and_homes() -> None:
+    system = config.load(ROOT / "configs" / "smp.toml")
+    names = [p.name for p in system.partitions]
+    current = system.plans
+    cyclic0 = {"cpu": 0, "kind": "cyclic", "frame_us": 40000,
+               "windows": [(3, 20000), ("management", 10000)]}
+    assert config.plan.check_change(current, [cyclic0, *current[1:]], 10, names) == []
+    undedicated = {"cpu": 1, "kind": "round-robin", "frame_us": 5000, "windows": [(0, 5000)]}
+    assert config.plan.check_change(current, [current[0], undedicated, *current[2:]], 10, names) == [
+        ("plan[1].kind", "round-robin", "CPU 1 is dedicated to hello1: only a shared CPU's "
+         "slices or windows change at run time")]
+    # "shared" moved from CPU 0 onto hello3's dedicated CPU 3: two rules broken.
+    alone = {"cpu": 0, "kind": "round-robin", "frame_us": 10000, "windows": [("management", 10000)]}
+    moved = {"cpu": 3, "kind": "round-robin", "frame_us": 5000, "windows": [(3, 5000)]}
+    errors = config.plan.check_change(current, [alone, *current[1:3], moved], 10, names)
+    assert ("plan[3]", "shared", "runs on CPU 0: a partition stays on its CPU at run time") in errors
+    assert ("plan[3].kind", "round-robin", "CPU 3 is dedicated to hello3: only a shared CPU's "
+            "slices or windows change at run time") in errors
+
+
 # -- the same rules on the metal: hv/py/plan.py frozen into the image, under MicroPython -------
 
 METAL_CASES = [
@@ -597,6 +617,28 @@ def test_the_metal_runs_the_same_plan_rules_and_reads_the_new_table(qemu) -> Non
                      prompt=REPL_PROMPT)
         qemu.command(f"n = {[p['name'] for p in partitions]!r}", prompt=REPL_PROMPT)
         assert qemu.command(METAL_SHOW, prompt=REPL_PROMPT).strip() == _shown(case)
+    # The run-time check, as `sched set` calls it, on every RUN_TIME case at once.
+    for plans, _error in RUN_TIME:
+        cpus = 2 if _error[1] == "1 CPUs" else len(plans)
+        expected = "|".join(f"{key} = {value}: {rule}"
+                            for key, value, rule in config.plan.check(plans, cpus, 10, ["a"]))
+        assert expected
+        line = (f'print("|".join(["%s = %s: %s" % e for e in plan.check({plans!r}, {cpus}, 10, '
+                '["a"])]))')
+        assert qemu.command(line, prompt=REPL_PROMPT).strip() == expected
+    # check_change, as `sched set` calls it: one partition moved, one dedicated CPU undone.
+    current = [{"cpu": 0, "kind": "round-robin", "frame_us": 15000,
+                "windows": [("management", 10000), (0, 5000)]},
+               {"cpu": 1, "kind": "dedicated", "frame_us": 0, "windows": [(1, 0)]}]
+    proposed = [{"cpu": 0, "kind": "round-robin", "frame_us": 10000,
+                 "windows": [("management", 10000)]},
+                {"cpu": 1, "kind": "round-robin", "frame_us": 10000, "windows": [(1, 5000), (0, 5000)]}]
+    expected = "|".join(f"{key} = {value}: {rule}" for key, value, rule
+                        in config.plan.check_change(current, proposed, 10, ["a", "b"]))
+    assert expected.count("|") >= 1
+    qemu.command(f"c, p = {current!r}, {proposed!r}", prompt=REPL_PROMPT)
+    line = 'print("|".join(["%s = %s: %s" % e for e in plan.check_change(c, p, 10, ["a", "b"])]))'
+    assert qemu.command(line, prompt=REPL_PROMPT).strip() == expected
     # The version 3 table: signed over its plans too, with vcpus, cpu and cpus per partition.
     assert qemu.command("manager.table_problem()", prompt=REPL_PROMPT).strip() == ""
     info = 'i = hv.part_info(0); print(i["vcpus"], i["cpu"], i["cpus"], i["slice_us"])'
@@ -616,3 +658,24 @@ def test_default_management_slice_grows_to_keep_its_share(tmp_path: Path) -> Non
     [error] = _errors(tmp_path, "[scheduler]\nmanagement_ms = 17\n"
                       + "".join(_hello(f"p{n}", "2M") for n in range(16)))
     assert "scheduler.management_ms = 0x11: management gets 9% of CPU 0" in error
+
+
+@pytest.mark.boot
+def test_the_metal_reads_each_partitions_home_cpu_from_smp_toml() -> None:
+    import pexpect
+    from conftest import REPL_PROMPT, Console
+
+    from toolchain import build, emulator
+
+    elf = build.build(quiet=True, config_path=ROOT / "configs" / "smp.toml", image="example-smp")
+    argv = emulator.qemu_argv(elf, serial="stdio", cpu="EPYC", memory_mb=256, smp=4, no_reboot=True)
+    child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=60)
+    try:
+        console = Console(child).boot()
+        console.command("py", prompt=REPL_PROMPT)
+        line = ('import hv; print([(hv.part_info(i)["name"], hv.part_info(i)["cpu"], '
+                'hv.part_info(i)["cpus"], hv.part_info(i)["vcpus"]) for i in range(hv.part_count())])')
+        assert console.command(line, prompt=REPL_PROMPT).strip() == repr(
+            [("hello1", 1, [1], 1), ("hello2", 2, [2], 1), ("hello3", 3, [3], 1), ("shared", 0, [0], 1)])
+    finally:
+        child.terminate(force=True)

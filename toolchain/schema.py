@@ -311,8 +311,12 @@ _NOTES = """\
 
 ## Where partitions run: the plan
 
-Each CPU gets a plan, derived by `hv/py/plan.py` (the same module checks a plan
-changed at run time by the console's `sched set`):
+Each CPU gets a plan, derived by `hv/py/plan.py`. The same module, frozen into
+the image, checks a plan changed at run time by the console's `sched set`
+(`plan.check_change`): the rules below that apply to a plan, and on top of them a
+dedicated CPU stays dedicated to its partition, a shared CPU stays shared, and no
+partition moves to another CPU; slices, windows, frames and round-robin or cyclic
+may change. The kinds:
 
 - **dedicated**: a partition with `cpu = K` runs alone on CPU K, with no time
   slicing;

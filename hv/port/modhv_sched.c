@@ -114,8 +114,8 @@ static mp_obj_t hv_plan_set(size_t n_args, const mp_obj_t *args)
 }
 MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(hv_plan_set_obj, 4, 4, hv_plan_set);
 
-// hv.plan_get(cpu) -> dict: kind, frame_us, frames, idle_us and windows, each a dict of its
-// owner, us and what it did: runs, run_us, preempts, halts, overruns, late_max_us.
+// hv.plan_get(cpu) -> dict: kind, frame_us, frames, idle_us, elapsed_us (since it was taken) and windows, each a dict of its
+// owner, us and what it did: runs, run_us, preempts, halts, overruns, late_max_us, over_max_us.
 static mp_obj_t hv_plan_get(mp_obj_t index)
 {
     struct cpu *c = cpu_arg(index);
@@ -127,6 +127,7 @@ static mp_obj_t hv_plan_get(mp_obj_t index)
     store(d, MP_QSTR_frame_us, mp_obj_new_int_from_uint(plan.frame_us));
     store(d, MP_QSTR_frames, mp_obj_new_int_from_ull(c->sched.frames));
     store(d, MP_QSTR_idle_us, mp_obj_new_int_from_ull(tsc_to_us(c->sched.idle_tsc)));
+    store(d, MP_QSTR_elapsed_us, mp_obj_new_int_from_ull(tsc_to_us(tsc_read() - c->sched.adopted_tsc)));
     mp_obj_t windows = mp_obj_new_list(0, NULL);
     for (uint32_t i = 0; i < plan.count && i < SCHED_WINDOWS_MAX; i++) {
         const struct sched_window_stats *st = &stats[i];
@@ -139,6 +140,7 @@ static mp_obj_t hv_plan_get(mp_obj_t index)
         store(w, MP_QSTR_halts, mp_obj_new_int_from_ull(st->halts));
         store(w, MP_QSTR_overruns, mp_obj_new_int_from_ull(st->overruns));
         store(w, MP_QSTR_late_max_us, mp_obj_new_int_from_ull(tsc_to_us(st->late_max_tsc)));
+        store(w, MP_QSTR_over_max_us, mp_obj_new_int_from_ull(tsc_to_us(st->over_max_tsc)));
         mp_obj_list_append(windows, w);
     }
     store(d, MP_QSTR_windows, windows);
@@ -147,7 +149,8 @@ static mp_obj_t hv_plan_get(mp_obj_t index)
 MP_DEFINE_CONST_FUN_OBJ_1(hv_plan_get_obj, hv_plan_get);
 
 // hv.plan_table(cpu) -> the plan the partition table carries for a CPU, in hv/py/plan.py's form:
-// {"cpu", "kind", "frame_us", "windows": [(owner, us)]}, owner a partition index or "management";
+// {"cpu", "kind", "frame_us", "windows": [(owner, us)]}, owner a partition index or "management",
+// and the table's management_min_percent as "min_percent";
 // None for a CPU beyond the table's cpu_count.
 static mp_obj_t hv_plan_table(mp_obj_t index)
 {
@@ -171,6 +174,7 @@ static mp_obj_t hv_plan_table(mp_obj_t index)
         mp_obj_list_append(windows, mp_obj_new_tuple(2, t));
     }
     store(d, MP_QSTR_windows, windows);
+    store(d, MP_QSTR_min_percent, mp_obj_new_int_from_uint(h->management_min_percent));
     return d;
 }
 MP_DEFINE_CONST_FUN_OBJ_1(hv_plan_table_obj, hv_plan_table);

@@ -404,6 +404,43 @@ def check(plans, cpu_count, min_percent, names=None):
     return errors
 
 
+def _homes(plans):
+    # partition index -> the first CPU where it has time
+    homes = {}
+    for plan in plans:
+        for owner, _us in plan["windows"]:
+            if owner != MANAGEMENT and owner not in homes:
+                homes[owner] = plan["cpu"]
+    return homes
+
+
+def check_change(current, proposed, min_percent, names=None):
+    """Every rule replacing the plans in force by `proposed` breaks (what `sched set` asks).
+
+    On top of check(): a dedicated CPU stays as it is and a shared CPU stays
+    shared, and no partition moves to another CPU (its vCPU's state lives on
+    its CPU); slices, windows, frames and round-robin or cyclic may change.
+    """
+    errors = check(proposed, len(current), min_percent, names)
+    for k in range(min(len(current), len(proposed))):
+        old, new = current[k], proposed[k]
+        at = "plan[%d]" % k
+        if old["kind"] == "dedicated" and (new["kind"] != "dedicated"
+                                           or new["windows"] != old["windows"]):
+            errors.append((at + ".kind", new["kind"], "CPU %d is dedicated to %s: only a "
+                           "shared CPU's slices or windows change at run time"
+                           % (k, _label(old["windows"][0][0], names))))
+        elif old["kind"] != "dedicated" and new["kind"] == "dedicated":
+            errors.append((at + ".kind", new["kind"], "CPU %d is shared: only the "
+                           "configuration dedicates a CPU" % k))
+    before, after = _homes(current), _homes(proposed)
+    for owner in after:
+        if owner in before and after[owner] != before[owner]:
+            errors.append(("plan[%d]" % after[owner], _label(owner, names), "runs on CPU %d: "
+                           "a partition stays on its CPU at run time" % before[owner]))
+    return errors
+
+
 def _label(owner, names):
     if owner == MANAGEMENT:
         return MANAGEMENT
