@@ -76,11 +76,12 @@ bool partition_runnable(struct partition *p)
             partition_resolve(p, (enum upcall_action)p->answer_action, p->answer_value);
             return p->state == PART_RUNNING;
         }
-        if (tsc_read() - p->upcall_tsc > (uint64_t)UPCALL_TIMEOUT_MS * tsc_khz()) {
+        uint32_t timeout_ms = partitions_table()->upcall_timeout_ms;
+        if (tsc_read() - p->upcall_tsc > (uint64_t)timeout_ms * tsc_khz()) {
             char why[sizeof(p->reason)];
             snprintk(why, sizeof(why), "policy did not answer its %s exit at RIP %#llx within %u ms",
                      partition_exit_name(p->pending.kind), (unsigned long long)p->pending.rip,
-                     UPCALL_TIMEOUT_MS);
+                     timeout_ms);
             partition_stop(p, PART_STOPPED, why);
             mailbox_post(p, MAIL_TIMEOUT);
         }

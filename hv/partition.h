@@ -104,8 +104,7 @@ enum upcall_action { UPCALL_EMULATE, UPCALL_DENY, UPCALL_STOP };
 void partition_resolve(struct partition *p, enum upcall_action action, uint64_t value);
 /* From CPU 0: policy's answer, applied on the partition's CPU before its next entry. */
 void partition_answer(struct partition *p, enum upcall_action action, uint64_t value);
-/* How long an up-call may wait for its answer before the partition is stopped. */
-#define UPCALL_TIMEOUT_MS 2000u
+
 /* The backend in use, or NULL when this CPU has no usable virtualization. */
 const struct vcpu_ops *partition_backend(void);
 /* Turn the backend on for this CPU (each CPU once, the boot CPU first): 0 or negative. */

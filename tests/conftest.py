@@ -102,6 +102,7 @@ def qemu_boot(taipan_elf: Path) -> Iterator:
 
     def boot(**options: object) -> Console:
         options.setdefault("memory_mb", 256)
+        options.setdefault("smp", config_cpus("demo"))
         child = _qemu(taipan_elf, **options)
         children.append(child)
         return Console(child).boot()
@@ -153,6 +154,7 @@ def bochs(taipan_iso: Path, tmp_path: Path) -> Iterator[Console]:
     missing = emulator.bochs_missing()
     if missing:
         pytest.fail(missing)  # bootstrap installs Bochs: its absence is a broken set-up, not a skip
-    with emulator.BochsRun(taipan_iso, tmp_path, cpu_model="corei7_skylake_x", memory_mb=256) as run:
+    with emulator.BochsRun(taipan_iso, tmp_path, cpu_model="corei7_skylake_x", memory_mb=256,
+                           cpus=config_cpus("demo")) as run:
         child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
         yield Console(child, char_delay=BOCHS_CHAR_DELAY).boot()

@@ -193,13 +193,13 @@ def test_a_plan_out_of_range_is_refused_even_when_signed(demo: ptable.PartitionT
     plans = ptable.offsetof("pt_header", "plans")
     owner = plans + ptable.offsetof("pt_cpu_plan", "windows") + ptable.sizeof("pt_window")
     for at, value, match in ((plans, 4, "plans\\[0\\]"), (owner, 2, "plans\\[0\\]"),
-                             (plans + ptable.sizeof("pt_cpu_plan"), 2, "plans\\[1\\]"),
+                             (plans + 2 * ptable.sizeof("pt_cpu_plan"), 2, "plans\\[2\\]"),
                              (ptable.offsetof("pt_header", "cpu_count"), 17, "cpu_count")):
         blob = bytearray(demo.blob)
         blob[at] = value
         with pytest.raises(ptable.TableError, match=match):
             ptable.parse(_resigned(blob))
     blob = bytearray(demo.blob)
-    blob[ptable.HEADER_SIZE + ptable.offsetof("pt_partition", "cpu")] = 1
-    with pytest.raises(ptable.TableError, match="beyond cpu_count 1"):
+    blob[ptable.HEADER_SIZE + ptable.offsetof("pt_partition", "cpu")] = 2
+    with pytest.raises(ptable.TableError, match="beyond cpu_count 2"):
         ptable.parse(_resigned(blob))

@@ -45,6 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     args.quiet = True
     elf = _build(args)
+    if args.smp is None:
+        # As many CPUs as the system description plans for.
+        args.smp = config.load(Path(args.config) if args.config else builder.DEFAULT_CONFIG).platform.cpus
     if args.emulator == "bochs":
         return _run_bochs(elf, args)
     if args.accel == "kvm":
@@ -120,7 +123,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg",
                    help="kvm passes the host CPU through (needs nested virtualization)")
     p.add_argument("--cpu", default="EPYC", help="QEMU CPU model under TCG (default EPYC)")
-    p.add_argument("--smp", type=int, default=1, help="number of CPUs")
+    p.add_argument("--smp", type=int, default=None,
+                   help="number of CPUs (default: the configuration's [platform] cpus)")
     p.add_argument("--memory", type=int, default=256, help="RAM in MiB")
     p.add_argument("--serial", default="stdio", help="stdio (default), pty or unix:PATH "
                    "(a socket for taipan console and taipan ctl, one client at a time)")

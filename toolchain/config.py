@@ -141,6 +141,7 @@ class SchedulerConfig:
     # minimum share needs; then the slice the plan gives management.
     management_ms: int | None = None
     management_min_percent: int = SCHEDULER.key("management_min_percent").default
+    upcall_timeout_ms: int = SCHEDULER.key("upcall_timeout_ms").default
 
 
 @dataclass

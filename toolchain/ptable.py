@@ -127,7 +127,9 @@ STRUCTS: dict[str, list[Field]] = {
         Field("cpu_count", "uint32_t", comment="the configured platform.cpus, 1..PT_CPUS_MAX"),
         Field("management_min_percent", "uint32_t",
               comment="management's guaranteed share of CPU 0"),
-        Field("reserved", "uint8_t", 16),
+        Field("upcall_timeout_ms", "uint32_t",
+              comment="how long an exit may wait for policy before its CPU stops the partition"),
+        Field("reserved", "uint8_t", 12),
         Field("plans", "pt_cpu_plan", CPUS_MAX, "per CPU; those from cpu_count on are idle"),
     ],
     "pt_partition": [
@@ -435,6 +437,7 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
         "config_offset": config_offset, "config_size": len(text),
         "cpu_count": config.platform.cpus,
         "management_min_percent": config.scheduler.management_min_percent,
+        "upcall_timeout_ms": config.scheduler.upcall_timeout_ms,
         "plans": [_plan_record(p) for p in config.plans],
     })
     unsigned = header + bytes(body)

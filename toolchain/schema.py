@@ -110,6 +110,9 @@ SCHEDULER = Section("scheduler", False, (
         "guaranteed: a round-robin CPU 0 gives it `management_ms` of every round, a cyclic "
         "one its `\"management\"` windows of every frame", default=10, minimum=0,
         maximum=100),
+    Key("upcall_timeout_ms", "integer", "how long a partition's exit may wait for policy's "
+        "answer (an up-call to MicroPython on CPU 0) before its CPU stops it with the reason",
+        default=2000, minimum=10, maximum=60000),
 ))
 
 PARTITIONS = Section("partitions", True, (
