@@ -50,6 +50,7 @@ static mp_obj_t wallclock_info(void)
     dict_put(d, MP_QSTR_tsc_khz, mp_obj_new_int_from_ull(cal->khz));
     dict_put(d, MP_QSTR_tsc_source, str_obj(tsc_source_name(cal->source)));
     dict_put(d, MP_QSTR_pit_khz, mp_obj_new_int_from_ull(cal->pit_khz));
+    dict_put(d, MP_QSTR_pit_error_ppm, mp_obj_new_int_from_uint(cal->pit_error_ppm));
     dict_put(d, MP_QSTR_cpuid_khz, mp_obj_new_int_from_ull(cal->cpuid_khz));
     dict_put(d, MP_QSTR_cpuid_leaf, cal->cpuid_khz ? str_obj(tsc_source_name(cal->cpuid_leaf)) : mp_const_none);
     mp_obj_t rtc = mp_obj_new_dict(0);

@@ -17,6 +17,13 @@
 #define PIT_CMD             0x43
 #define PORT_B              0x61
 #define CALIBRATE_MS        10u
+#define PIT_TICKS           ((uint16_t)(PIT_HZ * CALIBRATE_MS / 1000u))
+/* Counts until one is known to within PIT_GOOD_PPM, or the narrowest of
+ * PIT_SAMPLES_MAX. A host that deschedules an emulator's vCPU at the start
+ * or end of a count (seen here: 37% too fast under load) spoils that count
+ * only, and its wide window shows it. */
+#define PIT_SAMPLES_MAX     25u
+#define PIT_GOOD_PPM        500u
 #define CPUID_TOLERANCE_PCT 25u
 #define ASSUMED_KHZ         1000000u
 
@@ -26,23 +33,63 @@
 /* Until tsc_calibrate runs, conversions use the assumed rate rather than divide by zero. */
 static struct tsc_calibration cal = { .khz = ASSUMED_KHZ };
 
-static uint64_t tsc_measure_pit_khz(void)
+/*
+ * One count of PIT_TICKS. The count starts with the write of its high byte
+ * and ends when OUT2 rises. Both moments are known only to within the TSC
+ * reads around them (an emulator's vCPU can be descheduled between a port
+ * access and the next RDTSC), so the sample keeps that uncertainty: the sum
+ * of the two windows' widths.
+ */
+struct pit_sample {
+    uint64_t ticks;    /* TSC ticks between the windows' midpoints */
+    uint64_t window;   /* how far off that can be */
+};
+
+static int tsc_pit_sample(struct pit_sample *s)
 {
-    uint16_t count = (uint16_t)(PIT_HZ * CALIBRATE_MS / 1000u);
-    /* Gate channel 2 on, speaker off; mode 0 raises OUT2 when the count ends. */
+    /* Gate channel 2 on, speaker off; mode 0 drives OUT2 low, then high when the count ends. */
     outb(PORT_B, (uint8_t)((inb(PORT_B) & ~0x02) | 0x01));
     outb(PIT_CMD, 0xB0);
-    outb(PIT_CH2, (uint8_t)(count & 0xff));
-    outb(PIT_CH2, (uint8_t)(count >> 8));
-    uint64_t start = tsc_read();
-    uint32_t spins = 0;
-    while (!(inb(PORT_B) & 0x20)) {
-        if (++spins == 0x4000000u) {
-            return 0;   /* no PIT answering: leave the rate unknown */
+    outb(PIT_CH2, (uint8_t)(PIT_TICKS & 0xff));
+    uint64_t start_lo = tsc_read();
+    outb(PIT_CH2, (uint8_t)(PIT_TICKS >> 8));
+    uint64_t start_hi = tsc_read();
+    /* OUT2 rose after the last poll that read it low began, and before the first that read it high ended. */
+    uint64_t low_at = start_lo;
+    for (uint32_t spins = 0; spins < 0x4000000u; spins++) {
+        uint64_t before = tsc_read();
+        uint8_t v = inb(PORT_B);
+        uint64_t after = tsc_read();
+        if (v & 0x20) {
+            s->ticks = (low_at + after) / 2 - (start_lo + start_hi) / 2;
+            s->window = (after - low_at) + (start_hi - start_lo);
+            return 1;
+        }
+        low_at = before;
+    }
+    return 0;   /* no PIT answering */
+}
+
+/* The PIT's figure in kHz (0 if the PIT never answered); *error_ppm how far off it can be. */
+static uint64_t tsc_measure_pit_khz(uint32_t *error_ppm)
+{
+    struct pit_sample best = { 0, UINT64_MAX }, s;
+    for (unsigned int i = 0; i < PIT_SAMPLES_MAX; i++) {
+        if (!tsc_pit_sample(&s)) {
+            return 0;
+        }
+        if (s.window < best.window) {
+            best = s;
+        }
+        if (best.window / 2 * 1000000u <= best.ticks * PIT_GOOD_PPM) {
+            break;
         }
     }
-    /* The count took count/PIT_HZ seconds, a hair under CALIBRATE_MS. */
-    return (tsc_read() - start) * PIT_HZ / ((uint64_t)count * 1000u);
+    if (best.ticks == 0) {
+        return 0;
+    }
+    *error_ppm = (uint32_t)(best.window / 2 * 1000000u / best.ticks);
+    return best.ticks * PIT_HZ / ((uint64_t)PIT_TICKS * 1000u);
 }
 
 /* The TSC rate a CPUID leaf reports, 0 if none does; *leaf says which. */
@@ -89,7 +136,7 @@ static int tsc_agrees(uint64_t reported, uint64_t measured)
 
 void tsc_calibrate(void)
 {
-    cal.pit_khz = tsc_measure_pit_khz();
+    cal.pit_khz = tsc_measure_pit_khz(&cal.pit_error_ppm);
     cal.cpuid_leaf = TSC_SOURCE_ASSUMED;
     cal.cpuid_khz = tsc_cpuid_khz(&cal.cpuid_leaf);
     if (cal.cpuid_khz != 0 && (cal.pit_khz == 0 || tsc_agrees(cal.cpuid_khz, cal.pit_khz))) {

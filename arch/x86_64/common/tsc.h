@@ -23,6 +23,7 @@ struct tsc_calibration {
     uint64_t khz;              /* the rate every conversion uses */
     enum tsc_source source;
     uint64_t pit_khz;          /* the PIT measurement, 0 if the PIT did not answer */
+    uint32_t pit_error_ppm;    /* how far off pit_khz can be, in parts per million */
     uint64_t cpuid_khz;        /* what a CPUID leaf reported, 0 if none did */
     enum tsc_source cpuid_leaf;/* which leaf reported cpuid_khz */
 };
