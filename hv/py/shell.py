@@ -159,6 +159,12 @@ def banner():
         cpu["vendor"], cpu["brand"] or "unnamed", cpu["family"], cpu["model"], cpu["stepping"]))
     print("virtualization: %s (%s)" % (cpu["virt"], cpu["virt_note"]))
     print("memory: %s usable RAM, MicroPython heap %s" % (_size(usable_ram()), _size(mem["heap_total"])))
+    cpus = hv.cpus()
+    online = [c for c in cpus if c["state"] == "online"]
+    failed = ["CPU %d (APIC ID %d): %s" % (c["index"], c["apic_id"], c["problem"])
+              for c in cpus if c["state"] == "failed"]
+    print("cpus: %d of %d online%s; 'sched' shows what each runs" % (
+        len(online), len(cpus), "; " + ", ".join(failed) + " did not come up" if failed else ""))
     print("type 'help' for commands")
 
 
