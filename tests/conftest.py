@@ -118,9 +118,10 @@ def boot_config(request, tmp_path: Path) -> Iterator:
     TCG, -cpu EPYC: AMD-V+NPT) or "intel" (Bochs from a GRUB ISO: VT-x+EPT)."""
     stack: list = []
 
-    def boot(vendor: str, name: str) -> Console:
+    def boot(vendor: str, name: str, cpus: int | None = None) -> Console:
+        """cpus: the emulator's CPU count, by default what the configuration plans."""
         elf = config_image(name)
-        cpus = config_cpus(name)
+        cpus = cpus or config_cpus(name)
         if vendor == "amd":
             child = _qemu(elf, cpu="EPYC", memory_mb=256, smp=cpus, no_reboot=True)
             stack.append(child.terminate)

@@ -203,3 +203,13 @@ def test_upcalls_from_cpu_1_are_answered_on_cpu_0_and_an_answer_that_never_comes
                     got["slow"]["reason"]), got["slow"]
     assert "slow stopped: policy did not answer" in console.command("events")
     assert got["hello"]["state"] == "running"
+
+
+def test_a_partition_planned_on_a_cpu_the_machine_lacks_says_so_and_the_others_run(boot_config):
+    console = boot_config("amd", "smp2", cpus=1)
+    assert "cpus: 1 of 1 online" in console.banner
+    assert "CPU 1 is planned (dedicated) but not online: its partitions cannot run" in console.banner
+    got = parts(console)
+    assert got["hello1"]["state"] == "created" and got["hello2"]["state"] == "running"
+    assert "hello1 failed to start: hello1: its CPU 1 is not online" in console.command("events")
+    assert re.search(r"^cpu 0 +APIC ID 0, online: runs management, hello2$", console.command("info"), re.MULTILINE)
