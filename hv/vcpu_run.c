@@ -181,7 +181,6 @@ static enum run_event fault(struct partition *p, const struct exit_info *e)
         break;
     }
     partition_stop(p, PART_FAULTED, why);
-    printk("\ntaipan: partition %s faulted: %s\n", p->desc->name, why);
     return RUN_FAULTED;
 }
 
@@ -212,12 +211,16 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
     if (p->state != PART_RUNNING || p->upcall_pending) {
         return RUN_NOT_RUNNING;
     }
-    uint64_t deadline = tsc_read() + slice_tsc;
+    /* One TSC read an exit: it ends this run's time, checks the deadline and
+     * starts the next run's time (each read is an emulator helper call). */
+    uint64_t now = tsc_read();
+    uint64_t deadline = now + slice_tsc;
     struct exit_info *e = &p->pending;
     for (;;) {
-        uint64_t entered = tsc_read();
+        uint64_t entered = now;
         ops->vcpu_run(&p->vcpu, deadline, e);
-        p->run_tsc += tsc_read() - entered;
+        now = tsc_read();
+        p->run_tsc += now - entered;
         p->exits[e->kind < EXIT_KIND_COUNT ? e->kind : EXIT_OTHER]++;
         enum run_event ev = RUN_SLICE_END;
         switch (e->kind) {
@@ -271,7 +274,7 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
         if (ev != RUN_SLICE_END) {
             return ev;
         }
-        if (tsc_read() >= deadline) {
+        if (now >= deadline) {
             return RUN_SLICE_END;
         }
     }

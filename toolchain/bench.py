@@ -275,7 +275,7 @@ def run_partition(emulator: str, kernel: Path, work: Path) -> tuple[BenchLine, i
         # a typed command runs in MicroPython between slices and would be
         # counted in the partition's time.
         outcome = _expect(child, [rb"taipan: bench exited with code (\d+)",
-                                  rb"taipan: (partition bench faulted: [^\r\n]*|bench stopped[^\r\n]*)"],
+                                  rb"taipan: (bench faulted: [^\r\n]*|bench stopped[^\r\n]*)"],
                           timeout, f"{emulator}: the bench partition")
         if outcome != 0:
             raise RuntimeError(f"{emulator}: {child.match.group(1).decode(errors='replace')}")

@@ -152,7 +152,7 @@ def _booted(emulator: str, elf: Path, cpus: int, work: Path) -> Iterator[pexpect
 def _ended(child: pexpect.spawnbase.SpawnBase, name: str) -> None:
     """Wait for the manager's announcement that `name` exited with code 0."""
     got = child.expect([rf"taipan: {name} exited with code 0".encode(),
-                        rf"taipan: (partition {name} faulted[^\r\n]*|{name} stopped[^\r\n]*)".encode()])
+                        rf"taipan: ({name} faulted[^\r\n]*|{name} stopped[^\r\n]*)".encode()])
     if got != 0:
         raise RuntimeError(child.match.group(1).decode(errors="replace"))
 

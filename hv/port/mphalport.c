@@ -73,9 +73,11 @@ void port_set_idle(mp_obj_t fn)
     mail_scheduled = false;
 }
 
-// Runs the idle hook (the scheduler's tick) once. Its exceptions are logged and
-// the console goes on; a Ctrl-C typed meanwhile comes back as the key itself.
-static int idle_once(void)
+// Runs the idle hook (the scheduler's tick) once, telling it whether a command
+// or statement is running (then it answers policy but keeps announcements for
+// the prompt). Its exceptions are logged and the console goes on; a Ctrl-C
+// typed meanwhile comes back as the key itself.
+static int idle_once(bool in_command)
 {
     static bool busy;
     static unsigned int failures;
@@ -87,7 +89,7 @@ static int idle_once(void)
     int key = -1;
     nlr_buf_t nlr;
     if (nlr_push(&nlr) == 0) {
-        mp_call_function_0(fn);
+        mp_call_function_1(fn, mp_obj_new_bool(in_command));
         mp_handle_pending(true);
         nlr_pop();
     } else if (mp_obj_is_subclass_fast(MP_OBJ_FROM_PTR(((mp_obj_base_t *)nlr.ret_val)->type),
@@ -115,7 +117,7 @@ int mp_hal_stdin_rx_chr(void)
         if (c >= 0) {
             return c;
         }
-        c = idle_once();
+        c = idle_once(false);
         if (c >= 0) {
             return c;
         }
@@ -132,7 +134,7 @@ static mp_obj_t mail_callback(mp_obj_t arg)
 {
     (void)arg;
     mail_scheduled = false;
-    idle_once();
+    idle_once(true);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(mail_callback_obj, mail_callback);
@@ -198,7 +200,7 @@ void port_wait_until(uint64_t deadline_tsc)
             __asm__ volatile ("pause");
             continue;
         }
-        if (idle_once() == mp_interrupt_char) {
+        if (idle_once(true) == mp_interrupt_char) {
             mp_sched_keyboard_interrupt();  // the hook consumed Ctrl-C: pend it again for the sleeper
             return;
         }

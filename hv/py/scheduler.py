@@ -30,20 +30,32 @@ def _handle(index, event, detail):
         manager.ended(index, True, "stopped: %s" % detail)
 
 
-def tick():
+# Messages taken while a command ran, kept for the prompt: their handling
+# announces (a fault, a restart) and must not land inside a command's output.
+_later = []
+
+
+def tick(in_command=False):
     """Answer what the CPUs posted: up-calls for policy, partitions that ended.
 
     Runs while the console waits for a key, and at the interpreter's next
-    bytecode boundary when mail arrives while Python is busy. An exception
-    here is logged in one line, never raised: the console must go on.
+    bytecode boundary (in_command) when mail arrives while Python is busy:
+    then only up-calls are answered, since a vCPU waits for each, and the rest
+    waits for the prompt. An exception here is logged in one line, never
+    raised: the console must go on.
     """
-    global _failures
-    try:
-        for index, event, detail in hv.mailbox():
+    global _failures, _later
+    mail = _later + hv.mailbox()
+    _later = []
+    for index, event, detail in mail:
+        if in_command and event != "upcall":
+            _later.append((index, event, detail))
+            continue
+        try:
             _handle(index, event, detail)
-    except Exception as e:
-        _failures += 1
-        manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)
+        except Exception as e:  # one message's failure loses none of the others
+            _failures += 1
+            manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)
     return False
 
 
