@@ -1,5 +1,6 @@
 /* hv_main: bring up the console, memory, exceptions and CPU identification, then hand over to MicroPython. */
 #include "cpu.h"
+#include "framebuffer.h"
 #include "idt.h"
 #include "main.h"
 #include "multiboot.h"
@@ -35,6 +36,10 @@ _Noreturn void hv_main(uint32_t magic, uint64_t info)
     printk("taipan: cpu %s \"%s\" family %u model %u stepping %u\n",
            cpu->vendor, cpu->brand, cpu->family, cpu->model, cpu->stepping);
     printk("taipan: virtualization %s: %s\n", cpu->virt, cpu->virt_note);
+    if (cpu->hypervisor_present)
+        printk("taipan: running under %s (CPUID 0x40000000 \"%s\"): %s\n", cpu->hv_vendor_name,
+               cpu->hv_signature, cpu->nested_note);
+    framebuffer_banner();
 
     /* Before MicroPython takes its heap: partitions' memory is decided at build time. */
     partitions_init();

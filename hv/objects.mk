@@ -2,6 +2,7 @@
 HV_SRC += hv/boot_links.c
 HV_SRC += hv/main.c
 HV_SRC += hv/multiboot.c
+HV_SRC += hv/framebuffer.c
 HV_SRC += hv/page_alloc.c
 HV_SRC += hv/printk.c
 HV_SRC += hv/uart16550.c

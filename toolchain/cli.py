@@ -43,17 +43,39 @@ def cmd_iso(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from toolchain import emulator
 
+    # Refuse before building: nothing the build makes would change the answer.
+    if args.accel == "kvm":
+        if args.emulator == "bochs":
+            print("taipan: --accel kvm is a QEMU option; Bochs has no KVM", file=sys.stderr)
+            return 2
+        ok, reason = emulator.kvm_nested_available()
+        if not ok:
+            print(f"taipan: --accel kvm needs nested virtualization: {reason} "
+                  "(docs/nested.md says how to enable it)", file=sys.stderr)
+            return 1
+    if args.firmware == "uefi":
+        if args.emulator == "bochs":
+            print("taipan: --firmware uefi runs under QEMU with OVMF; Debian's Bochs has no "
+                  "UEFI firmware (use --emulator qemu)", file=sys.stderr)
+            return 2
+        missing = emulator.ovmf_missing()
+        if missing:
+            print(f"taipan: --firmware uefi: {missing}", file=sys.stderr)
+            return 1
     args.quiet = True
     elf = _build(args)
     if args.emulator == "bochs":
         return _run_bochs(elf, args)
-    if args.accel == "kvm":
-        ok, reason = emulator.kvm_nested_available()
-        if not ok:
-            print(f"taipan: --accel kvm needs nested virtualization: {reason}", file=sys.stderr)
-            return 1
+    cdrom = vars_file = None
+    if args.firmware is not None:
+        from toolchain import iso
+
+        cdrom = iso.make_iso(elf, ROOT / "build" / "taipan.iso")
+        if args.firmware == "uefi":
+            vars_file = emulator.ovmf_vars(ROOT / "build" / "ovmf")
     argv = emulator.qemu_argv(elf, memory_mb=args.memory, smp=args.smp, serial=args.serial,
-                              accel=args.accel, cpu=args.cpu)
+                              accel=args.accel, cpu=args.cpu, cdrom=cdrom,
+                              firmware=args.firmware or "bios", vars_file=vars_file)
     print("taipan: " + " ".join(argv), file=sys.stderr)
     if args.serial == "stdio":
         print(emulator.STDIO_HINT, file=sys.stderr)
@@ -119,6 +141,9 @@ def parser() -> argparse.ArgumentParser:
                    help="qemu: AMD-V+NPT under TCG (default); bochs: VT-x+EPT from the ISO")
     p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg",
                    help="kvm passes the host CPU through (needs nested virtualization)")
+    p.add_argument("--firmware", choices=["bios", "uefi"], default=None,
+                   help="boot build/taipan.iso through firmware: bios (SeaBIOS) or uefi (OVMF, "
+                   "variables in build/ovmf/); default: QEMU loads the image by multiboot1")
     p.add_argument("--cpu", default="EPYC", help="QEMU CPU model under TCG (default EPYC)")
     p.add_argument("--smp", type=int, default=1, help="number of CPUs")
     p.add_argument("--memory", type=int, default=256, help="RAM in MiB")

@@ -20,6 +20,14 @@ from typing import Self
 DEBUG_EXIT = "isa-debug-exit,iobase=0xf4,iosize=0x04"
 
 BOCHS_BIOS = "/usr/share/bochs/BIOS-bochs-latest"
+
+# Debian's OVMF (package ovmf): the firmware code is read-only and shared; the
+# variables (boot order, Secure Boot keys) are a per-machine flash that UEFI
+# writes, so each run gets a copy of the template in build/. These two are the
+# pair without Secure Boot enrolled (docs/boot.md says what changes with it).
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+FIRMWARES = ("bios", "uefi")
 VGA_BIOS = "/usr/share/vgabios/vgabios.bin"
 
 
@@ -42,11 +50,32 @@ def _serial_args(serial: str) -> list[str]:
     raise ValueError(f"serial must be stdio, pty, none or unix:PATH, not {serial!r}")
 
 
+def ovmf_missing() -> str | None:
+    """Why QEMU cannot boot UEFI here (names the Debian package), or None."""
+    for path in (OVMF_CODE, OVMF_VARS):
+        if not path.is_file():
+            return f"{path} not found: install the Debian package ovmf"
+    return None
+
+
+def ovmf_vars(workdir: Path) -> Path:
+    """The writable UEFI variables file in `workdir`, copied from OVMF's template once."""
+    copy = workdir / "OVMF_VARS.fd"
+    if not copy.is_file() or copy.stat().st_size != OVMF_VARS.stat().st_size:
+        workdir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(OVMF_VARS, copy)
+    return copy
+
+
 def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int = 1,
               serial: str = "stdio", accel: str = "tcg", append: str | None = None,
-              no_reboot: bool = False, extra: Sequence[str] = ()) -> list[str]:
+              no_reboot: bool = False, extra: Sequence[str] = (),
+              cdrom: Path | None = None, firmware: str = "bios",
+              vars_file: Path | None = None) -> list[str]:
     """The qemu-system-x86_64 command line that boots `kernel` through multiboot1 (-kernel).
 
+    With `cdrom` QEMU boots that ISO instead (GRUB, multiboot2), by BIOS or,
+    with `firmware="uefi"`, by OVMF with `vars_file` as its writable variables.
     TCG with `-cpu EPYC` emulates SVM + NPT; `accel="kvm"` passes the host CPU
     through (`-cpu host`), useful only where the host offers nested VMX/SVM.
     Without `no_reboot` a guest's reboot restarts the machine, as the console's
@@ -54,8 +83,19 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
     """
     if accel not in ("tcg", "kvm"):
         raise ValueError(f"accel must be tcg or kvm, not {accel!r}")
+    if firmware not in FIRMWARES:
+        raise ValueError(f"firmware must be bios or uefi, not {firmware!r}")
     argv = ["qemu-system-x86_64", "-accel", accel, "-cpu", "host" if accel == "kvm" else cpu,
-            "-m", str(memory_mb), "-smp", str(smp), "-kernel", str(kernel)]
+            "-m", str(memory_mb), "-smp", str(smp)]
+    if firmware == "uefi":
+        if cdrom is None or vars_file is None:
+            raise ValueError("firmware uefi boots an ISO: give cdrom and vars_file")
+        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,file={vars_file}"]
+    if cdrom is not None:
+        argv += ["-cdrom", str(cdrom), "-boot", "d"]
+    else:
+        argv += ["-kernel", str(kernel)]
     if append is not None:
         argv += ["-append", append]
     argv += _serial_args(serial)

@@ -158,6 +158,8 @@ def banner():
     print("cpu: %s, %s (family %d, model %d, stepping %d)" % (
         cpu["vendor"], cpu["brand"] or "unnamed", cpu["family"], cpu["model"], cpu["stepping"]))
     print("virtualization: %s (%s)" % (cpu["virt"], cpu["virt_note"]))
+    if cpu["hypervisor"]:
+        print("nested: running under %s - %s" % (cpu["hv_vendor"], cpu["nested_note"]))
     print("memory: %s usable RAM, MicroPython heap %s" % (_size(usable_ram()), _size(mem["heap_total"])))
     print("type 'help' for commands")
 
@@ -205,8 +207,11 @@ def _info_doc():
         "cpu": cpu,
         "backend": hv.backend(),
         "boot": {"loader": boot["loader"], "protocol": boot["protocol"], "cmdline": boot["cmdline"],
-                 "modules": [{"start": s, "end": e, "cmdline": c} for s, e, c in boot["modules"]]},
-        "memory": {"usable": usable_ram(),
+                 "modules": [{"start": s, "end": e, "cmdline": c} for s, e, c in boot["modules"]],
+                 "firmware": "uefi" if boot["efi"] else "bios",
+                 "efi_system_table": boot["efi_system_table"], "efi_bits": boot["efi_bits"],
+                 "framebuffer": boot["framebuffer"]},
+        "memory": {"usable": usable_ram(), "source": boot["map_source"],
                    "map": [{"base": b, "length": n, "type": MEM_TYPES.get(k, "type %d" % k)}
                            for b, n, k in hv.memmap()]},
         "heap": {"total": hv.mem()["heap_total"], "used": gc.mem_alloc(), "free": gc.mem_free()},
@@ -230,12 +235,26 @@ def cmd_info(args):
     print("features:  %s" % (" ".join(flags) or "-"))
     if cpu["vmx"]:
         print("IA32_FEATURE_CONTROL: 0x%x (%s)" % (cpu["feature_control"], _feature_control(cpu["feature_control"])))
+    if cpu["hypervisor"]:
+        print("hypervisor: %s (CPUID 0x40000000 \"%s\")" % (cpu["hv_vendor"], cpu["hv_signature"]))
+        print("nested:    %s" % cpu["nested_note"])
     boot = hv.boot()
     print("loader:    %s (%s)" % (boot["loader"] or "-", boot["protocol"]))
+    if boot["efi"]:
+        print("firmware:  UEFI, %d-bit system table at 0x%x, boot services %s" % (
+            boot["efi_bits"], boot["efi_system_table"],
+            "still running" if boot["efi_boot_services"] else "exited"))
+    else:
+        print("firmware:  BIOS (no EFI system table tag)")
+    fb = boot["framebuffer"]
+    if fb:
+        print("screen:    %s framebuffer %dx%d at 0x%x, %s" % (
+            fb["type"], fb["width"], fb["height"], fb["addr"],
+            "banner shown" if fb["banner"] else "no banner"))
     if boot["cmdline"]:
         print("cmdline:   %s" % boot["cmdline"])
     print("memory:    %s usable" % _size(usable_ram()))
-    print("memory map:")
+    print("memory map: %s, %d entries" % (boot["map_source"], boot["map_entries"]))
     for base, length, kind in hv.memmap():
         print("  %016x-%016x %10s  %s" % (base, base + length - 1, _size(length), MEM_TYPES.get(kind, "type %d" % kind)))
 
