@@ -1,4 +1,4 @@
-"""The `taipan` command: check, build, verify, iso, run, mptest, console, ctl."""
+"""The `taipan` command: check, build, verify, iso, run, mptest, console, ctl, hwcheck."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from toolchain import build as builder
-from toolchain import config, ctl, host_console, micropython, verify
+from toolchain import config, ctl, host_console, hwcheck, micropython, verify
 
 ROOT = builder.ROOT
 
@@ -159,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
 
     host_console.add_parser(sub)
     ctl.add_parser(sub)
+    hwcheck.add_parser(sub)
     return top
 
 

@@ -4,3 +4,4 @@ ARCH_SRC += arch/x86_64/common/exception.c
 ARCH_SRC += arch/x86_64/common/idt.c
 ARCH_SRC += arch/x86_64/common/reboot.c
 ARCH_SRC += arch/x86_64/common/tsc.c
+ARCH_SRC += arch/x86_64/common/identity_map.c
