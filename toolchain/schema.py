@@ -80,7 +80,7 @@ PLATFORM = Section("platform", False, (
     "cpus) or takes its default. The hypervisor also checks RAM at boot: a partition "
     "whose memory the firmware does not report as usable RAM is marked unusable."), (
     Key("memory", "size", "RAM the machine has; every partition must end below it",
-        default_doc="not checked (4 GiB is the limit)"),
+        default_doc="not checked (512 GiB, the most Taipan maps, is the limit)"),
     Key("cpus", "integer", "CPUs the machine has; the partitions' `cpus` summed may not "
         "exceed it", minimum=1, maximum=256, default_doc="not checked"),
     Key("serial", "string", "the serial port the hypervisor owns for its shell and every "
@@ -258,9 +258,13 @@ _NOTES = """\
 ## Rules across keys
 
 - Names are unique.
-- Partitions' memory lies between {base} and 4 GiB, and below `[platform] memory`
+- Partitions' memory lies between {base} and 512 GiB, and below `[platform] memory`
   when that is given; fixed `host_address` ranges may not overlap, and the other
-  partitions are placed in file order into the gaps, each 2 MiB aligned.
+  partitions are placed in file order into the gaps, each 2 MiB aligned (1 GiB
+  aligned from 1 GiB up, so nested paging maps them with 1 GiB pages), never in
+  the PCI hole from 2 GiB to 4 GiB. At boot the hypervisor checks each range
+  against the firmware's memory map and marks a partition whose memory is not
+  usable RAM there unusable.
 - The partitions' `cpus` summed may not exceed `[platform] cpus` when that is
   given. Taipan schedules every partition's single vCPU on the boot CPU today; the
   check keeps a configuration valid for when vCPUs get CPUs of their own.
