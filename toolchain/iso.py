@@ -10,16 +10,15 @@ from pathlib import Path
 # console the tests read; timeout 0 skips the menu. The same grub.cfg serves
 # both platforms: GRUB's EFI build also has the serial module (OVMF and most
 # PC firmware keep a 16550 at 0x3f8 behind the UEFI serial protocol). Under
-# BIOS the screen stays in EGA text mode (gfxpayload=text), where the banner
-# needs no font; UEFI has no text mode, so GRUB picks a graphics mode there
-# (all_video: GOP and UGA on UEFI, VBE and VGA on BIOS).
+# BIOS the screen stays in EGA text mode, where the banner needs no font; UEFI
+# has no text mode, so GRUB hands over the firmware's graphics mode, for which
+# it needs its video drivers (all_video: GOP and UGA on UEFI).
 GRUB_CFG = """\
 serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
 set timeout=0
 insmod all_video
-if [ "$grub_platform" = "pc" ]; then set gfxpayload=text; fi
 menuentry "taipan" {
     multiboot2 /boot/taipan.elf
     boot
