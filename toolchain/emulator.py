@@ -29,6 +29,8 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 FIRMWARES = ("bios", "uefi")
 VGA_BIOS = "/usr/share/vgabios/vgabios.bin"
+# Debian's Bochs 2.7 refuses `memory: host=` above this (its host_size range).
+BOCHS_HOST_MAX_MB = 2048
 
 
 # On stdio the console is the person's terminal: Ctrl-C must reach Taipan, not
@@ -148,11 +150,18 @@ def bochs_files(iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x"
     else:
         com1 = f"mode=file, dev={serial_file or workdir / 'serial.txt'}"
     rc = workdir / "bochsrc"
+    # Bochs allocates at most BOCHS_HOST_MAX_MB of host memory for guest RAM;
+    # above that the guest sees more RAM than is backed, and Bochs panics when
+    # the guest has touched more than the backed amount (docs/boot.md).
+    if memory_mb > BOCHS_HOST_MAX_MB:
+        memory = f"memory: guest={memory_mb}, host={BOCHS_HOST_MAX_MB}"
+    else:
+        memory = f"megs: {memory_mb}"
     # display term needs Debian's bochs-term (Debian's Bochs has no nogui).
     # The dummy sound drivers matter: the default ALSA probe crashes Bochs
     # ("buffer overflow detected") on a machine without a sound card.
     rc.write_text(f"""\
-megs: {memory_mb}
+{memory}
 romimage: file={BOCHS_BIOS}
 vgaromimage: file={VGA_BIOS}
 cpu: model={cpu_model}, count=1, ips=100000000, reset_on_triple_fault=0

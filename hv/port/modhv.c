@@ -9,6 +9,7 @@
 #include "shared/runtime/interrupt_char.h"
 #include "cpu.h"
 #include "framebuffer.h"
+#include "identity_map.h"
 #include "layout.h"
 #include "multiboot.h"
 #include "page_alloc.h"
@@ -125,6 +126,13 @@ static mp_obj_t hv_mem(void)
     dict_store(d, MP_QSTR_free_pages, mp_obj_new_int_from_ull(st.free_pages));
     dict_store(d, MP_QSTR_reserved_pages, mp_obj_new_int_from_ull(st.reserved_pages));
     dict_store(d, MP_QSTR_heap_total, mp_obj_new_int_from_ull(port_heap_bytes()));
+    dict_store(d, MP_QSTR_high_pages, mp_obj_new_int_from_ull(st.high_pages));
+    dict_store(d, MP_QSTR_high_free_pages, mp_obj_new_int_from_ull(st.high_free_pages));
+    dict_store(d, MP_QSTR_ram_top, mp_obj_new_int_from_ull(st.top));
+    const struct identity_map_stats *im = identity_map_get();
+    dict_store(d, MP_QSTR_mapped_top, mp_obj_new_int_from_ull(im->top));
+    dict_store(d, MP_QSTR_map_1g, mp_obj_new_int(im->pages_1g));
+    dict_store(d, MP_QSTR_map_2m, mp_obj_new_int(im->pages_2m));
     mp_obj_t owners = mp_obj_new_list(0, NULL);
     const struct page_owner *o;
     for (size_t i = 0; (o = page_owner_at(i)) != NULL; i++) {

@@ -235,6 +235,8 @@ def cmd_info(args):
     print("features:  %s" % (" ".join(flags) or "-"))
     if cpu["vmx"]:
         print("IA32_FEATURE_CONTROL: 0x%x (%s)" % (cpu["feature_control"], _feature_control(cpu["feature_control"])))
+    print("paging:    1 GiB pages %s, nested 1 GiB pages %s" % (
+        "yes" if cpu["page_1g"] else "no", "yes" if cpu["nested_1g"] else "no"))
     if cpu["hypervisor"]:
         print("hypervisor: %s (CPUID 0x40000000 \"%s\")" % (cpu["hv_vendor"], cpu["hv_signature"]))
         print("nested:    %s" % cpu["nested_note"])
@@ -278,8 +280,18 @@ def cmd_mem(args):
     page = mem["page_size"]
     print("pages:     %d total, %d free (%s), %d reserved" % (
         mem["total_pages"], mem["free_pages"], _size(mem["free_pages"] * page), mem["reserved_pages"]))
+    if mem["high_pages"]:
+        print("above 4G:  %s, %s free; identity-mapped to 0x%x (%d 1 GiB pages, %d 2 MiB pages)" % (
+            _size(mem["high_pages"] * page), _size(mem["high_free_pages"] * page),
+            mem["mapped_top"], mem["map_1g"], mem["map_2m"]))
     for owner, addr, pages in mem["owners"]:
         print("  %-18s %016x %10s" % (owner, addr, _size(pages * page)))
+    if manager.count():
+        print("partitions (host-physical memory):")
+        for rec in map(manager.info, range(manager.count())):
+            base, size = rec["host_base"], rec["memory"]
+            print("  %-18s %016x-%016x %10s%s" % (rec["name"], base, base + size - 1, _size(size),
+                                                 "  above 4 GiB" if base >= 1 << 32 else ""))
     print("heap:      %s total, %s used, %s free" % (
         _size(mem["heap_total"]), _size(gc.mem_alloc()), _size(gc.mem_free())))
 
