@@ -187,12 +187,24 @@ def isr_stubs_source(*, exception_common: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def exception_common_source(offsets: Mapping[str, int]) -> str:
-    """Save every GPR into struct exc_frame, call C's handler, restore, return from the exception."""
+# FXSAVE's area: 512 bytes, 16-byte aligned.
+FXSAVE_BYTES = 512
+
+
+def _frame_common_source(label: str, link: str, offsets: Mapping[str, int], *,
+                         keep_fpu: bool = False) -> str:
+    """Save every GPR into struct exc_frame, call C through boot_links.<link>, restore, IRETQ.
+
+    keep_fpu: also FXSAVE the interrupted FPU/SSE state below the frame and
+    FXRSTOR it after C returns, for a path that may switch to another context
+    (which runs guests and C that use the FPU) before it returns.
+    """
+    fpu_save = (f"    sub rsp, {_hex(FXSAVE_BYTES)}\n    fxsave64 [rsp]\n" if keep_fpu else "")
+    fpu_load = "    fxrstor64 [rsp]\n" if keep_fpu else ""
     saves = "\n".join(f"    mov qword ptr [rsp + {_hex(offsets['frame_' + r])}], {r}" for r in GPRS)
     loads = "\n".join(f"    mov {r}, qword ptr [rsp + {_hex(offsets['frame_' + r])}]" for r in GPRS)
     return f"""\
-exception_common:
+{label}:
     sub rsp, {_hex(offsets["frame_vector"])}
 {saves}
     # The interrupted code may have left DF set; C's ABI requires it clear.
@@ -203,13 +215,61 @@ exception_common:
     # is aligned to 16 as the ABI demands at a call.
     mov rbx, rsp
     and rsp, -16
-    mov eax, {_hex(layout.BOOT_LINKS)}
-    call qword ptr [rax + {_hex(offsets["links_exception"])}]
-    mov rsp, rbx
+{fpu_save}    mov eax, {_hex(layout.BOOT_LINKS)}
+    call qword ptr [rax + {_hex(offsets["links_" + link])}]
+{fpu_load}    mov rsp, rbx
     # C may have changed the frame (for example to skip an instruction).
 {loads}
     add rsp, {_hex(offsets["frame_rip"])}
     iretq
+"""
+
+
+def exception_common_source(offsets: Mapping[str, int]) -> str:
+    """The exceptions' common path: the frame to exception_dispatch."""
+    return _frame_common_source("exception_common", "exception", offsets)
+
+
+def irq_common_source(offsets: Mapping[str, int]) -> str:
+    """The device interrupts' common path: the frame to irq_dispatch, which may switch contexts."""
+    return _frame_common_source("irq_common", "irq", offsets, keep_fpu=True)
+
+
+# Device vectors with a stub of their own (arch/x86_64/common/irq.h numbers them).
+IRQ_VECTORS = {"timer": 0x40, "ipi": 0x50}
+
+
+def irq_stub_source(name: str, *, irq_common: int) -> str:
+    """One device vector: the same frame as an exception's (error 0), then irq_common."""
+    return f"""\
+irq_stub_{name}:
+    push 0
+    push {_hex(IRQ_VECTORS[name])}
+    jmp {_hex(irq_common)}    # irq_common
+"""
+
+
+def irq_spurious_source() -> str:
+    """The APIC's spurious vector: nothing to acknowledge, nothing to do."""
+    return "irq_spurious:\n    iretq\n"
+
+
+# The registers a context switch keeps: the System V ABI's callee-saved ones;
+# the caller of ctx_switch has already saved everything else it needs.
+CTX_SAVED = ("rbx", "rbp", "r12", "r13", "r14", "r15")
+
+
+def ctx_switch_source() -> str:
+    """ctx_switch(u64 *save_rsp, u64 next_rsp): park this context's stack, resume another's."""
+    pushes = "\n".join(f"    push {r}" for r in CTX_SAVED)
+    pops = "\n".join(f"    pop {r}" for r in reversed(CTX_SAVED))
+    return f"""\
+ctx_switch:
+{pushes}
+    mov qword ptr [rdi], rsp
+    mov rsp, rsi
+{pops}
+    ret
 """
 
 

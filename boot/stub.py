@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from arch.x86_64.svm import entry as svm_entry
 from arch.x86_64.vmx import entry as vmx_entry
-from boot import entry, gdt, multiboot, paging
+from boot import ap, entry, gdt, multiboot, paging
 from toolchain import layout
 from toolchain.keystone_asm import AsmJob, assemble_many
 
@@ -75,6 +75,11 @@ def _chunks(offsets: Mapping[str, int]) -> list[_Chunk]:
         _Chunk("isr_stubs", 64, 16, lambda a: entry.isr_stubs_source(
             exception_common=a["exception_common"]), stubs_bytes),
         _Chunk("exception_common", 64, 16, lambda a: entry.exception_common_source(offsets)),
+        _Chunk("irq_common", 64, 16, lambda a: entry.irq_common_source(offsets)),
+        *(_Chunk(f"irq_stub_{name}", 64, 16, functools.partial(_irq_stub, name))
+          for name in entry.IRQ_VECTORS),
+        _Chunk("irq_spurious", 64, 16, lambda a: entry.irq_spurious_source()),
+        _Chunk("ctx_switch", 64, 16, lambda a: entry.ctx_switch_source()),
         _Chunk("isr_table", 64, 8, lambda a: entry.isr_table_source(isr_stubs=a["isr_stubs"]),
                layout.EXCEPTION_VECTORS * 8),
     ] + [
@@ -83,6 +88,10 @@ def _chunks(offsets: Mapping[str, int]) -> list[_Chunk]:
         _Chunk(name, 64, 16, functools.partial(_backend_source, source, offsets))
         for name, source in (*vmx_entry.CHUNKS, *svm_entry.CHUNKS)
     ]
+
+
+def _irq_stub(name: str, addresses: Mapping[str, int]) -> str:
+    return entry.irq_stub_source(name, irq_common=addresses["irq_common"])
 
 
 def _backend_source(source: Callable[[Mapping[str, int], Mapping[str, int]], str],
@@ -111,6 +120,7 @@ def _boot_data() -> tuple[bytes, dict[str, int]]:
         layout.BOOT_GDT: gdt.gdt_bytes(layout.BOOT_TSS),
         gdt.GDTR_ADDRESS: gdt.gdtr_bytes(layout.BOOT_GDT),
         layout.BOOT_TSS: gdt.tss_bytes(),
+        layout.BOOT_AP_IMAGE: ap.trampoline(gdt.gdtr_bytes(layout.BOOT_GDT)),
     }
     end = max(address + len(blob) for address, blob in pieces.items())
     if end - layout.BOOT_DATA > layout.BOOT_DATA_MAX:
@@ -126,7 +136,8 @@ def _boot_data() -> tuple[bytes, dict[str, int]]:
         taken = offset + len(blob)
     symbols = {"boot_pml4": layout.BOOT_PML4, "boot_pdpt": layout.BOOT_PDPT,
                "boot_pd": layout.BOOT_PD, "boot_gdt": layout.BOOT_GDT,
-               "boot_gdtr": gdt.GDTR_ADDRESS, "boot_tss": layout.BOOT_TSS}
+               "boot_gdtr": gdt.GDTR_ADDRESS, "boot_tss": layout.BOOT_TSS,
+               "ap_image": layout.BOOT_AP_IMAGE}
     return bytes(data), symbols
 
 
@@ -195,5 +206,7 @@ def c_header(stub: BootStub) -> str:
     lines += [f"#define BOOT_SYM_{name.upper()} {address:#x}ULL"
               for name, address in sorted(stub.symbols.items(), key=lambda kv: kv[1])]
     lines += ["", f"#define BOOT_ISR_STUB_BYTES {entry.ISR_STUB_BYTES}",
-              f"#define BOOT_ISR_COUNT {layout.EXCEPTION_VECTORS}"]
+              f"#define BOOT_ISR_COUNT {layout.EXCEPTION_VECTORS}",
+              f"#define BOOT_AP_IMAGE_BYTES {ap.TRAMPOLINE_BYTES}",
+              f"#define BOOT_AP_ARGS_OFFSET {ap.ARGS_OFFSET}"]
     return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from guests import attacker, bench, exit, hello, hypercall, mbtest, spin, trivial
+from guests import attacker, bench, exit, hello, hypercall, mbtest, spin, ticker, trivial
 from guests.common import GuestImage
 
 __all__ = ["BUILTIN", "GuestImage", "build_guest"]
@@ -21,6 +21,7 @@ def _trivial(*, name: str, memory: int, echo: bool = False) -> GuestImage:
 BUILTIN: dict[str, Callable[..., GuestImage]] = {
     "hello": hello.build,
     "spin": spin.build,
+    "ticker": ticker.build,
     "attacker": attacker.build,
     "exit": exit.build,
     "hypercall": hypercall.build,

@@ -12,6 +12,8 @@ def build(*, name: str, memory: int) -> GuestImage:
 spin_start:
     mov esi, spin_message
     call uart_puts
+    # Interrupts off as well: nothing the guest does can give the CPU back.
+    cli
     xor eax, eax
     mov ecx, 1
     # Registers only: nothing here can exit, so only preemption stops it.

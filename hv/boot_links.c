@@ -2,6 +2,7 @@
 #include <stdint.h>
 #include "boot_links.h"
 #include "idt.h"
+#include "irq.h"
 #include "main.h"
 
 extern char __bss_start[], __bss_end[];
@@ -16,6 +17,7 @@ static uint8_t boot_stack[BOOT_STACK_BYTES] __attribute__((aligned(16)));
 const struct boot_links boot_links __attribute__((section(".bootlinks"), used)) = {
     .main = (uint64_t)(uintptr_t)hv_main,
     .exception = (uint64_t)(uintptr_t)exception_dispatch,
+    .irq = (uint64_t)(uintptr_t)irq_dispatch,
     .stack_top = (uint64_t)(uintptr_t)(boot_stack + BOOT_STACK_BYTES),
     .bss_start = (uint64_t)(uintptr_t)__bss_start,
     .bss_end = (uint64_t)(uintptr_t)__bss_end,

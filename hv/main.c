@@ -1,9 +1,12 @@
-/* hv_main: bring up the console, memory, exceptions and CPU identification, then hand over to MicroPython. */
+/* hv_main: bring up the console, memory, exceptions, the CPUs and their schedulers, then hand over to MicroPython. */
+#include "acpi.h"
 #include "cpu.h"
+#include "cpus.h"
 #include "framebuffer.h"
 #include "identity_map.h"
 #include "idt.h"
 #include "main.h"
+#include "mgmt.h"
 #include "multiboot.h"
 #include "page_alloc.h"
 #include "partition.h"
@@ -29,6 +32,7 @@ _Noreturn void hv_main(uint32_t magic, uint64_t info)
     cpu_identify();
     tsc_calibrate();
     const struct cpu_info *cpu = cpu_info_get();
+    acpi_init();
 
     struct page_stats ps;
     page_alloc_stats(&ps);
@@ -42,12 +46,19 @@ _Noreturn void hv_main(uint32_t magic, uint64_t info)
         printk("taipan: running under %s (CPUID 0x40000000 \"%s\"): %s\n", cpu->hv_vendor_name,
                cpu->hv_signature, cpu->nested_note);
 
+    /* The boot CPU's own tables, LAPIC and backend, before anything can fault or run a guest. */
+    cpus_init_boot();
+
     /* Before MicroPython takes its heap: partitions' memory is decided at build time. */
     partitions_init();
     /* After the partitions' low memory is reserved, so its page directories land elsewhere. */
     identity_map_high();
     framebuffer_banner();
+    cpus_start_others();
 
+    /* From here this stack is the management context's; CPU 0's scheduler
+     * decides when it runs. */
+    mgmt_start();
     mp_port_main();
     printk("taipan: MicroPython returned; halting\n");
     cpu_halt();

@@ -53,6 +53,8 @@ struct mb1_mmap_entry {
 #define MB2_TAG_EFI64 12
 #define MB2_TAG_EFI_MMAP 17
 #define MB2_TAG_EFI_BS 18
+#define MB2_TAG_ACPI_OLD 14
+#define MB2_TAG_ACPI_NEW 15
 
 struct mb2_tag {
     uint32_t type, size;
@@ -319,6 +321,20 @@ static void parse_mb2(uint64_t addr)
         case MB2_TAG_FRAMEBUFFER:
             framebuffer_copy((const void *)tag);
             break;
+        case MB2_TAG_ACPI_OLD:
+        case MB2_TAG_ACPI_NEW: {
+            /* The new tag (an ACPI 2.0 RSDP with the XSDT) wins over the old one. */
+            uint32_t version = tag->type == MB2_TAG_ACPI_NEW ? 2 : 1;
+            uint32_t len = tag->size - (uint32_t)sizeof(*tag);
+            if (version < info.rsdp_version)
+                break;
+            if (len > sizeof(info.rsdp))
+                len = sizeof(info.rsdp);
+            memset(info.rsdp, 0, sizeof(info.rsdp));
+            memcpy(info.rsdp, tag + 1, len);
+            info.rsdp_version = version;
+            break;
+        }
         default:
             break;
         }

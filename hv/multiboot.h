@@ -11,6 +11,7 @@
 #define BOOT_INFO_CMDLINE_SIZE 256
 #define BOOT_INFO_LOADER_SIZE 64
 #define BOOT_INFO_MODULE_CMDLINE_SIZE 128
+#define BOOT_INFO_RSDP_SIZE 36   /* an ACPI 2.0 RSDP; ACPI 1.0's is its first 20 bytes */
 
 /* Region types as multiboot numbers them. */
 #define BOOT_REGION_USABLE 1
@@ -65,6 +66,10 @@ struct boot_info {
     bool efi_boot_services;        /* tag 18: the loader left boot services running */
     bool have_framebuffer;
     struct boot_framebuffer fb;
+    /* The RSDP as the loader copied it into an ACPI tag (multiboot2 only):
+     * rsdp_version 0 when no tag came, 1 for the old tag, 2 for the new one. */
+    uint32_t rsdp_version;
+    uint8_t rsdp[BOOT_INFO_RSDP_SIZE];
 };
 
 /* "multiboot1", "multiboot2" or "unknown". */

@@ -1,13 +1,19 @@
 # The vendor-neutral C core sources the toolchain compiles into the image.
+HV_SRC += hv/acpi.c
 HV_SRC += hv/boot_links.c
+HV_SRC += hv/cpus.c
+HV_SRC += hv/mailbox.c
 HV_SRC += hv/main.c
+HV_SRC += hv/mgmt.c
 HV_SRC += hv/multiboot.c
 HV_SRC += hv/framebuffer.c
 HV_SRC += hv/page_alloc.c
 HV_SRC += hv/printk.c
+HV_SRC += hv/sched.c
 HV_SRC += hv/uart16550.c
 HV_SRC += hv/console_ring.c
 HV_SRC += hv/journal.c
+HV_SRC += hv/part_request.c
 HV_SRC += hv/partition.c
 HV_SRC += hv/vcpu_run.c
 HV_SRC += hv/vuart.c

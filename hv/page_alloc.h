@@ -7,7 +7,7 @@
 
 #define PAGE_SIZE 4096ull
 #define HIGH_CHUNK_SIZE (2ull << 20)   /* the unit of RAM above 4 GiB: partitions are 2 MiB aligned */
-#define PAGE_OWNERS_MAX 16
+#define PAGE_OWNERS_MAX 128   /* boot, 5 per CPU, 2 per partition, the heap */
 #define PAGE_OWNER_NAME_SIZE 24
 
 struct page_stats {

@@ -76,6 +76,7 @@ static void partition_setup(struct partition *p, int index, const struct pt_part
 {
     p->index = index;
     p->desc = d;
+    p->cpu = d->cpu;
     p->state = PART_CREATED;
     uint64_t pages = d->mem_size / PAGE_SIZE;
     if (d->mem_host_base + d->mem_size > LAYOUT_HIGH_MEMORY_TOP) {

@@ -33,7 +33,24 @@ struct partition {
     char line[JOURNAL_LINE_MAX];         /* the line being written, for the journal */
     uint32_t line_len;
     struct exit_info pending;            /* an exit handed up to policy, until resolved */
-    bool upcall_pending;
+    volatile bool upcall_pending;
+    uint64_t upcall_tsc;                 /* when it was handed up, for the answer's timeout */
+    uint64_t upcalls;                    /* how many were handed up */
+    /* Policy's answer, written by CPU 0, applied by the partition's own CPU. */
+    volatile bool answer_ready;
+    int answer_action;                   /* enum upcall_action */
+    uint64_t answer_value;
+    /* Its CPU (from the table): every change to its vCPU happens there. */
+    uint32_t cpu;
+    /* Requests from CPU 0 (start, stop) that the partition's CPU carries out. */
+    volatile uint32_t req_seq, done_seq;
+    volatile int req;                    /* enum part_request */
+    char req_reason[96];
+    volatile int req_result;
+    /* A message the mailbox had no room for, posted again at the next window. */
+    int mail_owed;                       /* enum mailbox_event + 1, or 0 */
+    uint64_t halts;                      /* windows it ended by HLT */
+    uint64_t wake_tsc;                   /* halted: not entered again before this TSC */
     struct vuart_state {                 /* the virtual 16550's registers the guest can read back */
         uint8_t ier, lcr, mcr, scr, dll, dlm;
         uint8_t rx[64];
@@ -54,9 +71,20 @@ const uint8_t *partitions_blob(uint64_t *size);
 /* Guest memory to its boot contents: zeroed, then the table's chunks copied in. */
 void partition_load_memory(struct partition *p);
 
-/* Lifecycle (hv/vcpu_run.c): 0 or negative with p->reason set. */
+/* Lifecycle (hv/vcpu_run.c), on the partition's own CPU: 0 or negative with p->reason set. */
 int partition_start(struct partition *p);
 void partition_stop(struct partition *p, enum partition_state state, const char *reason);
+
+/* Lifecycle from CPU 0 (hv/part_request.c): the partition's CPU carries the
+ * request out and this waits for it. 0, or negative with p->reason set. */
+enum part_request { PART_REQ_NONE, PART_REQ_START, PART_REQ_STOP };
+int partition_request(struct partition *p, enum part_request req, const char *reason);
+/* On a partition's CPU: carry out what CPU 0 asked of the partitions it runs. */
+struct cpu;
+void partition_requests_service(struct cpu *c);
+/* Whether the scheduler may enter the partition now (on its CPU: applies a
+ * policy answer that arrived, and stops it when the answer is overdue). */
+bool partition_runnable(struct partition *p);
 
 /* What one call to partition_run_slice ended with. */
 enum run_event {
@@ -74,5 +102,12 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc);
 /* Policy's answer to the pending upcall: emulate (value for reads), deny, or stop. */
 enum upcall_action { UPCALL_EMULATE, UPCALL_DENY, UPCALL_STOP };
 void partition_resolve(struct partition *p, enum upcall_action action, uint64_t value);
+/* From CPU 0: policy's answer, applied on the partition's CPU before its next entry. */
+void partition_answer(struct partition *p, enum upcall_action action, uint64_t value);
+
 /* The backend in use, or NULL when this CPU has no usable virtualization. */
 const struct vcpu_ops *partition_backend(void);
+/* Turn the backend on for this CPU (each CPU once, the boot CPU first): 0 or negative. */
+int partition_cpu_enable(void);
+/* "cpuid", "io", ...: an exit kind's name for the console and the logs. */
+const char *partition_exit_name(enum exit_kind kind);

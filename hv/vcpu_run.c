@@ -1,5 +1,7 @@
 /* The exit fast path: CPUID, the virtual UART, port 0xf4, HLT, hypercalls and faults, handled in C. */
 #include "cpu.h"
+#include "cpus.h"
+#include "spinlock.h"
 #include "libc.h"
 #include "partition.h"
 #include "printk.h"
@@ -22,7 +24,21 @@
 #define HYPERCALL_ABI_VERSION 1u
 
 static const struct vcpu_ops *ops;
-static bool backend_checked;
+/* vCPU creation and reset allocate pages and backend slots, and the VMX
+ * backend fills a VMCS through file-wide state: one CPU at a time. */
+static spinlock_t create_lock;
+
+static const char *const exit_names[EXIT_KIND_COUNT] = {
+    [EXIT_NONE] = "none", [EXIT_CPUID] = "cpuid", [EXIT_IO] = "io", [EXIT_HLT] = "hlt",
+    [EXIT_HYPERCALL] = "hypercall", [EXIT_MSR_READ] = "msr_read", [EXIT_MSR_WRITE] = "msr_write",
+    [EXIT_PAGE_FAULT] = "page_fault", [EXIT_TRIPLE_FAULT] = "triple_fault",
+    [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
+};
+
+const char *partition_exit_name(enum exit_kind kind)
+{
+    return kind < EXIT_KIND_COUNT && exit_names[kind] ? exit_names[kind] : "other";
+}
 
 const struct vcpu_ops *vcpu_backend_select(void)
 {
@@ -36,15 +52,23 @@ const struct vcpu_ops *vcpu_backend_select(void)
     return NULL;
 }
 
+int partition_cpu_enable(void)
+{
+    /* The boot CPU chooses; every other CPU is the same model and follows. */
+    if (cpu_current()->index == 0)
+        ops = vcpu_backend_select();
+    if (!ops)
+        return -1;
+    if (ops->cpu_enable() != 0) {
+        if (cpu_current()->index == 0)
+            ops = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 const struct vcpu_ops *partition_backend(void)
 {
-    if (!backend_checked) {
-        backend_checked = true;
-        ops = vcpu_backend_select();
-        if (ops && ops->cpu_enable() != 0) {
-            ops = NULL;
-        }
-    }
     return ops;
 }
 
@@ -68,17 +92,24 @@ int partition_start(struct partition *p)
     partition_load_memory(p);
     p->vcpu.part = p;
     if (!p->vcpu_ready) {
-        if (ops->vcpu_create(&p->vcpu) != 0) {
+        uint64_t f = spin_lock_irqsave(&create_lock);
+        int rc = ops->vcpu_create(&p->vcpu);
+        spin_unlock_irqrestore(&create_lock, f);
+        if (rc != 0) {
             snprintk(p->reason, sizeof(p->reason), "its vCPU could not be created (see the console)");
             return -1;
         }
         p->vcpu_ready = true;
     } else {
+        uint64_t f = spin_lock_irqsave(&create_lock);
         ops->vcpu_reset(&p->vcpu);
+        spin_unlock_irqrestore(&create_lock, f);
     }
     p->uart = (struct vuart_state){ 0 };
     p->line_len = 0;
     p->upcall_pending = false;
+    p->answer_ready = false;
+    p->wake_tsc = 0;
     p->exit_code = 0;
     p->reason[0] = '\0';
     p->state = PART_RUNNING;
@@ -252,6 +283,8 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
             break;
         }
         if (ev == RUN_UPCALL) {
+            p->upcall_tsc = tsc_read();
+            p->upcalls++;
             p->upcall_pending = true;
             return RUN_UPCALL;
         }

@@ -10,7 +10,7 @@ import pexpect
 import pexpect.fdpexpect
 import pytest
 
-from toolchain import build, emulator, iso
+from toolchain import build, config, emulator, iso
 
 PROMPT = "taipan> "
 BOOT_TIMEOUT = 120  # generous: Bochs boots through BIOS and GRUB first
@@ -32,12 +32,22 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 _images: dict[str, Path] = {}
 
 
+def config_path(name: str) -> Path:
+    """configs/tests/NAME.toml, or configs/NAME.toml for the examples there (demo, smp, cyclic)."""
+    example = CONFIGS / f"{name}.toml"
+    return example if example.exists() else CONFIGS / "tests" / f"{name}.toml"
+
+
 def config_image(name: str) -> Path:
-    """build/cfg-NAME.elf for configs/tests/NAME.toml (configs/demo.toml for "demo"), built once."""
+    """build/cfg-NAME.elf for config_path(NAME), built once."""
     if name not in _images:
-        path = CONFIGS / "demo.toml" if name == "demo" else CONFIGS / "tests" / f"{name}.toml"
-        _images[name] = build.build(quiet=True, config_path=path, image=f"cfg-{name}")
+        _images[name] = build.build(quiet=True, config_path=config_path(name), image=f"cfg-{name}")
     return _images[name]
+
+
+def config_cpus(name: str) -> int:
+    """The CPU count a configuration plans for: the emulator gets that many."""
+    return config.load(config_path(name)).platform.cpus
 
 
 class Console:
@@ -92,6 +102,7 @@ def qemu_boot(taipan_elf: Path) -> Iterator:
 
     def boot(**options: object) -> Console:
         options.setdefault("memory_mb", 256)
+        options.setdefault("smp", config_cpus("demo"))
         child = _qemu(taipan_elf, **options)
         children.append(child)
         return Console(child).boot()
@@ -109,8 +120,9 @@ def boot_config(request, tmp_path: Path) -> Iterator:
 
     def boot(vendor: str, name: str) -> Console:
         elf = config_image(name)
+        cpus = config_cpus(name)
         if vendor == "amd":
-            child = _qemu(elf, cpu="EPYC", memory_mb=256, no_reboot=True)
+            child = _qemu(elf, cpu="EPYC", memory_mb=256, smp=cpus, no_reboot=True)
             stack.append(child.terminate)
             return Console(child).boot()
         missing = emulator.bochs_missing()
@@ -119,7 +131,8 @@ def boot_config(request, tmp_path: Path) -> Iterator:
         workdir = tmp_path / f"bochs-{name}"
         workdir.mkdir()
         image = iso.make_iso(elf, workdir / "taipan.iso")
-        run = emulator.BochsRun(image, workdir, cpu_model="corei7_skylake_x", memory_mb=256).__enter__()
+        run = emulator.BochsRun(image, workdir, cpu_model="corei7_skylake_x", memory_mb=256,
+                                cpus=cpus).__enter__()
         stack.append(run.close)
         child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
         return Console(child, char_delay=BOCHS_CHAR_DELAY).boot()
@@ -141,6 +154,7 @@ def bochs(taipan_iso: Path, tmp_path: Path) -> Iterator[Console]:
     missing = emulator.bochs_missing()
     if missing:
         pytest.fail(missing)  # bootstrap installs Bochs: its absence is a broken set-up, not a skip
-    with emulator.BochsRun(taipan_iso, tmp_path, cpu_model="corei7_skylake_x", memory_mb=256) as run:
+    with emulator.BochsRun(taipan_iso, tmp_path, cpu_model="corei7_skylake_x", memory_mb=256,
+                           cpus=config_cpus("demo")) as run:
         child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
         yield Console(child, char_delay=BOCHS_CHAR_DELAY).boot()

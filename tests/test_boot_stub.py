@@ -5,10 +5,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs
+from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 from pagewalk import Memory, translate
 
-from boot import entry, multiboot
+from boot import ap, entry, multiboot
 from boot.stub import BootStub, c_header, generate
 from toolchain import layout
 from toolchain.asm_offsets import compile_and_read, read_offsets
@@ -71,8 +71,8 @@ def test_offsets_are_read_from_the_compiled_struct_layout(offsets):
     assert [offsets[f"frame_{r}"] for r in GPRS] == list(range(0, 120, 8))
     assert (offsets["frame_vector"], offsets["frame_error"], offsets["frame_rip"],
             offsets["frame_size"]) == (120, 128, 136, 176)
-    assert [offsets[f"links_{n}"] for n in ("main", "exception", "stack_top", "bss_start",
-                                            "bss_end")] == [0, 8, 16, 24, 32]
+    assert [offsets[f"links_{n}"] for n in ("main", "exception", "irq", "stack_top", "bss_start",
+                                            "bss_end")] == [0, 8, 16, 24, 32, 40]
 
 
 def test_an_object_without_offsets_is_refused(tmp_path):
@@ -264,6 +264,85 @@ def test_exception_common_saves_and_restores_gprs_at_the_struct_offsets(stub, of
     assert ("and", "rsp, 0xfffffffffffffff0") in before and ("cld", "") in before
     assert ops[call + 1] == ("mov", "rsp, rbx")
     assert ops[-2:] == [("add", f"rsp, {cs(offsets['frame_rip'])}"), ("iretq", "")]
+
+
+def test_irq_common_keeps_the_fpu_state_around_the_call_that_may_switch_contexts(stub, offsets):
+    insns = until(disasm(stub, stub.symbols["irq_common"], 64), "iretq")
+    ops = [(i.mnemonic, i.op_str) for i in insns]
+    call = ops.index(("call", based("rax", offsets["links_irq"])))
+    # FXSAVE below the 16-aligned frame pointer, FXRSTOR before the stack comes back.
+    assert ops[call - 4:call - 1] == [("and", "rsp, 0xfffffffffffffff0"), ("sub", "rsp, 0x200"),
+                                      ("fxsave64", "ptr [rsp]")]
+    assert ops[call + 1:call + 3] == [("fxrstor64", "ptr [rsp]"), ("mov", "rsp, rbx")]
+    stores = {op.split(", ")[1] for m, op in ops if m == "mov" and op.startswith("qword ptr [rsp")}
+    assert stores == set(GPRS)
+
+
+@pytest.mark.parametrize("name", ["timer", "ipi"])
+def test_each_irq_stub_pushes_a_zero_error_and_its_vector_then_enters_irq_common(stub, name):
+    insns = disasm(stub, stub.symbols[f"irq_stub_{name}"], 64, 3)
+    assert [(i.mnemonic, i.op_str) for i in insns[:2]] == [
+        ("push", "0"), ("push", cs(entry.IRQ_VECTORS[name]))]
+    assert insns[2].mnemonic == "jmp" and imm(insns[2].op_str) == stub.symbols["irq_common"]
+
+
+def test_irq_vectors_agree_with_the_c_header():
+    header = (REPO / "arch/x86_64/common/irq.h").read_text()
+    for name, vector in entry.IRQ_VECTORS.items():
+        assert re.search(rf"#define IRQ_{name.upper()}_VECTOR {vector:#x}\b", header), name
+
+
+def test_ctx_switch_saves_the_callee_saved_registers_then_swaps_stacks(stub):
+    ops = [(i.mnemonic, i.op_str) for i in until(disasm(stub, stub.symbols["ctx_switch"], 64), "ret")]
+    saved = list(entry.CTX_SAVED)
+    assert ops[:6] == [("push", r) for r in saved]
+    assert ops[6:8] == [("mov", "qword ptr [rdi], rsp"), ("mov", "rsp, rsi")]
+    assert ops[8:14] == [("pop", r) for r in reversed(saved)]
+    assert ops[14] == ("ret", "")
+
+
+# ---- the AP trampoline -------------------------------------------------------------------
+
+def _trampoline(stub: BootStub) -> bytes:
+    return _data_at(stub, layout.BOOT_AP_IMAGE, ap.TRAMPOLINE_BYTES)
+
+
+def test_ap_trampoline_real_mode_part_loads_the_boot_gdt_and_jumps_to_protected_mode(stub):
+    page = _trampoline(stub)
+    insns = list(Cs(CS_ARCH_X86, CS_MODE_16).disasm(page[ap.REAL_OFFSET:ap.PROTECTED_OFFSET], 0))
+    ops = [(i.mnemonic, i.op_str) for i in insns]
+    assert ops[:4] == [("cli", ""), ("cld", ""), ("mov", "ax, cs"), ("mov", "ds, ax")]
+    lgdt = insns[4]
+    assert lgdt.mnemonic == "lgdt" and lgdt.bytes[0] == 0x66   # the 32-bit operand: a full base
+    assert lgdt.op_str.endswith(f"[{ap.GDTR_OFFSET:#x}]")
+    assert ("or", "eax, 1") in ops and ("mov", "cr0, eax") in ops
+    far = next(i for i in insns if i.mnemonic == "ljmp")
+    assert far.op_str == f"{layout.SEL_CODE32:#x}:{layout.AP_TRAMPOLINE + ap.PROTECTED_OFFSET:#x}"
+    limit, base = struct.unpack_from("<HI", page, ap.GDTR_OFFSET)
+    assert base == layout.BOOT_GDT and limit == layout.GDT_ENTRIES * 8 - 1
+
+
+def test_ap_trampoline_enters_long_mode_through_the_boot_page_tables(stub):
+    page = _trampoline(stub)
+    base = layout.AP_TRAMPOLINE + ap.PROTECTED_OFFSET
+    insns = until(list(Cs(CS_ARCH_X86, CS_MODE_32).disasm(page[ap.PROTECTED_OFFSET:ap.LONG_OFFSET], base)),
+                  "ljmp")
+    ops = [(i.mnemonic, i.op_str) for i in insns]
+    assert ("mov", f"eax, {layout.BOOT_PML4:#x}") in ops and ("mov", "cr3, eax") in ops
+    assert ("mov", "ecx, 0xc0000080") in ops and ("wrmsr", "") in ops
+    assert ops[-1] == ("ljmp", f"8:{layout.AP_TRAMPOLINE + ap.LONG_OFFSET:#x}")
+
+
+def test_ap_trampoline_long_mode_part_takes_its_stack_and_argument_from_the_args_block(stub):
+    page = _trampoline(stub)
+    base = layout.AP_TRAMPOLINE + ap.LONG_OFFSET
+    ops = [(i.mnemonic, i.op_str) for i in until(list(Cs(CS_ARCH_X86, CS_MODE_64).disasm(
+        page[ap.LONG_OFFSET:ap.GDTR_OFFSET], base)), "call")]
+    assert ("mov", f"ebx, {layout.AP_TRAMPOLINE_ARGS:#x}") in ops
+    assert ("mov", "rsp, qword ptr [rbx + 8]") in ops and ("mov", "rdi, qword ptr [rbx + 0x10]") in ops
+    # The alive flag is set before C runs, and C is entered through the entry field at offset 0.
+    assert ops.index(("mov", "qword ptr [rbx + 0x18], 1")) < ops.index(("call", "qword ptr [rbx]"))
+    assert page[ap.ARGS_OFFSET:] == bytes(ap.ARGS_BYTES)
 
 
 # ---- boot data ---------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_small_ring_counts_dropped_bytes_and_the_configured_escape_returns(boot_
     assert 1024 <= chatty["console_bytes"] - chatty["console_dropped"] <= 4096, chatty
     assert parts["hello"]["console_dropped"] == 0
     row = next(line for line in console.command("ps").splitlines() if line.startswith("chatty"))
-    assert int(row.split()[7]) >= chatty["console_dropped"], row
+    assert int(row.split()[8]) >= chatty["console_dropped"], row
     assert re.search(r"console +\d+ bytes written, [1-9]\d* dropped", console.command("stats chatty"))
     # Ctrl-Y, from [platform] console_escape, takes the line back; Ctrl-] goes to the guest.
     console.type("console hello\r")
@@ -109,7 +109,7 @@ def test_ps_and_stats_json_parse_and_hold_the_states(boot_config, vendor):
     (hello,) = doc["partitions"]
     assert set(hello) >= {"name", "state", "exit_code", "reason", "memory", "cpu_us", "uptime_us", "starts",
                           "restarts", "restart_policy", "restart_limit", "slice_us", "console_bytes",
-                          "console_dropped", "exits"}
+                          "console_dropped", "exits", "cpu", "upcalls", "halts"}
     assert hello["name"] == "hello" and hello["uptime_us"] >= hello["cpu_us"] and hello["starts"] == 1
     assert hello["memory"] == 16 << 20
     assert console.command("stop hello") == "hello stopped\n"
@@ -128,7 +128,7 @@ def test_on_fault_restarts_the_attacker_up_to_its_limit_then_leaves_it_faulted(b
     assert attacker["restart_policy"] == "on-fault"
     assert parts["hello"]["state"] == "running"
     row = next(line for line in console.command("ps").splitlines() if line.startswith("attacker"))
-    assert re.match(r"attacker +faulted +16 MiB +\S+ +2/2 on-fault ", row), row
+    assert re.match(r"attacker +faulted +0 +16 MiB +\S+ +2/2 on-fault ", row), row
     events = console.command("events")
     assert "attacker restarted (on-fault, 1 of 2)" in events and "attacker restarted (on-fault, 2 of 2)" in events
     assert "attacker stays faulted: its restart limit (2) is reached" in events

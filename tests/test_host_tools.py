@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import config_image
+from conftest import config_cpus, config_image
 
 from toolchain import ctl, emulator, host_console
 
@@ -33,7 +33,8 @@ def taipan(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def qemu_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path = tmp_path_factory.mktemp("line") / "taipan.sock"
-    argv = emulator.qemu_argv(config_image("demo"), serial=f"unix:{path}", memory_mb=256, no_reboot=True)
+    argv = emulator.qemu_argv(config_image("demo"), serial=f"unix:{path}", memory_mb=256,
+                              smp=config_cpus("demo"), no_reboot=True)
     qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while not path.exists():

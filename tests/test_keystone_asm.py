@@ -3,6 +3,7 @@
 import stat
 
 import pytest
+from capstone import CS_ARCH_X86, CS_MODE_16, Cs
 
 from toolchain.keystone_asm import AsmJob, AssemblyError, assemble, assemble_many
 
@@ -76,4 +77,11 @@ def test_empty_output_from_real_statements_is_an_error(tmp_path):
 
 def test_a_bad_mode_is_refused_before_spawning():
     with pytest.raises(ValueError):
-        assemble("nop", mode=16, base=0)
+        assemble("nop", mode=8, base=0)
+
+
+def test_16_bit_mode_assembles_real_mode_code():
+    # The AP trampoline's first part: capstone reads back what keystone made.
+    code = assemble("cli\nmov ax, cs\nmov ds, ax\nmov eax, cr0\n", mode=16, base=0)
+    ops = [(i.mnemonic, i.op_str) for i in Cs(CS_ARCH_X86, CS_MODE_16).disasm(code, 0)]
+    assert ops == [("cli", ""), ("mov", "ax, cs"), ("mov", "ds, ax"), ("mov", "eax, cr0")]

@@ -15,17 +15,17 @@ PATIENCE = {"amd": 60, "intel": 240}
 
 
 def ps(console) -> dict[str, dict]:
-    """`ps` parsed: name -> {state, memory, exits} (and the reason line, if any)."""
+    """`ps` parsed: name -> {state, cpu, memory, exits} (and the reason line, if any)."""
     rows: dict[str, dict] = {}
     last = None
     for line in console.command("ps").splitlines()[1:]:
         fields = line.split()
         if line.startswith(" ") and last:
             rows[last]["reason"] = line.strip()
-        elif len(fields) >= 5:
+        elif len(fields) >= 6:
             last = fields[0]
-            rows[last] = {"state": fields[1], "memory": " ".join(fields[2:4]),
-                          "exits": dict(f.split("=") for f in fields[5:] if "=" in f)}
+            rows[last] = {"state": fields[1], "cpu": int(fields[2]), "memory": " ".join(fields[3:5]),
+                          "exits": dict(f.split("=") for f in fields[6:] if "=" in f)}
     return rows
 
 

@@ -40,7 +40,7 @@ def test_every_schema_key_is_documented_and_has_a_doc_line() -> None:
 
 
 def test_the_validator_knows_exactly_the_schema_keys() -> None:
-    assert config.TOP_KEYS == ("platform", "scheduler", "partitions")
+    assert config.TOP_KEYS == ("platform", "scheduler", "partitions", "schedule")
     assert config.PARTITION_KEYS == schema.PARTITIONS.names
     assert set(config.PartitionConfig.__dataclass_fields__) >= set(schema.PARTITIONS.names) - {"image"}
 
@@ -70,10 +70,14 @@ def test_canonical_text_is_valid_toml_in_schema_order(path: Path, tmp_path: Path
     system = config.load(path)
     text = system.canonical_text()
     data = tomllib.loads(text)
-    assert list(data) == ["platform", "scheduler", "partitions"]
+    # [[schedule]] follows when the system has one; the rest always appear.
+    expected = ["platform", "scheduler", "partitions"] + (["schedule"] if system.schedules else [])
+    assert list(data) == expected
     for table in data["partitions"]:
         order = [name for name in schema.PARTITIONS.names if name in table]
         assert list(table) == order
+    for table in data.get("schedule", []):
+        assert list(table) == list(schema.SCHEDULE.names)
     # Relative image paths resolve against the file's folder: the copy sits beside it.
     copy = path.parent / f".canonical-{path.name}"
     try:

@@ -1,4 +1,4 @@
-"""The SVM entry stub and timer handlers, as keystone assembled them, read back with capstone."""
+"""The SVM entry stub, as keystone assembled it, read back with capstone."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -105,12 +105,3 @@ def test_callee_saved_registers_and_stack_are_balanced(stub):
     # Two extra pushes (regs, host VMCB) dropped with one add; one push/pop of rax around the saves.
     assert "add rsp, 0x10" in [f"{i.mnemonic} {i.op_str}" for i in insns]
     assert insns[-1].mnemonic == "ret"
-
-
-def test_timer_handler_acknowledges_the_apic_and_spurious_does_not(stub):
-    timer = [f"{i.mnemonic} {i.op_str}" for i in chunk(stub, "svm_timer_isr")]
-    assert f"mov eax, {svm_entry.XAPIC_EOI:#x}" in timer
-    assert "mov dword ptr [rax], 0" in timer
-    assert timer[0] == "push rax" and timer[-2:] == ["pop rax", "iretq "]
-    spurious = chunk(stub, "svm_spurious_isr")
-    assert [i.mnemonic for i in spurious] == ["iretq"]

@@ -64,6 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
     args.quiet = True
     elf = _build(args)
+    if args.smp is None:
+        # As many CPUs as the system description plans for.
+        args.smp = config.load(Path(args.config) if args.config else builder.DEFAULT_CONFIG).platform.cpus
     if args.emulator == "bochs":
         return _run_bochs(elf, args)
     cdrom = vars_file = None
@@ -95,7 +98,7 @@ def _run_bochs(elf: Path, args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print("taipan: Bochs boots build/taipan.iso (BIOS and GRUB first, a few seconds); "
           "Ctrl-] quits", file=sys.stderr)
-    with emulator.BochsRun(image, workdir, memory_mb=args.memory) as run:
+    with emulator.BochsRun(image, workdir, memory_mb=args.memory, cpus=args.smp) as run:
         terminal.attach(run.fileno(), alive=run.running)
     return 0
 
@@ -145,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
                    help="boot build/taipan.iso through firmware: bios (SeaBIOS) or uefi (OVMF, "
                    "variables in build/ovmf/); default: QEMU loads the image by multiboot1")
     p.add_argument("--cpu", default="EPYC", help="QEMU CPU model under TCG (default EPYC)")
-    p.add_argument("--smp", type=int, default=1, help="number of CPUs")
+    p.add_argument("--smp", type=int, default=None,
+                   help="number of CPUs (default: the configuration's [platform] cpus)")
     p.add_argument("--memory", type=int, default=256, help="RAM in MiB")
     p.add_argument("--serial", default="stdio", help="stdio (default), pty or unix:PATH "
                    "(a socket for taipan console and taipan ctl, one client at a time)")

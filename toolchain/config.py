@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.util
 import re
 import sys
 import tomllib
@@ -12,7 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from toolchain import layout, partition_layout, schema
-from toolchain.schema import PARTITIONS, PLATFORM, SCHEDULER
+from toolchain.schema import PARTITIONS, PLATFORM, SCHEDULE, SCHEDULER
+
+
+def _load_plan() -> Any:
+    """hv/py/plan.py, the plan rules MicroPython runs on the metal, as a CPython module."""
+    path = Path(__file__).resolve().parent.parent / "hv" / "py" / "plan.py"
+    spec = importlib.util.spec_from_file_location("taipan_plan", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# One module, two interpreters: what `sched set` checks on the metal is what
+# `taipan check` checks here.
+plan = _load_plan()
 
 KINDS = schema.KINDS
 BUILTIN_PREFIX = "guest:"
@@ -39,6 +55,7 @@ _ESCAPE_TAKEN = ("^H", "^I", "^J", "^M", "^[")
 
 TOP_KEYS = tuple(section.name for section in schema.SECTIONS)
 PARTITION_KEYS = PARTITIONS.names
+WINDOW_KEYS = ("partition", "ms")
 
 
 class ConfigError(Exception):
@@ -71,7 +88,10 @@ class PartitionConfig:
     cpuid_upcall: bool = False
     host_address: int | None = None   # as written; None: placed by the toolchain
     host_base: int | None = None      # where validation placed it
-    cpus: int = 1
+    vcpus: int = 1
+    cpu: int | None = None            # a dedicated CPU, as written
+    cpus: list[int] | None = None     # shared host CPUs, as written
+    home_cpu: int = 0                 # where the plan runs it
     ports: list[tuple[int, int]] = field(default_factory=list)  # merged inclusive ranges
     restart: str = "never"
     restart_limit: int = 3
@@ -90,7 +110,9 @@ class PartitionConfig:
         """
         return {"name": self.name, "memory": self.memory,
                 "host_address": self.host_base if self.host_base is not None else self.host_address,
-                "cpus": self.cpus, "image": self.image, "kind": kind or self.kind,
+                "vcpus": self.vcpus, "cpu": self.cpu,
+                "cpus": [self.home_cpu] if self.cpu is None else None,
+                "image": self.image, "kind": kind or self.kind,
                 "entry": self.entry if self.kind == "raw" and self.builtin is None else None,
                 "cmdline": self.cmdline if (kind or self.kind) == "multiboot" else None,
                 "modules": list(self.module_names) if (kind or self.kind) == "multiboot" else None,
@@ -106,7 +128,7 @@ class PartitionConfig:
 @dataclass
 class PlatformConfig:
     memory: int | None = None   # None: not declared, not checked
-    cpus: int | None = None
+    cpus: int = PLATFORM.key("cpus").default
     serial: str = PLATFORM.key("serial").default
     baud: int = PLATFORM.key("baud").default
     console_escape: str = PLATFORM.key("console_escape").default
@@ -115,6 +137,24 @@ class PlatformConfig:
 @dataclass
 class SchedulerConfig:
     slice_ms: int = SCHEDULER.key("slice_ms").default
+    # None until the plan is derived: the default, raised as far as the
+    # minimum share needs; then the slice the plan gives management.
+    management_ms: int | None = None
+    management_min_percent: int = SCHEDULER.key("management_min_percent").default
+    upcall_timeout_ms: int = SCHEDULER.key("upcall_timeout_ms").default
+
+
+@dataclass
+class ScheduleConfig:
+    """One [[schedule]]: a cyclic CPU's major frame and its windows in order."""
+
+    cpu: int
+    major_frame_ms: int
+    windows: list[dict[str, Any]]   # {"partition": NAME or "management", "ms": N}
+
+    def values(self) -> dict[str, Any]:
+        return {"cpu": self.cpu, "major_frame_ms": self.major_frame_ms,
+                "windows": [dict(w) for w in self.windows]}
 
 
 @dataclass
@@ -123,6 +163,13 @@ class SystemConfig:
     partitions: list[PartitionConfig]
     platform: PlatformConfig = field(default_factory=PlatformConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    schedules: list[ScheduleConfig] = field(default_factory=list)
+    # Per CPU, as hv/py/plan.py derives it: {"cpu", "kind", "frame_us", "windows"}.
+    plans: list[dict[str, Any]] = field(default_factory=list)
+
+    def plan_lines(self) -> list[str]:
+        """The derived plan, one line per CPU, as `taipan check` prints it."""
+        return plan.describe(self.plans, [p.name for p in self.partitions])
 
     def canonical_text(self, kinds: list[str] | None = None) -> str:
         """The whole configuration as canonical TOML; `kinds` fills in built-in guests' kinds."""
@@ -131,6 +178,7 @@ class SystemConfig:
             "platform": {f.name: getattr(self.platform, f.name) for f in fields(self.platform)},
             "scheduler": {f.name: getattr(self.scheduler, f.name) for f in fields(self.scheduler)},
             "partitions": [p.values(kind) for p, kind in zip(self.partitions, kinds, strict=True)],
+            "schedule": [s.values() for s in self.schedules],
         })
 
 
@@ -150,7 +198,8 @@ def builtin_guests() -> dict[str, Callable[..., Any]]:
 
 
 _PY_TYPES: dict[str, type] = {"string": str, "integer": int, "address": int, "bool": bool,
-                              "size": str, "paths": list, "ports": list, "table": dict}
+                              "size": str, "paths": list, "ports": list, "table": dict,
+                              "cpus": list, "windows": list}
 
 
 class _Checker:
@@ -159,9 +208,11 @@ class _Checker:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.errors: list[str] = []
+        self.broken: set[str] = set()   # key paths with an error
 
     def error(self, key: str, value: Any, rule: str) -> None:
         self.errors.append(f"{self.path}: {key} = {_show(value)}: {rule}")
+        self.broken.add(key)
 
     def unknown_keys(self, table: dict[str, Any], valid: tuple[str, ...], prefix: str) -> None:
         for key, value in table.items():
@@ -293,12 +344,38 @@ def _ports(check: _Checker, items: list[Any], prefix: str,
     return merged
 
 
+def _cpu_list(check: _Checker, items: list[Any], prefix: str) -> list[int] | None:
+    """`cpus`: a list of CPU numbers, or None after an error."""
+    ok = True
+    for number, item in enumerate(items):
+        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+            check.error(f"{prefix}cpus[{number}]", item,
+                        "must be a CPU number: an integer, 0 or more")
+            ok = False
+    return list(items) if ok else None
+
+
+def _placement(check: _Checker, table: dict[str, Any], v: dict[str, Any], prefix: str,
+               scheduler: SchedulerConfig) -> dict[str, Any] | None:
+    """What the plan needs of one partition, or None when one of those keys is broken."""
+    cpus = _cpu_list(check, v["cpus"], prefix) if v["cpus"] is not None else None
+    broken = [key for key in ("cpu", "cpus", "slice_ms", "vcpus") if key in table
+              and (v[key] is None or key == "cpus" and cpus is None)]
+    if broken or not isinstance(v["name"], str):
+        return None
+    slice_ms = v["slice_ms"] if v["slice_ms"] is not None else scheduler.slice_ms
+    return {"name": v["name"], "cpu": v["cpu"], "cpus": cpus, "slice_us": slice_ms * 1000}
+
+
 def _partition(check: _Checker, index: int, table: dict[str, Any],
                builtins: dict[str, Callable[..., Any]], scheduler: SchedulerConfig,
-               claims: list[tuple[int, str, Any, int, int]]) -> PartitionConfig | None:
+               claims: list[tuple[int, str, Any, int, int]],
+               placements: list[dict[str, Any] | None]) -> PartitionConfig | None:
     prefix = f"partitions[{index}]."
     before = len(check.errors)
     v = check.section(table, PARTITIONS, prefix)
+    placement = _placement(check, table, v, prefix, scheduler)
+    placements.append(placement)
 
     name = v["name"]
     if name is not None and not _NAME.fullmatch(name):
@@ -381,7 +458,8 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         image_path=image_path, autostart=v["autostart"], console_size=console, cmdline=cmdline,
         modules=modules, entry=entry, params=dict(v["params"]),
         inject_entry_failure=v["inject_entry_failure"], cpuid_upcall=v["cpuid_upcall"],
-        host_address=host, cpus=v["cpus"], ports=ports, restart=v["restart"],
+        host_address=host, vcpus=v["vcpus"], cpu=v["cpu"], cpus=placement["cpus"] if placement else None,
+        ports=ports, restart=v["restart"],
         restart_limit=v["restart_limit"],
         slice_ms=v["slice_ms"] if v["slice_ms"] is not None else scheduler.slice_ms,
         module_names=list(table.get("modules", [])))
@@ -410,7 +488,8 @@ def _platform(check: _Checker, data: dict[str, Any]) -> PlatformConfig:
                     + " ".join(_ESCAPE_TAKEN) + " (editing, line-end and arrow keys)")
         escape = None
     defaults = PlatformConfig()
-    return PlatformConfig(memory=memory, cpus=v["cpus"], serial=v["serial"] or defaults.serial,
+    return PlatformConfig(memory=memory, cpus=v["cpus"] or defaults.cpus,
+                          serial=v["serial"] or defaults.serial,
                           baud=v["baud"] or defaults.baud,
                           console_escape=escape or defaults.console_escape)
 
@@ -441,13 +520,78 @@ def _place(check: _Checker, partitions: list[PartitionConfig], platform: Platfor
         part.host_base = bases.get(part.index)
 
 
+def _windows(check: _Checker, items: list[Any], prefix: str) -> list[dict[str, Any]] | None:
+    """A schedule's `windows`: inline tables of a partition name and a length in ms."""
+    windows = []
+    for number, item in enumerate(items):
+        at = f"{prefix}windows[{number}]"
+        if not isinstance(item, dict):
+            check.error(at, item, "must be a table such as { partition = \"NAME\", ms = 10 }")
+            continue
+        check.unknown_keys(item, WINDOW_KEYS, at + ".")
+        name, ms = item.get("partition"), item.get("ms")
+        if name is None or ms is None:
+            missing = "partition" if name is None else "ms"
+            check.error(f"{at}.{missing}", "(missing)", "is required: a window is "
+                        "{ partition = \"NAME\" or \"management\", ms = N }")
+            continue
+        if not isinstance(name, str):
+            check.error(f"{at}.partition", name, f"must be a string, not {_type_word(name)}")
+            continue
+        if not isinstance(ms, int) or isinstance(ms, bool):
+            check.error(f"{at}.ms", ms, f"must be an integer, not {_type_word(ms)}")
+            continue
+        windows.append({"partition": name, "ms": ms})
+    return windows if len(windows) == len(items) else None
+
+
+def _schedules(check: _Checker, data: dict[str, Any]) -> list[ScheduleConfig] | None:
+    """The [[schedule]] tables; None when one of them is broken (the plan is not derived)."""
+    tables = data.get(SCHEDULE.name, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        check.error(SCHEDULE.name, tables, f"must be an array of tables ({SCHEDULE.header})")
+        return None
+    schedules: list[ScheduleConfig] | None = []
+    for number, table in enumerate(tables):
+        prefix = f"{SCHEDULE.name}[{number}]."
+        before = len(check.errors)
+        v = check.section(table, SCHEDULE, prefix)
+        windows = _windows(check, v["windows"], prefix) if v["windows"] is not None else None
+        if len(check.errors) != before or windows is None:
+            schedules = None
+        elif schedules is not None:
+            schedules.append(ScheduleConfig(v["cpu"], v["major_frame_ms"], windows))
+    return schedules
+
+
+def _plan(check: _Checker, platform: PlatformConfig, scheduler: SchedulerConfig,
+          placements: list[dict[str, Any]], schedules: list[ScheduleConfig]
+          ) -> list[dict[str, Any]]:
+    """The per-CPU plan from hv/py/plan.py; its errors join the others."""
+    plans, errors = plan.derive(
+        platform.cpus, placements, [s.values() for s in schedules],
+        {"management_ms": scheduler.management_ms,
+         "management_min_percent": scheduler.management_min_percent})
+    for key, value, rule in errors:
+        check.error(key, value, rule)
+    for window in plans[0]["windows"] if plans else []:
+        if window[0] == plan.MANAGEMENT and plans[0]["kind"] == "round-robin":
+            scheduler.management_ms = window[1] // 1000
+    if scheduler.management_ms is None:
+        scheduler.management_ms = plan.MANAGEMENT_MS_DEFAULT
+    return plans
+
+
 def validate(data: dict[str, Any], path: Path) -> SystemConfig:
     """Check parsed TOML against the schema; ConfigError lists every problem."""
     check = _Checker(path)
     check.unknown_keys(data, TOP_KEYS, "")
     platform = _platform(check, data)
-    slice_ms = _table(check, data, SCHEDULER)["slice_ms"]
-    scheduler = SchedulerConfig(slice_ms if slice_ms is not None else SchedulerConfig().slice_ms)
+    v = _table(check, data, SCHEDULER)
+    defaults = SchedulerConfig()
+    scheduler = SchedulerConfig(*(v[f.name] if v[f.name] is not None else getattr(defaults, f.name)
+                                  for f in fields(SchedulerConfig)))
+    schedules = _schedules(check, data)
     tables = data.get("partitions")
     if tables is None:
         check.error("partitions", "(missing)", "is required: at least one [[partitions]] table")
@@ -463,7 +607,8 @@ def validate(data: dict[str, Any], path: Path) -> SystemConfig:
 
     builtins = builtin_guests()
     claims: list[tuple[int, str, Any, int, int]] = []
-    partitions = [_partition(check, index, table, builtins, scheduler, claims)
+    placements: list[dict[str, Any] | None] = []
+    partitions = [_partition(check, index, table, builtins, scheduler, claims, placements)
                   for index, table in enumerate(tables)]
 
     seen: dict[str, int] = {}
@@ -483,17 +628,24 @@ def validate(data: dict[str, Any], path: Path) -> SystemConfig:
                         f"({owner[1]}); a port belongs to one partition at most")
 
     valid = [p for p in partitions if p is not None]
-    vcpus = sum(p.cpus for p in valid)
-    if platform.cpus is not None and vcpus > platform.cpus:
-        check.error("partitions", f"{vcpus} vCPUs in total",
-                    f"more CPUs than platform.cpus = {platform.cpus}: each vCPU needs a CPU")
+    plans: list[dict[str, Any]] = []
+    # The plan is derived when every key it reads is sound, even if other keys
+    # are not, so its mistakes show in the same pass.
+    if tables and schedules is not None and "platform.cpus" not in check.broken \
+            and all(p is not None for p in placements):
+        plans = _plan(check, platform, scheduler, [p for p in placements if p], schedules)
+    for cpu_plan in plans:
+        for owner, _us in cpu_plan["windows"]:
+            if owner != plan.MANAGEMENT and partitions[owner] is not None:
+                partitions[owner].home_cpu = cpu_plan["cpu"]
 
     if valid:
         _place(check, valid, platform)
 
     if check.errors:
         raise ConfigError(check.errors)
-    return SystemConfig(path=path, partitions=valid, platform=platform, scheduler=scheduler)
+    return SystemConfig(path=path, partitions=valid, platform=platform, scheduler=scheduler,
+                        schedules=schedules or [], plans=plans)
 
 
 def load(path: Path | str) -> SystemConfig:
@@ -517,4 +669,6 @@ def check(path: Path | str) -> int:
             print(line, file=sys.stderr)
         return 2
     print(f"{path}: {len(config.partitions)} partitions, valid")
+    for line in config.plan_lines():
+        print(f"  {line}")
     return 0

@@ -136,7 +136,7 @@ def kvm_nested_available(root: Path = Path("/")) -> tuple[bool, str]:
 
 
 def bochs_files(iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x",
-                memory_mb: int = 128, serial_file: Path | None = None,
+                memory_mb: int = 128, cpus: int = 1, serial_file: Path | None = None,
                 serial_tty: str | None = None) -> tuple[Path, Path]:
     """Write a bochsrc booting `iso` and the debugger command file; return (bochsrc, cmds).
 
@@ -164,7 +164,7 @@ def bochs_files(iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x"
 {memory}
 romimage: file={BOCHS_BIOS}
 vgaromimage: file={VGA_BIOS}
-cpu: model={cpu_model}, count=1, ips=100000000, reset_on_triple_fault=0
+cpu: model={cpu_model}, count={cpus}, ips=100000000, reset_on_triple_fault=0
 ata0-master: type=cdrom, path={iso.resolve()}, status=inserted
 boot: cdrom
 display_library: term
@@ -206,9 +206,9 @@ class BochsRun:
     """
 
     def __init__(self, iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x",
-                 memory_mb: int = 128) -> None:
+                 memory_mb: int = 128, cpus: int = 1) -> None:
         self.iso, self.workdir = iso, workdir
-        self.cpu_model, self.memory_mb = cpu_model, memory_mb
+        self.cpu_model, self.memory_mb, self.cpus = cpu_model, memory_mb, cpus
         self.serial_path = workdir / "serial.txt"
         self.output = b""
         self._seen = 0
@@ -223,7 +223,7 @@ class BochsRun:
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # bytes pass untouched: no echo, no CR/LF mapping
         rc, cmds = bochs_files(self.iso, self.workdir, cpu_model=self.cpu_model,
-                               memory_mb=self.memory_mb, serial_tty=os.ttyname(self._slave))
+                               memory_mb=self.memory_mb, cpus=self.cpus, serial_tty=os.ttyname(self._slave))
         self.serial_path.write_bytes(b"")
         self._proc = subprocess.Popen(bochs_argv(rc, cmds), cwd=self.workdir,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 # the job that was running when it happened.
 _CHILD = r"""
 import json, re, sys
-from keystone import Ks, KsError, KS_ARCH_X86, KS_MODE_32, KS_MODE_64
+from keystone import Ks, KsError, KS_ARCH_X86, KS_MODE_16, KS_MODE_32, KS_MODE_64
 
 LABEL = re.compile(r"^\s*([A-Za-z_.$][\w.$]*)\s*:")
 EQU = re.compile(r"^\s*\.(?:equ|set)\s+([A-Za-z_.$][\w.$]*)\s*,")
@@ -26,7 +26,7 @@ def statement(line):
 
 
 def assemble(source, mode, base):
-    ks = Ks(KS_ARCH_X86, KS_MODE_64 if mode == 64 else KS_MODE_32)
+    ks = Ks(KS_ARCH_X86, {16: KS_MODE_16, 32: KS_MODE_32, 64: KS_MODE_64}[mode])
     encoding, _ = ks.asm(source, base)
     return bytes(encoding or [])
 
@@ -82,7 +82,7 @@ class AssemblyError(Exception):
 
 @dataclass(frozen=True)
 class AsmJob:
-    """One piece of assembly: its text, CPU mode (32 or 64) and absolute load address."""
+    """One piece of assembly: its text, CPU mode (16, 32 or 64) and absolute load address."""
 
     source: str
     mode: int
@@ -110,8 +110,8 @@ def _describe_exit(returncode: int) -> str:
 def assemble_many(jobs: Sequence[AsmJob], *, python: str = sys.executable) -> list[bytes]:
     """Assemble every job in one keystone child process; raise AssemblyError on the first failure."""
     for job in jobs:
-        if job.mode not in (32, 64):
-            raise ValueError(f"{job.name}: mode must be 32 or 64, not {job.mode}")
+        if job.mode not in (16, 32, 64):
+            raise ValueError(f"{job.name}: mode must be 16, 32 or 64, not {job.mode}")
     if not jobs:
         return []
     payload = json.dumps([{"source": j.source, "mode": j.mode, "base": j.base} for j in jobs])
@@ -151,5 +151,5 @@ def assemble_many(jobs: Sequence[AsmJob], *, python: str = sys.executable) -> li
 
 
 def assemble(source: str, *, mode: int, base: int) -> bytes:
-    """Assemble Intel-syntax `source` for `mode` (32 or 64) as if loaded at absolute `base`."""
+    """Assemble Intel-syntax `source` for `mode` (16, 32 or 64) as if loaded at absolute `base`."""
     return assemble_many([AsmJob(source, mode, base)])[0]

@@ -16,6 +16,7 @@ BOOT_PDPT = BOOT_DATA + 0x1000
 BOOT_PD = BOOT_DATA + 0x2000  # four page directories, one per GiB
 BOOT_GDT = BOOT_DATA + 0x6000
 BOOT_TSS = BOOT_DATA + 0x6100
+BOOT_AP_IMAGE = BOOT_DATA + 0x6200  # the AP trampoline's bytes, copied to AP_TRAMPOLINE
 BOOT_DATA_MAX = 0x7000
 
 # C's `struct boot_links` (function pointers and stack the stub jumps through):
@@ -70,3 +71,9 @@ HV_TABLES_MAX = 0x200000
 PARTITIONS_BASE = 0x4000000
 PARTITION_ALIGN = 0x200000
 PARTITIONS_MAX = 16
+
+# The AP trampoline: a page below 1 MiB (a SIPI starts a CPU in real mode at
+# vector * 4 KiB), copied there by C from the image before each INIT-SIPI-SIPI.
+# Its last bytes hold the arguments the BSP leaves for the starting CPU.
+AP_TRAMPOLINE = 0x8000
+AP_TRAMPOLINE_ARGS = AP_TRAMPOLINE + 0x200

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from toolchain import build as builder
-from toolchain import emulator, micropython
+from toolchain import config, emulator, micropython
 
 ROOT = builder.ROOT
 EXCLUDED_FILE = ROOT / "tests" / "mptest_excluded.txt"
@@ -121,7 +121,9 @@ def list_tests(tree: Path, dirs: list[str]) -> list[str]:
 
 
 def _target(elf: Path) -> str:
-    argv = emulator.qemu_argv(elf, memory_mb=MEMORY_MB, serial="pty", no_reboot=True)
+    # The demo image, booted on as many CPUs as it plans for.
+    cpus = config.load(builder.DEFAULT_CONFIG).platform.cpus
+    argv = emulator.qemu_argv(elf, memory_mb=MEMORY_MB, smp=cpus, serial="pty", no_reboot=True)
     # pyboard.py splits the execpty command on whitespace, with no quoting.
     if any(not a or any(c.isspace() for c in a) for a in argv):
         raise ValueError(f"execpty cannot pass a QEMU argument containing whitespace: {argv}")

@@ -12,7 +12,7 @@ from toolchain import layout
 TYPES = {
     "string": "string", "integer": "integer", "bool": "bool", "size": "size",
     "address": "integer", "paths": "array of strings", "ports": "array of ports",
-    "table": "table",
+    "table": "table", "cpus": "array of integers", "windows": "array of tables",
 }
 
 
@@ -74,15 +74,18 @@ PORT_RANGES_MAX = 8
 RESERVED_PORTS = ((0x3F8, 0x3FF, "the hypervisor's UART (COM1), each guest's virtual UART"),
                   (0xF4, 0xF4, "the port a guest ends itself through (its exit code)"))
 RESTART_LIMIT_MAX = 1000
+# The machine's CPUs the table holds a plan for (PT_CPUS_MAX).
+CPUS_MAX = 16
+MAJOR_FRAME_MS_MAX = 10000
 
 PLATFORM = Section("platform", False, (
-    "The machine Taipan runs on. Optional: a key left out is not checked (memory and "
-    "cpus) or takes its default. The hypervisor also checks RAM at boot: a partition "
+    "The machine Taipan runs on. Optional: a key left out is not checked (memory) or "
+    "takes its default. The hypervisor also checks RAM at boot: a partition "
     "whose memory the firmware does not report as usable RAM is marked unusable."), (
     Key("memory", "size", "RAM the machine has; every partition must end below it",
         default_doc="not checked (512 GiB, the most Taipan maps, is the limit)"),
-    Key("cpus", "integer", "CPUs the machine has; the partitions' `cpus` summed may not "
-        "exceed it", minimum=1, maximum=256, default_doc="not checked"),
+    Key("cpus", "integer", "CPUs the machine has, numbered 0 to cpus - 1; CPU 0 runs "
+        "management (the console) and is shared", default=1, minimum=1, maximum=CPUS_MAX),
     Key("serial", "string", "the serial port the hypervisor owns for its shell and every "
         "console: `com1` (I/O 0x3f8-0x3ff) only today", default="com1",
         choices=tuple(SERIAL_PORTS),
@@ -95,9 +98,21 @@ PLATFORM = Section("platform", False, (
 ))
 
 SCHEDULER = Section("scheduler", False, (
-    "How the partitions share the CPU: each runnable partition in turn for its slice."), (
+    "How partitions share a CPU that has no `[[schedule]]` (round robin): each runnable "
+    "partition in turn for its slice, and on CPU 0 management first for its own."), (
     Key("slice_ms", "integer", "the time slice of a partition that sets none, in "
         "milliseconds", default=10, minimum=1, maximum=SLICE_MS_MAX),
+    Key("management_ms", "integer", "management's slice (console, manager, policy) in "
+        "each round on a round-robin CPU 0, in milliseconds", minimum=1,
+        maximum=SLICE_MS_MAX, default_doc="`10`, or as much more as `management_min_percent` "
+        "needs beside the slices on CPU 0"),
+    Key("management_min_percent", "integer", "the share of CPU 0 management is "
+        "guaranteed: a round-robin CPU 0 gives it `management_ms` of every round, a cyclic "
+        "one its `\"management\"` windows of every frame", default=10, minimum=0,
+        maximum=100),
+    Key("upcall_timeout_ms", "integer", "how long a partition's exit may wait for policy's "
+        "answer (an up-call to MicroPython on CPU 0) before its CPU stops it with the reason",
+        default=2000, minimum=10, maximum=60000),
 ))
 
 PARTITIONS = Section("partitions", True, (
@@ -111,9 +126,15 @@ PARTITIONS = Section("partitions", True, (
     Key("host_address", "address", "a fixed host-physical address for its memory: 2 MiB "
         f"aligned, at or above {layout.PARTITIONS_BASE:#x}, overlapping no other partition",
         default_doc=f"placed from {layout.PARTITIONS_BASE:#x} up, in file order"),
-    Key("cpus", "integer", "its vCPUs; Taipan runs one vCPU per partition, on the boot CPU, "
-        "today", default=1, minimum=1, maximum=1,
-        rule="must be 1: Taipan runs one vCPU per partition, on the boot CPU, today"),
+    Key("vcpus", "integer", "its vCPUs; Taipan runs one vCPU per partition today",
+        default=1, minimum=1, maximum=1,
+        rule="must be 1: Taipan runs one vCPU per partition today"),
+    Key("cpu", "integer", "a dedicated CPU: it runs this partition alone, with no time "
+        "slicing and no management; never CPU 0", minimum=0,
+        default_doc="none (shared: see `cpus`)"),
+    Key("cpus", "cpus", "the host CPUs it shares, one per vCPU (so one entry today), e.g. "
+        "`[0]`: round robin there, or the windows of that CPU's `[[schedule]]`",
+        default_doc="`[0]`, or the CPU whose `[[schedule]]` names it"),
     Key("image", "string", "`\"guest:NAME\"` (a built-in guest, see guests/README.md) or a "
         "file path", required=True,
         required_hint=": \"guest:NAME\" or a file path relative to the config file"),
@@ -147,7 +168,22 @@ PARTITIONS = Section("partitions", True, (
         "MicroPython policy instead of the C fast path", default=False, hook=True),
 ))
 
-SECTIONS: tuple[Section, ...] = (PLATFORM, SCHEDULER, PARTITIONS)
+SCHEDULE = Section("schedule", True, (
+    "Optional, one table per cyclic CPU: a major frame of fixed windows that repeats, "
+    "in the style of ARINC 653. Windows run one after another from the frame's start, "
+    "so they never overlap; the rest of the frame idles. A partition named in a window "
+    "runs on that CPU (its `cpus` absent or `[cpu]`). CPU 0's schedule must give "
+    "`\"management\"` at least `[scheduler] management_min_percent` of the frame."), (
+    Key("cpu", "integer", "the CPU this schedule is for; one schedule per CPU, never a "
+        "dedicated one", required=True, minimum=0),
+    Key("major_frame_ms", "integer", "the frame's length in milliseconds; the windows "
+        "summed must fit in it", required=True, minimum=1, maximum=MAJOR_FRAME_MS_MAX),
+    Key("windows", "windows", "the windows in order, each `{ partition = \"NAME\", ms = N }`; "
+        "`partition = \"management\"` is the console's window (CPU 0 only); `ms` at least 1",
+        required=True),
+))
+
+SECTIONS: tuple[Section, ...] = (PLATFORM, SCHEDULER, PARTITIONS, SCHEDULE)
 
 
 # -- canonical TOML ----------------------------------------------------------
@@ -228,7 +264,8 @@ _INTRO = """\
      tests/test_schema.py fails when this file and the schema disagree. -->
 
 A Taipan system is one TOML file: the machine (`[platform]`), the scheduler
-(`[scheduler]`) and the partitions (`[[partitions]]`). The toolchain validates it,
+(`[scheduler]`), the partitions (`[[partitions]]`) and, optionally, cyclic
+schedules (`[[schedule]]`). The toolchain validates it,
 lays out and proves the partitions' memory, and turns it into the signed
 partition table linked into the hypervisor image; nothing is decided at run time.
 
@@ -250,8 +287,9 @@ command prints it as canonical TOML (every key in the order below, defaults fill
 in, each partition's `kind` and placed `host_address` written out, one `key = value`
 a line), and the Python side reads it with `hv.config_text()`. Per partition,
 `hv.part_info(i)` gives the run-time keys from the table: `restart` (str),
-`restart_limit`, `slice_us` (`slice_ms` x 1000) and `cpus` (ints), and `ports`, a
-list holding an int for each single port and a `(first, last)` tuple for each range.
+`restart_limit`, `slice_us` (`slice_ms` x 1000), `vcpus` and `cpu` (its home CPU)
+(ints), `cpus` (a list of host CPUs, `[cpu]` today), and `ports`, a list holding an
+int for each single port and a `(first, last)` tuple for each range.
 """
 
 _NOTES = """\
@@ -265,9 +303,6 @@ _NOTES = """\
   the PCI hole from 2 GiB to 4 GiB. At boot the hypervisor checks each range
   against the firmware's memory map and marks a partition whose memory is not
   usable RAM there unusable.
-- The partitions' `cpus` summed may not exceed `[platform] cpus` when that is
-  given. Taipan schedules every partition's single vCPU on the boot CPU today; the
-  check keeps a configuration valid for when vCPUs get CPUs of their own.
 - A port is passed through to one partition at most; at most {ranges} ranges per
   partition after adjacent ports merge. The hypervisor's UART (0x3f8-0x3ff, where
   each guest finds its virtual UART) and port 0xf4 (a guest writes its exit code
@@ -280,6 +315,49 @@ _NOTES = """\
 - `console_escape` is `^` and one of `A`-`Z`, `\\`, `]`, `^`, `_`, except the keys
   a terminal already uses for editing and line ends (`^H`, `^I`, `^J`, `^M`) and
   `^[` (Escape, which starts every arrow key's sequence).
+
+## Where partitions run: the plan
+
+Each CPU gets a plan, derived by `hv/py/plan.py`. The same module, frozen into
+the image, checks a plan changed at run time by the console's `sched set`
+(`plan.check_change`): the rules below that apply to a plan, and on top of them a
+dedicated CPU stays dedicated to its partition, a shared CPU stays shared, and no
+partition moves to another CPU; slices, windows, frames and round-robin or cyclic
+may change. The kinds:
+
+- **dedicated**: a partition with `cpu = K` runs alone on CPU K, with no time
+  slicing;
+- **cyclic**: a CPU with a `[[schedule]]` runs its windows in order from the start
+  of each major frame and idles for the rest of it;
+- **round-robin**: any other CPU runs the partitions whose `cpus` name it, each for
+  its `slice_ms`, in file order; on CPU 0 management comes first, for
+  `[scheduler] management_ms`;
+- **idle**: a CPU nothing runs on halts.
+
+A partition that sets neither `cpu` nor `cpus` shares CPU 0 (or the CPU whose
+`[[schedule]]` names it), so a configuration from before CPUs were planned keeps
+its meaning. The rules, each reported with its key:
+
+- every CPU named (`cpu`, `cpus`, `[[schedule]] cpu`) is below `[platform] cpus`;
+- a dedicated CPU is claimed once: by no other partition's `cpu` or `cpus`, and
+  has no `[[schedule]]`; CPU 0 is never dedicated (management runs there);
+- a partition gives `cpu` or `cpus`, not both, and `cpus` has one entry per vCPU;
+- one `[[schedule]]` per CPU; its windows last at least 1 ms each, name known
+  partitions (or `"management"`, on CPU 0 only), and summed fit in
+  `major_frame_ms`; a partition's windows are all on one CPU, where its `cpus`
+  (absent or `[cpu]`) puts it;
+- every partition has time somewhere: `cpus = [k]` on a cyclic CPU k needs a
+  window there;
+- management has time on CPU 0: a cyclic CPU 0 has a `"management"` window, and
+  management's share of CPU 0 is at least `management_min_percent`: on a
+  round-robin CPU 0 that is `management_ms / (management_ms + the slices on CPU
+  0)`, on a cyclic one its windows over the frame.
+
+`taipan check FILE` prints the plan it derived, one line per CPU, e.g.:
+
+    configs/smp.toml: 4 partitions, valid
+      cpu 0: round-robin, round 20 ms: management 10 ms, shared 10 ms; management 50% of CPU 0
+      cpu 1: dedicated: hello1
 
 ## Restart policy
 

@@ -7,6 +7,7 @@
 #include "py/mphal.h"
 #include "shared/readline/readline.h"
 #include "shared/runtime/interrupt_char.h"
+#include "acpi.h"
 #include "cpu.h"
 #include "framebuffer.h"
 #include "identity_map.h"
@@ -76,6 +77,36 @@ static mp_obj_t hv_memmap(void)
     return list;
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(hv_memmap_obj, hv_memmap);
+
+// hv.acpi() -> dict: where the RSDP came from and what the MADT lists (the CPUs' APIC IDs, the IOAPICs).
+static mp_obj_t hv_acpi(void)
+{
+    const struct acpi_info *a = acpi_get();
+    mp_obj_t d = mp_obj_new_dict(0);
+    dict_store(d, MP_QSTR_rsdp_source, str_obj(a->rsdp_source));
+    dict_store(d, MP_QSTR_rsdp_address, mp_obj_new_int_from_ull(a->rsdp_address));
+    dict_store(d, MP_QSTR_revision, mp_obj_new_int(a->revision));
+    dict_store(d, MP_QSTR_oem, str_obj(a->oem_id));
+    dict_store(d, MP_QSTR_madt_address, mp_obj_new_int_from_ull(a->madt_address));
+    dict_store(d, MP_QSTR_lapic_address, mp_obj_new_int_from_ull(a->lapic_address));
+    mp_obj_t cpus = mp_obj_new_list(0, NULL);
+    for (uint32_t i = 0; i < a->cpu_count && i < ACPI_CPUS_MAX; i++) {
+        mp_obj_t t[3] = { mp_obj_new_int(a->cpus[i].apic_id), mp_obj_new_int(a->cpus[i].acpi_id),
+                          mp_obj_new_bool(a->cpus[i].enabled) };
+        mp_obj_list_append(cpus, mp_obj_new_tuple(3, t));
+    }
+    dict_store(d, MP_QSTR_cpus, cpus);
+    mp_obj_t ioapics = mp_obj_new_list(0, NULL);
+    for (uint32_t i = 0; i < a->ioapic_count; i++) {
+        mp_obj_t t[3] = { mp_obj_new_int(a->ioapics[i].id), mp_obj_new_int_from_ull(a->ioapics[i].address),
+                          mp_obj_new_int(a->ioapics[i].gsi_base) };
+        mp_obj_list_append(ioapics, mp_obj_new_tuple(3, t));
+    }
+    dict_store(d, MP_QSTR_ioapics, ioapics);
+    dict_store(d, MP_QSTR_problem, str_obj(a->problem));
+    return d;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(hv_acpi_obj, hv_acpi);
 
 // hv.boot() -> dict: which loader and protocol, the command line, the modules.
 static mp_obj_t hv_boot(void)
@@ -278,6 +309,7 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_VERSION), MP_ROM_PTR(&hv_version_obj) },
     { MP_ROM_QSTR(MP_QSTR_cpu), MP_ROM_PTR(&hv_cpu_obj) },
     { MP_ROM_QSTR(MP_QSTR_memmap), MP_ROM_PTR(&hv_memmap_obj) },
+    { MP_ROM_QSTR(MP_QSTR_acpi), MP_ROM_PTR(&hv_acpi_obj) },
     { MP_ROM_QSTR(MP_QSTR_boot), MP_ROM_PTR(&hv_boot_obj) },
     { MP_ROM_QSTR(MP_QSTR_mem), MP_ROM_PTR(&hv_mem_obj) },
     { MP_ROM_QSTR(MP_QSTR_peek), MP_ROM_PTR(&hv_peek_obj) },
@@ -295,7 +327,12 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_part_state), MP_ROM_PTR(&hv_part_state_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_start), MP_ROM_PTR(&hv_part_start_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_stop), MP_ROM_PTR(&hv_part_stop_obj) },
-    { MP_ROM_QSTR(MP_QSTR_part_run), MP_ROM_PTR(&hv_part_run_obj) },
+    { MP_ROM_QSTR(MP_QSTR_mailbox), MP_ROM_PTR(&hv_mailbox_obj) },
+    { MP_ROM_QSTR(MP_QSTR_cpus), MP_ROM_PTR(&hv_cpus_obj) },
+    { MP_ROM_QSTR(MP_QSTR_plan_set), MP_ROM_PTR(&hv_plan_set_obj) },
+    { MP_ROM_QSTR(MP_QSTR_plan_get), MP_ROM_PTR(&hv_plan_get_obj) },
+    { MP_ROM_QSTR(MP_QSTR_plan_table), MP_ROM_PTR(&hv_plan_table_obj) },
+    { MP_ROM_QSTR(MP_QSTR_sched_yield), MP_ROM_PTR(&hv_sched_yield_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_resolve), MP_ROM_PTR(&hv_part_resolve_obj) },
     { MP_ROM_QSTR(MP_QSTR_console_read), MP_ROM_PTR(&hv_console_read_obj) },
     { MP_ROM_QSTR(MP_QSTR_console_tail), MP_ROM_PTR(&hv_console_tail_obj) },

@@ -4,6 +4,8 @@
 #include "py/obj.h"
 #include "py/objstr.h"
 #include "py/runtime.h"
+#include "mailbox.h"
+#include "mgmt.h"
 #include "partition.h"
 #include "tsc.h"
 #include "vuart.h"
@@ -12,19 +14,6 @@
 static const char *const state_names[] = {
     [PART_CREATED] = "created", [PART_RUNNING] = "running", [PART_STOPPED] = "stopped",
     [PART_FAULTED] = "faulted", [PART_EXITED] = "exited", [PART_UNUSABLE] = "unusable",
-};
-
-static const char *const exit_names[EXIT_KIND_COUNT] = {
-    [EXIT_NONE] = "none", [EXIT_CPUID] = "cpuid", [EXIT_IO] = "io", [EXIT_HLT] = "hlt",
-    [EXIT_HYPERCALL] = "hypercall", [EXIT_MSR_READ] = "msr_read", [EXIT_MSR_WRITE] = "msr_write",
-    [EXIT_PAGE_FAULT] = "page_fault", [EXIT_TRIPLE_FAULT] = "triple_fault",
-    [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
-};
-
-static const char *const event_names[] = {
-    [RUN_SLICE_END] = "slice", [RUN_HALTED] = "halted", [RUN_YIELDED] = "yielded",
-    [RUN_EXITED] = "exited", [RUN_FAULTED] = "faulted", [RUN_UPCALL] = "upcall",
-    [RUN_NOT_RUNNING] = "not_running",
 };
 
 static const char *const restart_names[] = {
@@ -58,7 +47,8 @@ static mp_obj_t hv_part_count(void)
 MP_DEFINE_CONST_FUN_OBJ_0(hv_part_count_obj, hv_part_count);
 
 // hv.part_info(i) -> dict: name, state, reason, memory, exits by kind, CPU time, console counts,
-// and the configured restart, restart_limit, slice_us, cpus and ports.
+// and the configured restart, restart_limit, slice_us, vcpus, cpu (its home CPU), cpus
+// (the host CPUs it runs on, [cpu] today) and ports.
 static mp_obj_t hv_part_info(mp_obj_t index)
 {
     struct partition *p = part_arg(index);
@@ -74,12 +64,19 @@ static mp_obj_t hv_part_info(mp_obj_t index)
     store(info, MP_QSTR_kind, str_obj(d->kind == PT_KIND_MULTIBOOT ? "multiboot" : "raw"));
     store(info, MP_QSTR_starts, mp_obj_new_int_from_ull(p->starts));
     store(info, MP_QSTR_cpu_us, mp_obj_new_int_from_ull(tsc_to_us(p->run_tsc)));
+    store(info, MP_QSTR_cpu, mp_obj_new_int_from_uint(p->cpu));
+    store(info, MP_QSTR_upcalls, mp_obj_new_int_from_ull(p->upcalls));
+    store(info, MP_QSTR_halts, mp_obj_new_int_from_ull(p->halts));
     store(info, MP_QSTR_console_bytes, mp_obj_new_int_from_ull(p->console.written));
     store(info, MP_QSTR_console_dropped, mp_obj_new_int_from_ull(p->console.dropped));
     store(info, MP_QSTR_restart, str_obj(d->restart <= PT_RESTART_ALWAYS ? restart_names[d->restart] : "never"));
     store(info, MP_QSTR_restart_limit, mp_obj_new_int_from_uint(d->restart_limit));
     store(info, MP_QSTR_slice_us, mp_obj_new_int_from_uint(d->slice_us));
-    store(info, MP_QSTR_cpus, mp_obj_new_int_from_uint(d->cpus));
+    store(info, MP_QSTR_vcpus, mp_obj_new_int_from_uint(d->vcpus));
+    store(info, MP_QSTR_cpu, mp_obj_new_int_from_uint(d->cpu));
+    // The config's spelling: one host CPU per vCPU, and one vCPU today.
+    mp_obj_t cpu = mp_obj_new_int_from_uint(d->cpu);
+    store(info, MP_QSTR_cpus, mp_obj_new_list(1, &cpu));
     // A single port as an int, a range as (first, last): the config's own two spellings.
     mp_obj_t ports = mp_obj_new_list(0, NULL);
     for (uint32_t i = 0; i < d->port_range_count && i < PT_MAX_PORT_RANGES; i++) {
@@ -95,7 +92,7 @@ static mp_obj_t hv_part_info(mp_obj_t index)
     mp_obj_t exits = mp_obj_new_dict(0);
     for (int k = EXIT_CPUID; k < EXIT_KIND_COUNT; k++) {
         if (p->exits[k]) {
-            mp_obj_dict_store(exits, str_obj(exit_names[k]), mp_obj_new_int_from_ull(p->exits[k]));
+            mp_obj_dict_store(exits, str_obj(partition_exit_name((enum exit_kind)k)), mp_obj_new_int_from_ull(p->exits[k]));
         }
     }
     store(info, MP_QSTR_exits, exits);
@@ -103,60 +100,83 @@ static mp_obj_t hv_part_info(mp_obj_t index)
 }
 MP_DEFINE_CONST_FUN_OBJ_1(hv_part_info_obj, hv_part_info);
 
-// hv.part_start(i): load its memory and make it runnable; OSError with the reason if it can't.
+// hv.part_start(i): its CPU loads its memory and makes it runnable; OSError with the reason if it can't.
 static mp_obj_t hv_part_start(mp_obj_t index)
 {
     struct partition *p = part_arg(index);
-    if (partition_start(p) != 0) {
+    if (partition_request(p, PART_REQ_START, "") != 0) {
         mp_raise_msg_varg(&mp_type_OSError, MP_ERROR_TEXT("%s: %s"), p->desc->name, p->reason);
     }
     return mp_const_none;
 }
 MP_DEFINE_CONST_FUN_OBJ_1(hv_part_start_obj, hv_part_start);
 
-// hv.part_stop(i, reason): the partition stops running (state "stopped").
+// hv.part_stop(i, reason): its CPU takes it out of the guest and stops it (state "stopped").
 static mp_obj_t hv_part_stop(mp_obj_t index, mp_obj_t reason)
 {
-    partition_stop(part_arg(index), PART_STOPPED, mp_obj_str_get_str(reason));
+    struct partition *p = part_arg(index);
+    if (partition_request(p, PART_REQ_STOP, mp_obj_str_get_str(reason)) != 0) {
+        mp_raise_msg_varg(&mp_type_OSError, MP_ERROR_TEXT("%s: %s"), p->desc->name, p->reason);
+    }
     return mp_const_none;
 }
 MP_DEFINE_CONST_FUN_OBJ_2(hv_part_stop_obj, hv_part_stop);
 
-// hv.part_run(i, slice_us) -> (event, detail): run one slice; the fast path stays in C.
-static mp_obj_t hv_part_run(mp_obj_t index, mp_obj_t slice_us)
+// The up-call a partition's CPU handed up, as policy sees it.
+static mp_obj_t upcall_detail(const struct partition *p)
 {
-    struct partition *p = part_arg(index);
-    uint64_t ticks = (uint64_t)mp_obj_get_int(slice_us) * tsc_khz() / 1000;
-    enum run_event ev = partition_run_slice(p, ticks);
-    mp_obj_t detail = mp_const_none;
-    if (ev == RUN_EXITED) {
-        detail = mp_obj_new_int_from_uint(p->exit_code);
-    } else if (ev == RUN_FAULTED) {
-        detail = str_obj(p->reason);
-    } else if (ev == RUN_UPCALL) {
-        const struct exit_info *e = &p->pending;
-        detail = mp_obj_new_dict(0);
-        store(detail, MP_QSTR_kind, str_obj(exit_names[e->kind]));
-        store(detail, MP_QSTR_reason, mp_obj_new_int_from_uint(e->raw_reason));
-        store(detail, MP_QSTR_rip, mp_obj_new_int_from_ull(e->rip));
-        store(detail, MP_QSTR_port, mp_obj_new_int(e->port));
-        store(detail, MP_QSTR_size, mp_obj_new_int(e->size));
-        store(detail, MP_QSTR_input, mp_obj_new_bool(e->in));
-        store(detail, MP_QSTR_msr, mp_obj_new_int_from_uint(e->msr));
-        store(detail, MP_QSTR_value, mp_obj_new_int_from_ull(p->vcpu.regs.rax));
-    }
-    mp_obj_t t[2] = { str_obj(event_names[ev]), detail };
-    return mp_obj_new_tuple(2, t);
+    const struct exit_info *e = &p->pending;
+    mp_obj_t detail = mp_obj_new_dict(0);
+    store(detail, MP_QSTR_kind, str_obj(partition_exit_name(e->kind)));
+    store(detail, MP_QSTR_reason, mp_obj_new_int_from_uint(e->raw_reason));
+    store(detail, MP_QSTR_rip, mp_obj_new_int_from_ull(e->rip));
+    store(detail, MP_QSTR_port, mp_obj_new_int(e->port));
+    store(detail, MP_QSTR_size, mp_obj_new_int(e->size));
+    store(detail, MP_QSTR_input, mp_obj_new_bool(e->in));
+    store(detail, MP_QSTR_msr, mp_obj_new_int_from_uint(e->msr));
+    store(detail, MP_QSTR_value, mp_obj_new_int_from_ull(p->vcpu.regs.rax));
+    return detail;
 }
-MP_DEFINE_CONST_FUN_OBJ_2(hv_part_run_obj, hv_part_run);
 
-// hv.part_resolve(i, action, value): policy's answer to an upcall: "emulate", "deny" or "stop".
+// hv.mailbox() -> [(i, event, detail)]: what the CPUs posted since the last call, oldest first:
+// "upcall" (detail: the exit, for policy), "exited" (its exit code), "faulted" and "timeout" (why).
+static mp_obj_t hv_mailbox(void)
+{
+    static const char *const names[] = {
+        [MAIL_UPCALL] = "upcall", [MAIL_EXITED] = "exited",
+        [MAIL_FAULTED] = "faulted", [MAIL_TIMEOUT] = "timeout",
+    };
+    mp_obj_t list = mp_obj_new_list(0, NULL);
+    struct mail m;
+    mgmt_take_notice();
+    while (mailbox_take(&m)) {
+        struct partition *p = partition_get(m.index);
+        if (!p || m.event > MAIL_TIMEOUT) {
+            continue;
+        }
+        mp_obj_t detail;
+        if (m.event == MAIL_UPCALL) {
+            detail = upcall_detail(p);
+        } else if (m.event == MAIL_EXITED) {
+            detail = mp_obj_new_int_from_uint(p->exit_code);
+        } else {
+            detail = str_obj(p->reason);
+        }
+        mp_obj_t t[3] = { mp_obj_new_int(m.index), str_obj(names[m.event]), detail };
+        mp_obj_list_append(list, mp_obj_new_tuple(3, t));
+    }
+    return list;
+}
+MP_DEFINE_CONST_FUN_OBJ_0(hv_mailbox_obj, hv_mailbox);
+
+// hv.part_resolve(i, action, value): policy's answer to an upcall: "emulate", "deny" or "stop";
+// the partition's CPU applies it before its next entry.
 static mp_obj_t hv_part_resolve(mp_obj_t index, mp_obj_t action, mp_obj_t value)
 {
     const char *a = mp_obj_str_get_str(action);
     enum upcall_action act = strcmp(a, "emulate") == 0 ? UPCALL_EMULATE
                            : strcmp(a, "stop") == 0 ? UPCALL_STOP : UPCALL_DENY;
-    partition_resolve(part_arg(index), act, (uint64_t)mp_obj_get_int_truncated(value));
+    partition_answer(part_arg(index), act, (uint64_t)mp_obj_get_int_truncated(value));
     return mp_const_none;
 }
 MP_DEFINE_CONST_FUN_OBJ_3(hv_part_resolve_obj, hv_part_resolve);

@@ -4,6 +4,8 @@
 #include "py/runtime.h"
 #include "py/stream.h"
 #include "py/mpstate.h"
+#include "mgmt.h"
+#include "port.h"
 #include "port_api.h"
 #include "uart16550.h"
 #include "tsc.h"
@@ -111,7 +113,29 @@ int mp_hal_stdin_rx_chr(void)
         if (c >= 0) {
             return c;
         }
-        __asm__ volatile ("pause");
+        // Nothing typed, nothing posted: the rest of the window is CPU 0's partitions'.
+        mgmt_yield();
+    }
+}
+
+// The mailbox had news while MicroPython was busy with something else (a
+// long command, a loop at `py`): the idle hook runs at the interpreter's
+// next bytecode boundary, so up-calls are answered in time all the same.
+static bool mail_scheduled;
+
+static mp_obj_t mail_callback(mp_obj_t arg)
+{
+    (void)arg;
+    mail_scheduled = false;
+    idle_once();
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(mail_callback_obj, mail_callback);
+
+void port_mail_arrived(void)
+{
+    if (!mail_scheduled && MP_STATE_VM(taipan_idle_fn) != MP_OBJ_NULL) {
+        mail_scheduled = mp_sched_schedule(MP_OBJ_FROM_PTR(&mail_callback_obj), mp_const_none);
     }
 }
 

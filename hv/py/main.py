@@ -1,4 +1,4 @@
-# Taipan's first Python: partitions up, the scheduler on the console's idle hook, then the shell.
+# Taipan's first Python: the CPUs' plans, partitions up, then the shell.
 import micropython
 
 # Ctrl-C is a key like any other for the shell's own code (it cancels the line
@@ -10,7 +10,7 @@ import scheduler  # noqa: E402
 import shell  # noqa: E402
 
 shell.banner()
-manager.init()
 scheduler.start()
+manager.init()
 shell.partitions_summary()
 shell.run()

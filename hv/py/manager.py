@@ -4,9 +4,9 @@ import sys
 
 import hv
 
-HEADER_SIZE = 128
+HEADER_MIN = 128  # struct pt_header before its per-CPU plans
 MAGIC = b"TAIPANPT"
-SIGNATURE_AT = 56  # struct pt_header.sha256: 32 bytes
+SIGNATURE_AT = 56  # struct pt_header.sha256: 32 bytes, over the blob with them zeroed
 EVENTS_KEPT = 100
 
 # Until the table carries them (hv.part_info's "restart", "restart_limit"):
@@ -66,9 +66,14 @@ def unexpected(where, e, show=True):
 def table_problem():
     """Why the partition table must not be used, or None when its signature checks out."""
     blob = hv.ptable()
-    if len(blob) < HEADER_SIZE or blob[:8] != MAGIC:
+    if len(blob) < HEADER_MIN or blob[:8] != MAGIC:
         return "no partition table in the image"
-    if hashlib.sha256(blob[HEADER_SIZE:]).digest() != blob[SIGNATURE_AT:SIGNATURE_AT + 32]:
+    # The signature covers every byte but its own, the header's plans included.
+    view = memoryview(blob)
+    digest = hashlib.sha256(view[:SIGNATURE_AT])
+    digest.update(bytes(32))
+    digest.update(view[SIGNATURE_AT + 32:])
+    if digest.digest() != blob[SIGNATURE_AT:SIGNATURE_AT + 32]:
         return "its sha256 signature does not match its contents"
     return None
 

@@ -1,17 +1,14 @@
-# The scheduler: round-robin time slices, the next partition chosen here at each slice boundary.
+# The scheduler's Python half: writes each CPU's plan for the C schedulers, and answers what the CPUs post to CPU 0's mailbox.
 import hv
 import manager
+import plan
 import policy
 
-SLICE_US = 10000
-# While someone types, at most 1 ms slices: at 115200 baud about 12 bytes
-# arrive per millisecond, and the UART's FIFO holds 16 while a guest runs.
-TYPING_SLICE_US = 1000
-
-_next = 0
-_slices = []  # per partition: its slice in microseconds, from the table
 _failures = 0
 FAILURES_SHOWN = 3  # a scheduler bug repeats every tick: announce only the first few
+
+# The plans in force, in hv/py/plan.py's form, one per CPU the table plans.
+plans = []
 
 
 def _handle(index, event, detail):
@@ -29,36 +26,54 @@ def _handle(index, event, detail):
         manager.ended(index, False, "exited with code %d" % detail)
     elif event == "faulted":
         manager.ended(index, True, "faulted: %s" % detail)
-
-
-def _slice(index):
-    us = _slices[index] if index < len(_slices) else SLICE_US
-    return min(us, TYPING_SLICE_US) if hv.typing() else us
+    elif event == "timeout":
+        manager.ended(index, True, "stopped: %s" % detail)
 
 
 def tick():
-    """Give the next running partition one slice; called while the console waits for a key.
+    """Answer what the CPUs posted: up-calls for policy, partitions that ended.
 
-    An exception here is logged in one line, never raised: the console loop
-    that calls tick must go on waiting for keys whatever happened.
+    Runs while the console waits for a key, and at the interpreter's next
+    bytecode boundary when mail arrives while Python is busy. An exception
+    here is logged in one line, never raised: the console must go on.
     """
-    global _next, _failures
+    global _failures
     try:
-        n = hv.part_count()
-        for step in range(n):
-            index = (_next + step) % n
-            if hv.part_state(index) == "running":
-                _next = index + 1
-                event, detail = hv.part_run(index, _slice(index))
-                _handle(index, event, detail)
-                return True
+        for index, event, detail in hv.mailbox():
+            _handle(index, event, detail)
     except Exception as e:
         _failures += 1
         manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)
     return False
 
 
+def _owner_id(owner):
+    return -1 if owner == plan.MANAGEMENT else owner
+
+
+def install(cpu_plan):
+    """Hand one CPU's plan to its C scheduler, which takes it at its next window."""
+    hv.plan_set(cpu_plan["cpu"], cpu_plan["kind"], cpu_plan["frame_us"],
+                [(_owner_id(owner), us) for owner, us in cpu_plan["windows"]])
+    plans[cpu_plan["cpu"]] = cpu_plan
+
+
 def start():
-    global _slices
-    _slices = [hv.part_info(i).get("slice_us", SLICE_US) or SLICE_US for i in range(hv.part_count())]
+    """Install the table's plans on the CPUs that came up; say what could not run."""
+    global plans
+    online = [c["index"] for c in hv.cpus() if c["state"] == "online"]
+    plans = []
+    cpu = 0
+    while True:
+        cpu_plan = hv.plan_table(cpu)
+        if cpu_plan is None:
+            break
+        plans.append(cpu_plan)
+        cpu += 1
+    for cpu_plan in plans:
+        if cpu_plan["cpu"] in online:
+            install(cpu_plan)
+        elif cpu_plan["kind"] != "idle":
+            manager.event("CPU %d is planned (%s) but not online: its partitions cannot run"
+                          % (cpu_plan["cpu"], cpu_plan["kind"]), show=True)
     hv.set_idle(tick)

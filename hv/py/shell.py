@@ -211,6 +211,9 @@ def _info_doc():
                  "firmware": "uefi" if boot["efi"] else "bios",
                  "efi_system_table": boot["efi_system_table"], "efi_bits": boot["efi_bits"],
                  "framebuffer": boot["framebuffer"]},
+        "acpi": hv.acpi(),
+        "cpus": [{"cpu": c["index"], "apic_id": c["apic_id"], "state": c["state"], "problem": c["problem"],
+                  "runs": _cpu_runs(c["index"])} for c in hv.cpus()],
         "memory": {"usable": usable_ram(), "source": boot["map_source"],
                    "map": [{"base": b, "length": n, "type": MEM_TYPES.get(k, "type %d" % k)}
                            for b, n, k in hv.memmap()]},
@@ -255,10 +258,25 @@ def cmd_info(args):
             "banner shown" if fb["banner"] else "no banner"))
     if boot["cmdline"]:
         print("cmdline:   %s" % boot["cmdline"])
+    acpi = hv.acpi()
+    print("acpi:      RSDP from %s%s, MADT: %d CPUs, %d IOAPICs%s" % (
+        acpi["rsdp_source"], " at 0x%x" % acpi["rsdp_address"] if acpi["rsdp_address"] else "",
+        len(acpi["cpus"]), len(acpi["ioapics"]), " (%s)" % acpi["problem"] if acpi["problem"] else ""))
+    for c in hv.cpus():
+        runs = ", ".join(_cpu_runs(c["index"])) or "nothing"
+        print("cpu %-6d APIC ID %d, %s%s" % (c["index"], c["apic_id"], c["state"],
+                                            ": " + c["problem"] if c["problem"] else ": runs " + runs))
     print("memory:    %s usable" % _size(usable_ram()))
     print("memory map: %s, %d entries" % (boot["map_source"], boot["map_entries"]))
     for base, length, kind in hv.memmap():
         print("  %016x-%016x %10s  %s" % (base, base + length - 1, _size(length), MEM_TYPES.get(kind, "type %d" % kind)))
+
+
+def _cpu_runs(cpu):
+    """The owners of a CPU's plan, by name: management and the partitions it runs."""
+    if cpu >= len(scheduler.plans):
+        return []
+    return [_owner_name(owner) for owner, _ in scheduler.plans[cpu]["windows"]]
 
 
 def _feature_control(value):
@@ -343,7 +361,10 @@ def _record(index, tsc_khz):
         "restarts": manager.restarts.get(index, 0),
         "restart_policy": policy,
         "restart_limit": limit,
-        "slice_us": part.get("slice_us", scheduler.SLICE_US) or scheduler.SLICE_US,
+        "cpu": part["cpu"],
+        "slice_us": part["slice_us"],
+        "upcalls": part["upcalls"],
+        "halts": part["halts"],
         "console_bytes": part["console_bytes"],
         "console_dropped": part["console_dropped"],
         "exits": part["exits"],
@@ -378,12 +399,13 @@ def cmd_ps(args):
     if as_json:
         _json({"partitions": recs})
         return
-    print("%-12s %-12s %8s %9s  %-12s %8s  %s" % ("NAME", "STATE", "MEMORY", "CPU", "RESTARTS", "DROPPED", "EXITS"))
+    print("%-12s %-12s %3s %8s %9s  %-12s %8s  %s" % (
+        "NAME", "STATE", "CPU", "MEMORY", "TIME", "RESTARTS", "DROPPED", "EXITS"))
     for rec in recs:
         restarts = "%d/%d %s" % (rec["restarts"], rec["restart_limit"], rec["restart_policy"])
-        print("%-12s %-12s %8s %9s  %-12s %8d  %s" % (
-            rec["name"], _state(rec), _size(rec["memory"]), _seconds(rec["cpu_us"]), restarts,
-            rec["console_dropped"], _exits(rec["exits"])))
+        print("%-12s %-12s %3d %8s %9s  %-12s %8d  %s" % (
+            rec["name"], _state(rec), rec["cpu"], _size(rec["memory"]), _seconds(rec["cpu_us"]),
+            restarts, rec["console_dropped"], _exits(rec["exits"])))
         if rec["reason"] and rec["state"] in ("faulted", "stopped", "unusable", "exited"):
             print("%-12s %s" % ("", rec["reason"]))
 
@@ -398,6 +420,7 @@ def cmd_stats(args):
                                              rec["slice_us"]))
         print("  time      %s in the guest, %s since its last start" % (
             _seconds(rec["cpu_us"]), _seconds(rec["uptime_us"])))
+        print("  cpu       %d; %d halts, %d up-calls to policy" % (rec["cpu"], rec["halts"], rec["upcalls"]))
         print("  starts    %d, %d restarted by its policy (%s, limit %d)" % (
             rec["starts"], rec["restarts"], rec["restart_policy"], rec["restart_limit"]))
         print("  console   %d bytes written, %d dropped" % (rec["console_bytes"], rec["console_dropped"]))
@@ -475,6 +498,7 @@ def _follow(read, escape, write_input=None):
                 write_input(bytes([key]))
             elif not data:
                 scheduler.tick()
+                hv.sched_yield()
     finally:
         manager.quiet = False
         micropython.kbd_intr(3)
@@ -542,6 +566,117 @@ def cmd_debug(args):
 
 
 # name: (function, usage, what it does, details for 'help NAME') - MicroPython keeps no docstrings.
+# ---- scheduling -------------------------------------------------------
+
+
+def _owner_name(owner):
+    return "management" if owner == -1 or owner == "management" else manager.info(owner)["name"]
+
+
+def _sched_doc():
+    cpus = []
+    for c in hv.cpus():
+        doc = {"cpu": c["index"], "apic_id": c["apic_id"], "state": c["state"], "problem": c["problem"],
+               "running": None if c["running"] is None else _owner_name(c["running"])}
+        if c["state"] == "online":
+            got = hv.plan_get(c["index"])
+            elapsed = got["elapsed_us"] or 1
+            doc.update({"kind": got["kind"], "frame_us": got["frame_us"], "frames": got["frames"],
+                        "elapsed_us": got["elapsed_us"], "idle_us": got["idle_us"],
+                        "windows": [{"owner": _owner_name(w["owner"]), "us": w["us"], "runs": w["runs"],
+                                     "run_us": w["run_us"], "share": w["run_us"] / elapsed,
+                                     "preempts": w["preempts"], "halts": w["halts"],
+                                     "overruns": w["overruns"], "late_max_us": w["late_max_us"],
+                                     "over_max_us": w["over_max_us"]}
+                                    for w in got["windows"]]})
+        cpus.append(doc)
+    return {"cpus": cpus}
+
+
+def _ms_text(us):
+    return "%d ms" % (us // 1000) if us % 1000 == 0 else "%.3f ms" % (us / 1000)
+
+
+def cmd_sched(args):
+    if args and args[0] == "set":
+        _sched_set(args[1:])
+        return
+    args, opts = _options(args, SCHED_USAGE, flags=("--json",))
+    if args:
+        raise UsageError(SCHED_USAGE)
+    doc = _sched_doc()
+    if "--json" in opts:
+        _json(doc)
+        return
+    for c in doc["cpus"]:
+        head = "cpu %d (APIC ID %d): %s" % (c["cpu"], c["apic_id"], c["state"])
+        if c["state"] != "online":
+            print("%s - %s" % (head, c["problem"] or "not running"))
+            continue
+        frame = ", frame %s, %d frames" % (_ms_text(c["frame_us"]), c["frames"]) if c["kind"] == "cyclic" else ""
+        print("%s, %s%s, %s measured, %s idle" % (head, c["kind"], frame, _seconds(c["elapsed_us"]),
+                                                 _seconds(c["idle_us"])))
+        if c["windows"]:
+            print("  %-12s %9s %8s %9s %6s %8s %7s %8s %9s %9s" % (
+                "OWNER", "WINDOW", "RUNS", "RAN", "SHARE", "PREEMPTS", "HALTS", "OVERRUNS", "LATE-MAX",
+                "OVER-MAX"))
+        for w in c["windows"]:
+            print("  %-12s %9s %8d %9s %5.1f%% %8d %7d %8d %7dus %7dus" % (
+                w["owner"], "-" if c["kind"] == "dedicated" else _ms_text(w["us"]), w["runs"],
+                _seconds(w["run_us"]), 100 * w["share"], w["preempts"], w["halts"], w["overruns"],
+                w["late_max_us"], w["over_max_us"]))
+
+
+def _ms_arg(text):
+    try:
+        ms = float(text)
+    except ValueError:
+        raise ValueError("'%s' is not a number of milliseconds" % _shown(text)) from None
+    return int(ms * 1000 + 0.5)
+
+
+def _owner_arg(name):
+    return "management" if name == "management" else manager.find(name)
+
+
+def _sched_set(args):
+    """sched set CPU KIND [FRAME_MS] [OWNER[=MS] ...]: a new plan for one CPU, checked as the config is."""
+    import plan
+
+    if len(args) < 2:
+        raise UsageError(SCHED_SET_USAGE)
+    try:
+        cpu = int(args[0])
+    except ValueError:
+        raise UsageError(SCHED_SET_USAGE) from None
+    kind, rest = args[1], args[2:]
+    if cpu < 0 or cpu >= len(scheduler.plans):
+        raise ValueError("no CPU %d in the plan (CPUs 0 to %d)" % (cpu, len(scheduler.plans) - 1))
+    frame_us = 0
+    if kind == "cyclic":
+        if not rest:
+            raise UsageError(SCHED_SET_USAGE)
+        frame_us, rest = _ms_arg(rest[0]), rest[1:]
+    windows = []
+    for word in rest:
+        name, _, ms = word.partition("=")
+        windows.append((_owner_arg(name), _ms_arg(ms) if ms else 0))
+    if kind == "round-robin":
+        frame_us = sum(us for _, us in windows)
+    new = {"cpu": cpu, "kind": kind, "frame_us": frame_us, "windows": windows}
+    plans = [new if p["cpu"] == cpu else p for p in scheduler.plans]
+    table = hv.plan_table(0)
+    errors = plan.check(plans, len(plans), table["min_percent"] if table else 0, manager.names())
+    if errors:
+        raise ValueError("; ".join("%s = %s: %s" % e for e in errors))
+    scheduler.install(new)
+    print(plan.describe([new], manager.names())[0])
+
+
+SCHED_SET_USAGE = "sched set CPU idle | dedicated NAME | round-robin OWNER=MS... | cyclic FRAME_MS OWNER=MS..."
+SCHED_USAGE = "sched [--json] | " + SCHED_SET_USAGE
+
+
 COMMANDS = {
     "help": (cmd_help, "help [COMMAND]", "list the commands, or explain one", ()),
     "ps": (cmd_ps, "ps [NAME] [--json]", "partitions: state, memory, CPU time, restarts, dropped output, exits", (
@@ -576,6 +711,13 @@ COMMANDS = {
         "--json: one line with version, cpu, backend, boot, memory, heap, partitions",
     )),
     "mem": (cmd_mem, "mem", "page allocator and MicroPython heap use", ()),
+    "sched": (cmd_sched, SCHED_USAGE, "each CPU's plan and what its windows did", (
+        "per CPU: its plan (dedicated, round-robin or cyclic) and, per window, runs, time,",
+        "share of the time measured, preemptions, halts, overruns and the latest start.",
+        "sched set changes one CPU's plan; OWNER is a partition on that CPU or 'management'",
+        "(CPU 0); it is checked by the configuration's rules (hv/py/plan.py).",
+        "--json: one line {\"cpus\": [...]} (docs/console.md)",
+    )),
     "config": (cmd_config, "config", "the active configuration, as the hypervisor holds it", ()),
     "debug": (cmd_debug, "debug [on|off]", "the last unexpected exception's traceback", (
         "on: also print the traceback after every unexpected exception's error line",

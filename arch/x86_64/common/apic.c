@@ -1,4 +1,4 @@
-/* The boot CPU's local xAPIC: enabling it, its one-shot timer, and draining that timer's interrupt. */
+/* Each CPU's local xAPIC: enabling it, its one-shot timer, EOI, and the IPIs that start and kick other CPUs. */
 #include <stdbool.h>
 #include <stdint.h>
 #include "apic.h"
@@ -15,7 +15,11 @@
 #define XAPIC_DEFAULT_BASE   0xfee00000ull
 
 /* xAPIC register offsets (Intel SDM vol. 3, table 11-1; AMD APM vol. 2, table 16-2). */
+#define APIC_ID         0x020
 #define APIC_TPR        0x080
+#define APIC_EOI        0x0b0
+#define APIC_ICR_LOW    0x300
+#define APIC_ICR_HIGH   0x310
 #define APIC_SVR        0x0f0
 #define APIC_IRR        0x200
 #define APIC_LVT_TIMER  0x320
@@ -26,6 +30,12 @@
 #define APIC_TDCR       0x3e0
 
 #define SVR_APIC_ENABLE (1u << 8)
+/* ICR delivery modes and flags (SDM vol. 3, 11.6.1). */
+#define ICR_FIXED       (0u << 8)
+#define ICR_INIT        (5u << 8)
+#define ICR_STARTUP     (6u << 8)
+#define ICR_PENDING     (1u << 12)
+#define ICR_ASSERT      (1u << 14)
 #define LVT_MASKED      (1u << 16)
 /* Divide configuration 0b0011: the timer counts at the bus clock / 16, which
  * gives a count of 2^32 a range of tens of seconds at GHz bus rates. */
@@ -68,7 +78,7 @@ static uint64_t apic_timer_measure_khz(void)
     return ticks * tsc_khz() / (now - start);
 }
 
-int apic_timer_init(uint8_t vector, uint8_t spurious_vector)
+int apic_local_init(uint8_t vector, uint8_t spurious_vector)
 {
     uint64_t base = rdmsr(MSR_APIC_BASE);
     if (base & APIC_BASE_X2APIC) {
@@ -85,8 +95,8 @@ int apic_timer_init(uint8_t vector, uint8_t spurious_vector)
 
     /*
      * The firmware leaves the PIT's IRQ 0 running through the 8259 on vector
-     * 8 (#DF's); the host opens its interrupt window only for the slice timer,
-     * so the PICs and the APIC's virtual-wire input LINT0 are masked.
+     * 8 (#DF's); the host takes only its own vectors, so the PICs and the
+     * APIC's virtual-wire input LINT0 are masked.
      */
     outb(PIC1_DATA, 0xff);
     outb(PIC2_DATA, 0xff);
@@ -96,14 +106,50 @@ int apic_timer_init(uint8_t vector, uint8_t spurious_vector)
     apic_write(APIC_SVR, SVR_APIC_ENABLE | spurious_vector);
 
     timer_vector = vector;
-    timer_khz = apic_timer_measure_khz();
+    /* Every CPU's timer runs off the same bus clock: the boot CPU measures it once. */
+    if (timer_khz == 0)
+        timer_khz = apic_timer_measure_khz();
     if (timer_khz == 0) {
         printk("apic: the local APIC timer does not count\n");
         return -1;
     }
     /* One-shot mode (LVT bits 18:17 = 0), unmasked; idle until armed. */
+    apic_write(APIC_TDCR, TDCR_DIVIDE_16);
     apic_write(APIC_LVT_TIMER, vector);
     return 0;
+}
+
+uint32_t apic_id(void)
+{
+    return apic_read(APIC_ID) >> 24;
+}
+
+void apic_eoi(void)
+{
+    apic_write(APIC_EOI, 0);
+}
+
+static void apic_icr(uint32_t dest, uint32_t low)
+{
+    while (apic_read(APIC_ICR_LOW) & ICR_PENDING)
+        __asm__ volatile("pause");
+    apic_write(APIC_ICR_HIGH, dest << 24);
+    apic_write(APIC_ICR_LOW, low);
+}
+
+void apic_send_ipi(uint32_t dest, uint8_t vector)
+{
+    apic_icr(dest, ICR_FIXED | ICR_ASSERT | vector);
+}
+
+void apic_send_init(uint32_t dest)
+{
+    apic_icr(dest, ICR_INIT | ICR_ASSERT);
+}
+
+void apic_send_startup(uint32_t dest, uint8_t page)
+{
+    apic_icr(dest, ICR_STARTUP | ICR_ASSERT | page);
 }
 
 void apic_timer_arm(uint64_t tsc_ticks)
@@ -127,10 +173,15 @@ static bool apic_timer_pending(void)
     return apic_read(APIC_IRR + (timer_vector / 32u) * 0x10u) & (1u << (timer_vector % 32u));
 }
 
-void apic_timer_drain(void)
+void apic_timer_stop(void)
 {
     /* Writing 0 to the initial count stops a one-shot timer that has not fired. */
     apic_write(APIC_TMICT, 0);
+}
+
+void apic_timer_drain(void)
+{
+    apic_timer_stop();
     /*
      * One that has fired is held in IRR while IF=0 (and GIF=0 before that):
      * open the window for it. STI's shadow covers the next instruction, so

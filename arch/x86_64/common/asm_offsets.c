@@ -13,6 +13,7 @@
 
 OFFSET(links_main, struct boot_links, main);
 OFFSET(links_exception, struct boot_links, exception);
+OFFSET(links_irq, struct boot_links, irq);
 OFFSET(links_stack_top, struct boot_links, stack_top);
 OFFSET(links_bss_start, struct boot_links, bss_start);
 OFFSET(links_bss_end, struct boot_links, bss_end);

@@ -14,6 +14,7 @@
 struct boot_links {
     uint64_t main;       /* void hv_main(uint32_t magic, uint64_t info) */
     uint64_t exception;  /* void exception_dispatch(struct exc_frame *) */
+    uint64_t irq;        /* void irq_dispatch(struct exc_frame *) */
     uint64_t stack_top;  /* top of the boot CPU's stack, 16-byte aligned */
     uint64_t bss_start;  /* the stub zeroes [bss_start, bss_end) before C runs */
     uint64_t bss_end;

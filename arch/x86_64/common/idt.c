@@ -4,13 +4,10 @@
 #include "boot_symbols.h"
 #include "idt.h"
 #include "layout.h"
+#include "smp.h"
 
 #define IDT_ENTRIES 256
 #define GATE_INTERRUPT 0x8e   /* present, DPL 0, 64-bit interrupt gate: IF cleared on entry */
-#define IST_CRITICAL 1
-#define IST_STACK_SIZE (16 * 1024)
-/* IST1 field of the 64-bit TSS (Intel SDM vol. 3, figure 8-11). */
-#define TSS_IST1_OFFSET 0x24
 
 struct idt_gate {
     uint16_t offset_low;
@@ -25,12 +22,6 @@ struct idt_gate {
 _Static_assert(sizeof(struct idt_gate) == 16, "long-mode gates are 16 bytes");
 
 static struct idt_gate idt[IDT_ENTRIES] __attribute__((aligned(16)));
-
-/*
- * #DF, NMI and #MC can arrive with the current stack unusable (the fault may
- * be the stack overflowing), so the CPU switches to this one unconditionally.
- */
-static uint8_t ist_stack[IST_STACK_SIZE] __attribute__((aligned(16)));
 
 static void idt_set_gate(uint8_t vector, uint64_t handler, uint8_t ist)
 {
@@ -51,25 +42,27 @@ void idt_set_handler(uint8_t vector, uint64_t handler)
         idt_set_gate(vector, handler, 0);
 }
 
-void idt_init(void)
+void idt_load(void)
 {
-    const uint64_t *isr_table = (const uint64_t *)(uintptr_t)BOOT_SYM_ISR_TABLE;
-
-    /* The TSS field is only 4-byte aligned: write it as two halves. */
-    uint64_t ist_top = (uint64_t)(uintptr_t)(ist_stack + sizeof(ist_stack));
-    volatile uint32_t *ist1 = (volatile uint32_t *)(uintptr_t)(LAYOUT_BOOT_TSS + TSS_IST1_OFFSET);
-    ist1[0] = (uint32_t)ist_top;
-    ist1[1] = (uint32_t)(ist_top >> 32);
-
-    /* Vectors 32..255 stay not-present: a stray interrupt becomes #NP and is dumped. */
-    for (uint8_t v = 0; v < LAYOUT_EXCEPTION_VECTORS; v++) {
-        bool critical = v == 2 || v == 8 || v == 18;   /* NMI, #DF, #MC */
-        idt_set_gate(v, isr_table[v], critical ? IST_CRITICAL : 0);
-    }
-
     struct __attribute__((packed)) {
         uint16_t limit;
         uint64_t base;
     } idtr = { sizeof(idt) - 1, (uint64_t)(uintptr_t)idt };
     __asm__ volatile("lidt %0" : : "m"(idtr));
+}
+
+/* One IDT for every CPU: it is written once at boot and only read after;
+ * what differs per CPU (the IST stacks) lives in each CPU's TSS. */
+void idt_init(void)
+{
+    const uint64_t *isr_table = (const uint64_t *)(uintptr_t)BOOT_SYM_ISR_TABLE;
+
+    /* Vectors 32..255 stay not-present: a stray interrupt becomes #NP and is dumped.
+     * #DF, NMI and #MC can arrive with the current stack unusable (the fault may
+     * be the stack overflowing), so the CPU switches to an IST stack for them. */
+    for (uint8_t v = 0; v < LAYOUT_EXCEPTION_VECTORS; v++) {
+        uint8_t ist = v == 8 ? IST_DOUBLE_FAULT : v == 2 ? IST_NMI : v == 18 ? IST_MACHINE_CHECK : 0;
+        idt_set_gate(v, isr_table[v], ist);
+    }
+    idt_load();
 }

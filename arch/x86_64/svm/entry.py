@@ -11,11 +11,6 @@ GUEST_GPRS = ("rbx", "rcx", "rdx", "rsi", "rbp",
 # The System V ABI's callee-saved registers: the C caller expects them back.
 HOST_SAVED = ("rbx", "rbp", "r12", "r13", "r14", "r15")
 
-# The xAPIC's end-of-interrupt register at its architectural default base;
-# arch/x86_64/common/apic.c refuses to arm the timer if the APIC lives elsewhere.
-XAPIC_EOI = 0xFEE000B0
-
-
 def _hex(value: int) -> str:
     return f"{value:#x}"
 
@@ -58,8 +53,8 @@ svm_run:
     vmsave rax
     mov rax, qword ptr [rsp + 8]
     vmload rax
-    # Back to the host's IF=0 before GIF=1: a pending slice-timer interrupt
-    # stays pending until the C side drains it (apic_timer_drain).
+    # Back to the host's IF=0 before GIF=1: a pending host interrupt (the
+    # slice timer, an IPI) stays pending until the C side takes it.
     cli
     stgi
     add rsp, 16
@@ -68,32 +63,8 @@ svm_run:
 """
 
 
-def timer_isr_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
-    """The slice timer's vector: acknowledge the local APIC, return; the exit already ended the slice."""
-    del offsets, addresses
-    return f"""\
-svm_timer_isr:
-    push rax
-    mov eax, {_hex(XAPIC_EOI)}
-    mov dword ptr [rax], 0
-    pop rax
-    iretq
-"""
-
-
-def spurious_isr_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
-    """The APIC's spurious vector: nothing to acknowledge (a spurious interrupt takes no EOI)."""
-    del offsets, addresses
-    return """\
-svm_spurious_isr:
-    iretq
-"""
-
-
 # (chunk name, source(offsets, addresses) -> 64-bit assembly text): each chunk's
 # address becomes BOOT_SYM_<NAME> in build/gen/boot_symbols.h.
 CHUNKS: list[tuple[str, Callable[[Mapping[str, int], Mapping[str, int]], str]]] = [
     ("svm_run", run_source),
-    ("svm_timer_isr", timer_isr_source),
-    ("svm_spurious_isr", spurious_isr_source),
 ]

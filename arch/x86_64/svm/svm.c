@@ -1,9 +1,7 @@
-/* SVM bring-up on the boot CPU (EFER.SVME, host save area, slice timer) and the svm_ops table. */
+/* SVM bring-up on each CPU (EFER.SVME, host save area) and the svm_ops table. */
 #include <stdint.h>
-#include "apic.h"
-#include "boot_symbols.h"
+#include "cpus.h"
 #include "cpu.h"
-#include "idt.h"
 #include "page_alloc.h"
 #include "printk.h"
 #include "svm.h"
@@ -15,8 +13,16 @@
 #define VM_CR_SVMDIS    (1ull << 4)
 #define MSR_VM_HSAVE_PA 0xc0010117
 
-uint64_t svm_host_vmcb_pa;
-static bool svm_enabled;
+/* Per CPU: VMRUN's host save area, and the host VMCB the entry stub VMSAVEs to. */
+static struct {
+    bool enabled;
+    uint64_t host_vmcb_pa;
+} svm_cpu[CPUS_MAX];
+
+uint64_t svm_host_vmcb(void)
+{
+    return svm_cpu[cpu_current()->index].host_vmcb_pa;
+}
 
 static uint64_t svm_page_zeroed(const char *owner)
 {
@@ -28,7 +34,8 @@ static uint64_t svm_page_zeroed(const char *owner)
 
 static int svm_cpu_enable(void)
 {
-    if (svm_enabled)
+    uint32_t me = cpu_current()->index;
+    if (svm_cpu[me].enabled)
         return 0;
     const struct cpu_info *cpu = cpu_info_get();
     if (!cpu->svm || !cpu->svm_usable || !cpu->npt) {
@@ -51,23 +58,20 @@ static int svm_cpu_enable(void)
     /* VMRUN stores the host's state here and #VMEXIT reloads it from here. */
     uint64_t hsave = svm_page_zeroed("svm host save area");
     /* VMRUN does not save FS, GS, TR, LDTR or the syscall MSRs: the entry stub VMSAVEs them here. */
-    svm_host_vmcb_pa = svm_page_zeroed("svm host vmcb");
-    if (!hsave || !svm_host_vmcb_pa) {
+    uint64_t host_vmcb = svm_page_zeroed("svm host vmcb");
+    if (!hsave || !host_vmcb) {
         printk("svm: no memory for the host save area\n");
         return -1;
     }
     wrmsr(MSR_VM_HSAVE_PA, hsave);
+    svm_cpu[me].host_vmcb_pa = host_vmcb;
 
-    /* The slice ends by a physical interrupt (the INTR intercept): the APIC timer. */
-    idt_set_handler(SVM_TIMER_VECTOR, BOOT_SYM_SVM_TIMER_ISR);
-    idt_set_handler(SVM_SPURIOUS_VECTOR, BOOT_SYM_SVM_SPURIOUS_ISR);
-    if (apic_timer_init(SVM_TIMER_VECTOR, SVM_SPURIOUS_VECTOR) < 0)
-        return -1;
-
-    printk("svm: enabled, %u ASIDs, %s, slice timer %llu kHz on vector 0x%x\n",
-           cpu->svm_asids, cpu->nrips ? "next-RIP save" : "no next-RIP save",
-           (unsigned long long)apic_timer_khz(), SVM_TIMER_VECTOR);
-    svm_enabled = true;
+    /* The slice ends by a physical interrupt (the INTR intercept): the host's
+     * LAPIC timer, which every CPU set up before this. */
+    if (me == 0)
+        printk("svm: enabled, %u ASIDs, %s\n", cpu->svm_asids,
+               cpu->nrips ? "next-RIP save" : "no next-RIP save");
+    svm_cpu[me].enabled = true;
     return 0;
 }
 

@@ -6,11 +6,6 @@
 #include "vcpu.h"
 #include "vmcb_layout.h"
 
-/* The slice timer's vector: any free device vector above the exceptions. */
-#define SVM_TIMER_VECTOR 0x40
-/* The APIC's spurious vector: its low four bits must be ones on older APICs. */
-#define SVM_SPURIOUS_VECTOR 0xff
-
 /*
  * The guest state VMRUN checks, as it was just before VMRUN: a VMEXIT_INVALID
  * may overwrite the VMCB's save area (QEMU writes the host's CR0 and EFER
@@ -31,7 +26,8 @@ struct svm_vcpu {
 };
 
 /* Where the host's VMSAVE/VMLOAD state (FS, GS, TR, LDTR, syscall MSRs) is kept across VMRUN. */
-extern uint64_t svm_host_vmcb_pa;
+/* This CPU's host VMCB (VMSAVE/VMLOAD of the host's FS, GS, TR and syscall MSRs). */
+uint64_t svm_host_vmcb(void);
 
 /* The VMCB is plain memory at fixed offsets; the CPU reads it at VMRUN and writes it at #VMEXIT. */
 static inline uint64_t vmcb_read64(const uint8_t *vmcb, uint32_t offset)

@@ -120,7 +120,7 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     svm_snapshot_entry(vmcb, &s->entered);
 
     apic_timer_arm(deadline_tsc - now);
-    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb_pa);
+    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb());
     apic_timer_drain();
 
     v->regs.rax = vmcb_read64(vmcb, VMCB_RAX);

@@ -1,6 +1,7 @@
 /* A vCPU's VMCS: allocation, controls adjusted to the CPU, host state, guest boot state from the partition descriptor. */
 #include "boot_symbols.h"
 #include "cpu.h"
+#include "cpus.h"
 #include "libc.h"
 #include "page_alloc.h"
 #include "partition.h"
@@ -39,16 +40,18 @@
 #define EPT_MEMTYPE_WB 6
 
 static struct vmx_vcpu pool[PARTITIONS_MAX];
-static uint64_t current_vmcs;
+/* The VMCS each CPU has current (VMPTRLD is per logical processor). */
+static uint64_t current_vmcs[CPUS_MAX];
 static uint32_t failed_field;   /* the first VMWRITE that failed while filling a VMCS, or ~0 */
 
 bool vmcs_load(struct vmx_vcpu *x)
 {
-    if (current_vmcs == x->vmcs)
+    uint32_t me = cpu_current()->index;
+    if (current_vmcs[me] == x->vmcs)
         return true;
     if (!vmx_vmptrld(x->vmcs))
         return false;
-    current_vmcs = x->vmcs;
+    current_vmcs[me] = x->vmcs;
     return true;
 }
 
@@ -287,8 +290,8 @@ static int vmcs_fill(struct vcpu *v)
         printk("vmx: %s: VMCLEAR of %#llx failed\n", d->name, (unsigned long long)x->vmcs);
         return -1;
     }
-    if (current_vmcs == x->vmcs)
-        current_vmcs = 0;
+    if (current_vmcs[cpu_current()->index] == x->vmcs)
+        current_vmcs[cpu_current()->index] = 0;
     if (!vmcs_load(x)) {
         printk("vmx: %s: VMPTRLD of %#llx failed\n", d->name, (unsigned long long)x->vmcs);
         return -1;
@@ -355,8 +358,8 @@ void vmcs_destroy(struct vcpu *v)
         return;
     /* VMCLEAR writes back any cached VMCS data before the page is reused. */
     vmx_vmclear(x->vmcs);
-    if (current_vmcs == x->vmcs)
-        current_vmcs = 0;
+    if (current_vmcs[cpu_current()->index] == x->vmcs)
+        current_vmcs[cpu_current()->index] = 0;
     page_free(x->vmcs, 1);
     *x = (struct vmx_vcpu){ 0 };
     v->arch = NULL;

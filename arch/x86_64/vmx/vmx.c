@@ -1,5 +1,6 @@
-/* VMX operation on this CPU: IA32_FEATURE_CONTROL, CR0/CR4 fixed bits, the VMXON region, capabilities, and vmx_ops. */
+/* VMX operation on each CPU: IA32_FEATURE_CONTROL, CR0/CR4 fixed bits, the VMXON region, capabilities, and vmx_ops. */
 #include "cpu.h"
+#include "cpus.h"
 #include "libc.h"
 #include "page_alloc.h"
 #include "printk.h"
@@ -13,8 +14,11 @@
 #define PIN_ALLOWED1_PREEMPT (1ull << (32 + 6))
 
 struct vmx_caps vmx_caps;
-static uint64_t vmxon_region;
-static bool vmx_on;
+/* Per CPU: VMXON is per logical processor, each with a region of its own. */
+static struct {
+    bool on;
+    uint64_t vmxon_region;
+} vmx_cpu[CPUS_MAX];
 
 static void vmx_read_caps(void)
 {
@@ -41,7 +45,8 @@ static void vmx_read_caps(void)
 
 static int vmx_cpu_enable(void)
 {
-    if (vmx_on)
+    uint32_t me = cpu_current()->index;
+    if (vmx_cpu[me].on)
         return 0;
 
     /* Firmware may leave IA32_FEATURE_CONTROL unlocked; VMXON raises #GP
@@ -75,8 +80,9 @@ static int vmx_cpu_enable(void)
     __asm__ volatile("mov %0, %%cr0" : : "r"(cr0) : "memory");
     __asm__ volatile("mov %0, %%cr4" : : "r"(cr4) : "memory");
 
+    uint64_t vmxon_region = vmx_cpu[me].vmxon_region;
     if (!vmxon_region) {
-        vmxon_region = page_alloc_named("vmx vmxon", 1);
+        vmxon_region = vmx_cpu[me].vmxon_region = page_alloc_named("vmx vmxon", 1);
         if (!vmxon_region) {
             printk("vmx: no page for the VMXON region\n");
             return -1;
@@ -93,8 +99,9 @@ static int vmx_cpu_enable(void)
                (unsigned long long)vmxon_region);
         return -1;
     }
-    vmx_on = true;
-    printk("vmx: VMX on: VMCS revision %#x, %s controls, preemption timer at TSC/%u, %s\n",
+    vmx_cpu[me].on = true;
+    if (me == 0)
+        printk("vmx: VMX on: VMCS revision %#x, %s controls, preemption timer at TSC/%u, %s\n",
            vmx_caps.revision, basic & VMX_BASIC_TRUE_CTLS ? "TRUE" : "default",
            1u << vmx_caps.preempt_shift,
            vmx_caps.unrestricted ? "unrestricted guest" : "no unrestricted guest");

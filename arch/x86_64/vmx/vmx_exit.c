@@ -1,6 +1,7 @@
 /* One VMX entry and its exit: the preemption-timer slice, the stub call, and the exit decoded into struct exit_info. */
 #include "boot_symbols.h"
 #include "cpu.h"
+#include "irq.h"
 #include "libc.h"
 #include "partition.h"
 #include "printk.h"
@@ -327,10 +328,12 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
         e->kind = EXIT_PREEMPT;
         break;
     case VMX_EXIT_REASON_EXTERNAL_INTERRUPT:
-        /* A host interrupt, acknowledged on exit and dropped (the host runs
-         * with IF=0 and handles none): it only ends the slice early. */
+        /* A host interrupt (the LAPIC timer, a scheduler IPI), acknowledged
+         * on exit: the host handles it here as if delivered, and it ends the
+         * slice early so the scheduler looks at what the IPI brought. */
         e->kind = EXIT_PREEMPT;
         e->qualification = vmx_vmread(VMCS_EXIT_INTR_INFO);
+        irq_acked((uint8_t)e->qualification);
         break;
     case VMX_EXIT_REASON_EPT_MISCONFIG:
         e->kind = EXIT_OTHER;
