@@ -99,6 +99,15 @@ static void partition_setup(struct partition *p, int index, const struct pt_part
                  (unsigned long long)(d->mem_host_base + d->mem_size - 1));
         return;
     }
+    /* A boot module the loader put there (GRUB picks its own places) would be overwritten. */
+    if (!page_range_free(d->mem_host_base, d->mem_size)) {
+        p->state = PART_UNUSABLE;
+        snprintk(p->reason, sizeof(p->reason),
+                 "its memory %#llx-%#llx overlaps memory already in use (see 'mem')",
+                 (unsigned long long)d->mem_host_base,
+                 (unsigned long long)(d->mem_host_base + d->mem_size - 1));
+        return;
+    }
     page_reserve_named(d->name, d->mem_host_base, pages);
     uint32_t console_pages = (d->console_size + PAGE_SIZE - 1) / PAGE_SIZE;
     uint64_t buf = page_alloc_named("consoles", console_pages);
