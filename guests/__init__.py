@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from guests import attacker, bench, exit, hello, hypercall, mbtest, spin, ticker, trivial
+from guests import attacker, bench, exit, hammer, hello, hypercall, jitter, mbtest, spin, ticker, trivial
 from guests.common import GuestImage
 
 __all__ = ["BUILTIN", "GuestImage", "build_guest"]
@@ -22,6 +22,8 @@ BUILTIN: dict[str, Callable[..., GuestImage]] = {
     "hello": hello.build,
     "spin": spin.build,
     "ticker": ticker.build,
+    "hammer": hammer.build,
+    "jitter": jitter.build,
     "attacker": attacker.build,
     "exit": exit.build,
     "hypercall": hypercall.build,

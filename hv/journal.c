@@ -1,10 +1,13 @@
 /* The journal ring: "[name] line" records from all partitions, for `log` and `tail` on the console. */
 #include "journal.h"
 #include "page_alloc.h"
+#include "spinlock.h"
 
 #define JOURNAL_PAGES 8
 
 static struct console_ring journal;
+/* Partitions on several CPUs finish lines at once: each line goes in whole. */
+static spinlock_t line_lock;
 
 void journal_init(void)
 {
@@ -21,6 +24,7 @@ static void journal_puts(const char *s, uint32_t len)
 
 void journal_line(const char *name, const char *line, uint32_t len)
 {
+    uint64_t f = spin_lock_irqsave(&line_lock);
     console_ring_put(&journal, '[');
     journal_puts(name, 32);
     journal_puts("] ", 2);
@@ -28,6 +32,7 @@ void journal_line(const char *name, const char *line, uint32_t len)
         console_ring_put(&journal, (uint8_t)line[i]);
     }
     console_ring_put(&journal, '\n');
+    spin_unlock_irqrestore(&line_lock, f);
 }
 
 struct console_ring *journal_ring(void)

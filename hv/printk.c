@@ -164,10 +164,32 @@ static void format(struct sink *s, const char *fmt, va_list ap)
     }
 }
 
+/*
+ * One message at a time on the line, whichever CPU prints. A CPU that dies
+ * holding the lock (an exception inside printk) must not silence the others:
+ * a waiter gives up after about a second's worth of spins and prints anyway.
+ */
+#define PRINTK_SPINS 50000000u
+static volatile uint32_t printk_lock;
+
 int vprintk(const char *fmt, va_list ap)
 {
+    uint64_t flags;
+    __asm__ volatile("pushfq; pop %0; cli" : "=r"(flags) : : "memory");
+    bool held = false;
+    for (uint32_t spins = 0; spins < PRINTK_SPINS; spins++) {
+        if (!__atomic_exchange_n(&printk_lock, 1u, __ATOMIC_ACQUIRE)) {
+            held = true;
+            break;
+        }
+        __asm__ volatile("pause");
+    }
     struct sink s = { .put = sink_put_uart };
     format(&s, fmt, ap);
+    if (held)
+        __atomic_store_n(&printk_lock, 0u, __ATOMIC_RELEASE);
+    if (flags & (1ull << 9))
+        __asm__ volatile("sti" : : : "memory");
     return (int)s.len;
 }
 

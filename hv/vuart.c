@@ -35,7 +35,8 @@ bool vuart_feed(struct partition *p, uint8_t c)
         return false;
     }
     p->uart.rx[p->uart.rx_head] = c;
-    p->uart.rx_head = next;
+    /* CPU 0 fills the queue, the partition's CPU drains it: the byte first. */
+    __atomic_store_n(&p->uart.rx_head, next, __ATOMIC_RELEASE);
     return true;
 }
 

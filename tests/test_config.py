@@ -643,7 +643,7 @@ def test_the_metal_runs_the_same_plan_rules_and_reads_the_new_table(qemu) -> Non
     # The version 3 table: signed over its plans too, with vcpus, cpu and cpus per partition.
     assert qemu.command("manager.table_problem()", prompt=REPL_PROMPT).strip() == ""
     info = 'i = hv.part_info(0); print(i["vcpus"], i["cpu"], i["cpus"], i["slice_us"])'
-    assert qemu.command(info, prompt=REPL_PROMPT).strip() == "1 0 [0] 10000"
+    assert qemu.command(info, prompt=REPL_PROMPT).strip() == "1 1 [1] 10000"  # demo: hello1 on CPU 1
 
 
 def test_default_management_slice_grows_to_keep_its_share(tmp_path: Path) -> None:

@@ -18,7 +18,10 @@ def ps(console) -> dict[str, dict]:
     """`ps` parsed: name -> {state, cpu, memory, exits} (and the reason line, if any)."""
     rows: dict[str, dict] = {}
     last = None
-    for line in console.command("ps").splitlines()[1:]:
+    lines = console.command("ps").splitlines()
+    # Announcements of partitions that ended may come before the table's header.
+    header = next(i for i, line in enumerate(lines) if line.startswith("NAME "))
+    for line in lines[header + 1:]:
         fields = line.split()
         if line.startswith(" ") and last:
             rows[last]["reason"] = line.strip()

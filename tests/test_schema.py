@@ -85,3 +85,15 @@ def test_canonical_text_is_valid_toml_in_schema_order(path: Path, tmp_path: Path
         assert config.load(copy).canonical_text() == text
     finally:
         copy.unlink()
+
+
+def test_docs_scheduling_example_is_configs_scheduling_toml_and_checks_as_shown(capsys) -> None:
+    doc = (ROOT / "docs" / "scheduling.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", doc, re.DOTALL).group(1)
+    shown = re.search(r"`taipan check` prints the plan it derived from it:\n\n```\n(.*?)```", doc,
+                      re.DOTALL).group(1)
+    path = ROOT / "configs" / "scheduling.toml"
+    assert example in path.read_text()
+    assert config.check(path) == 0
+    printed = [line.strip() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert printed == shown.strip().splitlines()

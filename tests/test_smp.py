@@ -122,6 +122,21 @@ def test_cyclic_windows_give_each_partition_its_share_of_the_frame(boot_config, 
     sched = console.command("sched")
     assert re.search(r"cpu 0 \(APIC ID \d+\): online, cyclic, frame 20 ms", sched), sched
 
+    # sched set: the windows change at run time, checked by the configuration's rules.
+    assert console.command("sched set 0 cyclic 20 a=5 b=10 management=5") == (
+        "cpu 0: cyclic, frame 20 ms: a 5 ms, b 10 ms, management 5 ms; management 25% of CPU 0\n")
+    assert console.command("sched set 0 cyclic 20 a=10 b=10").startswith(
+        "error: plan[0].windows = no management window: CPU 0 needs a window of management")
+    assert console.command("sched set 0 cyclic 10 a=10 b=10 management=5").startswith("error: ")
+    t0, w0, _ = reading()
+    assert [w["us"] for w in w0.values()] == [5000, 10000, 5000]
+    t1, w1 = t0, w0
+    until = time.monotonic() + PATIENCE[vendor]
+    while t1 - t0 < 3_000_000 and time.monotonic() < until:
+        time.sleep(1)
+        t1, w1, _ = reading()
+    assert w1["b"]["run_us"] - w0["b"]["run_us"] > 1.5 * (w1["a"]["run_us"] - w0["a"]["run_us"])
+
 
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_a_spinner_with_interrupts_off_on_its_own_cpu_leaves_the_console_alone_and_stops_at_once(

@@ -62,9 +62,13 @@ bool port_typing(void)
 
 MP_REGISTER_ROOT_POINTER(mp_obj_t taipan_idle_fn);
 
+static bool mail_scheduled;
+
 void port_set_idle(mp_obj_t fn)
 {
     MP_STATE_VM(taipan_idle_fn) = fn;
+    // A soft reset empties the interpreter's callback queue: nothing is scheduled any more.
+    mail_scheduled = false;
 }
 
 // Runs the idle hook (the scheduler's tick) once. Its exceptions are logged and
@@ -121,7 +125,6 @@ int mp_hal_stdin_rx_chr(void)
 // The mailbox had news while MicroPython was busy with something else (a
 // long command, a loop at `py`): the idle hook runs at the interpreter's
 // next bytecode boundary, so up-calls are answered in time all the same.
-static bool mail_scheduled;
 
 static mp_obj_t mail_callback(mp_obj_t arg)
 {

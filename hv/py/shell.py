@@ -666,7 +666,7 @@ def _sched_set(args):
     new = {"cpu": cpu, "kind": kind, "frame_us": frame_us, "windows": windows}
     plans = [new if p["cpu"] == cpu else p for p in scheduler.plans]
     table = hv.plan_table(0)
-    errors = plan.check(plans, len(plans), table["min_percent"] if table else 0, manager.names())
+    errors = plan.check_change(scheduler.plans, plans, table["min_percent"] if table else 0, manager.names())
     if errors:
         raise ValueError("; ".join("%s = %s: %s" % e for e in errors))
     scheduler.install(new)
