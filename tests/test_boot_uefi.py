@@ -142,3 +142,31 @@ def test_qemu_argv_for_uefi_boots_the_iso_with_ovmf_and_a_vars_copy(tmp_path: Pa
         emulator.qemu_argv(Path("k.elf"), firmware="uefi")
     with pytest.raises(ValueError, match="bios or uefi"):
         emulator.qemu_argv(Path("k.elf"), firmware="coreboot")
+
+
+@pytest.mark.boot
+def test_without_a_uart_the_uefi_screen_says_there_is_no_console(demo_iso: Path, tmp_path: Path) -> None:
+    """QEMU with no serial port: 0x3f8 answers nothing, and only the screen can tell a person."""
+    sock = tmp_path / "qmp.sock"
+    argv = emulator.qemu_argv(Path("unused"), cdrom=demo_iso, firmware="uefi",
+                              vars_file=emulator.ovmf_vars(tmp_path / "ovmf"), memory_mb=256,
+                              smp=config_cpus("demo"), serial="none", no_reboot=True,
+                              extra=["-qmp", f"unix:{sock},server=on,wait=off"])
+    child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=60)
+    lines = ["no console: no 16550 UART answers at I/O 0x3f8 (COM1)",
+             "Taipan's console is COM1 only: fit a serial port there"]
+    try:
+        qmp = Qmp(sock)
+        deadline = time.monotonic() + 120
+        while True:
+            qmp.execute("screendump", filename=str(tmp_path / "screen.ppm"))
+            width, _, pixels = read_ppm(tmp_path / "screen.ppm")
+            if _glyph_cells(pixels, width, 1, 2, lines[0]) == fb_font.render(lines[0]):
+                break
+            assert time.monotonic() < deadline, "no 'no console' banner on the screen"
+            time.sleep(2)
+        assert _glyph_cells(pixels, width, 1, 1, BANNER_0) == fb_font.render(BANNER_0)
+        assert _glyph_cells(pixels, width, 1, 3, lines[1]) == fb_font.render(lines[1])
+        qmp.close()
+    finally:
+        child.terminate(force=True)
