@@ -94,6 +94,10 @@ def _run_bochs(elf: Path, args: argparse.Namespace) -> int:
     from toolchain import emulator, iso, terminal
 
     image = iso.make_iso(elf, ROOT / "build" / "taipan.iso")
+    if args.memory > emulator.BOCHS_HOST_MAX_MB:
+        print(f"taipan: Bochs backs only {emulator.BOCHS_HOST_MAX_MB} MiB of the {args.memory} MiB "
+              "with host memory: a guest touching more makes it panic, and it takes minutes to "
+              "start with 16 GiB (docs/boot.md, big machines)", file=sys.stderr)
     workdir = ROOT / "build" / "bochs"
     workdir.mkdir(parents=True, exist_ok=True)
     print("taipan: Bochs boots build/taipan.iso (BIOS and GRUB first, a few seconds); "
