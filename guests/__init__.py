@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from guests import attacker, bench, exit, hammer, hello, hypercall, jitter, mbtest, spin, ticker, trivial
+from guests import (
+    attacker,
+    bench,
+    exit,
+    hammer,
+    hello,
+    hypercall,
+    jitter,
+    longmode,
+    mbtest,
+    spin,
+    ticker,
+    trivial,
+)
 from guests.common import GuestImage
 
 __all__ = ["BUILTIN", "GuestImage", "build_guest"]
@@ -30,6 +43,7 @@ BUILTIN: dict[str, Callable[..., GuestImage]] = {
     "mbtest": mbtest.build,
     "trivial": _trivial,
     "bench": bench.build,
+    "longmode": longmode.build,
 }
 
 

@@ -31,6 +31,8 @@ enum exit_kind {
     EXIT_PREEMPT,       /* the slice ended: VMX preemption timer, or the host timer on SVM */
     EXIT_ENTRY_FAILED,  /* VM entry failed: error and what set */
     EXIT_OTHER,         /* anything else: raw_reason says what */
+    EXIT_CR_WRITE,      /* MOV to CR0/CR4 or LMSW the backend intercepts (VMX): cr, cr_value, insn_len set */
+    EXIT_XSETBV,        /* XSETBV: index in regs.rcx, value in regs.rdx:regs.rax; insn_len set */
     EXIT_KIND_COUNT
 };
 
@@ -46,6 +48,9 @@ struct exit_info {
     bool in, string, rep;
     /* EXIT_MSR_* */
     uint32_t msr;
+    /* EXIT_CR_WRITE: which control register and the value the guest writes to it */
+    uint8_t cr;
+    uint64_t cr_value;
     /* EXIT_PAGE_FAULT */
     uint64_t gpa;
     bool read, write, exec;
@@ -54,11 +59,73 @@ struct exit_info {
     char what[160];          /* the failure in words: the error's meaning and the offending state */
 };
 
+/*
+ * An event for the guest's IDT, in vendor-neutral words: what the next VM
+ * entry injects (VMX: VM-entry interruption information, SVM: EVENTINJ).
+ * The type numbers are the VMX ones; SVM's backend translates.
+ */
+enum vcpu_event_type {
+    VEVENT_EXT_INTR = 0,      /* external interrupt (the virtual APIC's, later work) */
+    VEVENT_NMI = 2,
+    VEVENT_EXCEPTION = 3,     /* hardware exception: #GP, #UD, #PF, ... */
+    VEVENT_SOFT_INT = 4,      /* INT n */
+    VEVENT_PRIV_SOFT_EXC = 5, /* INT1 (ICEBP) */
+    VEVENT_SOFT_EXC = 6,      /* INT3, INTO */
+};
+
+struct vcpu_event {
+    bool valid;
+    uint8_t type;             /* enum vcpu_event_type */
+    uint8_t vector;
+    bool has_error;
+    uint32_t error;
+    uint32_t insn_len;        /* soft events: length of the instruction that raised it */
+};
+
+/*
+ * Architectural state the core reads and writes through the backend, in the
+ * guest's own view (VMX: CR0/CR4 as their read shadows show them, EFER
+ * without the bits VMX forces; SVM: EFER without SVME).
+ */
+enum vcpu_reg {
+    VREG_CR0, VREG_CR3, VREG_CR4, VREG_EFER,
+    VREG_FS_BASE, VREG_GS_BASE, VREG_KERNEL_GS_BASE,
+    VREG_STAR, VREG_LSTAR, VREG_CSTAR, VREG_SFMASK,
+    VREG_SYSENTER_CS, VREG_SYSENTER_ESP, VREG_SYSENTER_EIP,
+    VREG_PAT, VREG_TSC_OFFSET, VREG_TSC_AUX,
+    VREG_CPL,                 /* read only: the guest's current privilege level */
+    VREG_COUNT
+};
+
+/*
+ * The vCPU's FPU/SSE/AVX state and its XCR0, switched by the entry stubs
+ * (offsets reach them through asm_offsets.c): x87 and SSE by FXSAVE/FXRSTOR
+ * whatever XCR0 holds, the components above them by XSAVE/XRSTOR under the
+ * guest's own XCR0; the host gets its XCR0, MXCSR and an empty x87 stack back.
+ */
+struct vcpu_fpu {
+    uint8_t *area;           /* 64-byte aligned XSAVE area, standard form */
+    uint64_t xcr0;           /* the guest's XCR0 */
+    uint64_t host_xcr0;
+    uint32_t host_mxcsr;
+    uint32_t use_xsave;      /* 1 when the CPU has XSAVE (host CR4.OSXSAVE set), else FXSAVE only */
+};
+
+/* The per-vCPU MSRs no backend structure holds (hv/vmsr.c). */
+struct vcpu_msrs {
+    uint64_t apic_base;
+    uint64_t tsc_adjust;
+    uint64_t mtrr_def_type;
+};
+
 struct vcpu {
     struct partition *part;
     struct guest_regs regs;
     void *arch;              /* the backend's own state (VMCS or VMCB and friends), from vcpu_create */
     bool launched;           /* VMX: VMLAUNCH done, next entry is VMRESUME */
+    struct vcpu_event event; /* injected at the next entry, then cleared by the backend */
+    struct vcpu_fpu fpu;
+    struct vcpu_msrs msrs;
 };
 
 /*
@@ -93,6 +160,15 @@ struct vcpu_ops {
 
     /* The guest RIP now, for the console and the logs. */
     uint64_t (*guest_rip)(struct vcpu *v);
+
+    /* One piece of the guest's architectural state, as the guest sees it. */
+    uint64_t (*reg_get)(struct vcpu *v, enum vcpu_reg r);
+
+    /* Set it. The core has checked the value as the CPU would (hv/vcr.c,
+     * hv/vmsr.c); the backend keeps its own structures consistent (VMX: the
+     * IA-32e-mode-guest entry control follows EFER.LMA, CR0/CR4 keep their
+     * forced bits under the read shadows, PAE PDPTEs are loaded). */
+    void (*reg_set)(struct vcpu *v, enum vcpu_reg r, uint64_t value);
 };
 
 /* The backend this CPU supports (VT-x+EPT or AMD-V+NPT), or NULL if none. */

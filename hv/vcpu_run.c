@@ -6,6 +6,7 @@
 #include "partition.h"
 #include "printk.h"
 #include "tsc.h"
+#include "vcpu_state.h"
 #include "vuart.h"
 
 /* Port 0xf4: QEMU's isa-debug-exit, through which test kernels report a result. */
@@ -18,11 +19,6 @@
 #define HC_TSC_KHZ 3
 #define HC_ERROR ((uint64_t)-1)
 
-/* CPUID: the hypervisor leaves Taipan answers itself. */
-#define CPUID_HV_BASE 0x40000000u
-#define CPUID_HV_ABI 0x40000001u
-#define HYPERCALL_ABI_VERSION 1u
-
 static const struct vcpu_ops *ops;
 /* vCPU creation and reset allocate pages and backend slots, and the VMX
  * backend fills a VMCS through file-wide state: one CPU at a time. */
@@ -33,6 +29,7 @@ static const char *const exit_names[EXIT_KIND_COUNT] = {
     [EXIT_HYPERCALL] = "hypercall", [EXIT_MSR_READ] = "msr_read", [EXIT_MSR_WRITE] = "msr_write",
     [EXIT_PAGE_FAULT] = "page_fault", [EXIT_TRIPLE_FAULT] = "triple_fault",
     [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
+    [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv",
 };
 
 const char *partition_exit_name(enum exit_kind kind)
@@ -59,6 +56,7 @@ int partition_cpu_enable(void)
         ops = vcpu_backend_select();
     if (!ops)
         return -1;
+    vfpu_host_init();   /* the entry stubs' XSAVE/XSETBV need this CPU's CR4.OSXSAVE */
     if (ops->cpu_enable() != 0) {
         if (cpu_current()->index == 0)
             ops = NULL;
@@ -125,34 +123,6 @@ void partition_stop(struct partition *p, enum partition_state state, const char 
     p->state = state;
     p->upcall_pending = false;
     snprintk(p->reason, sizeof(p->reason), "%s", reason ? reason : "");
-}
-
-static void emulate_cpuid(struct guest_regs *r)
-{
-    uint32_t leaf = (uint32_t)r->rax, sub = (uint32_t)r->rcx;
-    uint32_t a, b, c, d;
-    if (leaf == CPUID_HV_BASE) {
-        /* "TaipanTaipan" in EBX, ECX, EDX, as KVM and Xen put their names. */
-        a = CPUID_HV_ABI;
-        memcpy(&b, "Taip", 4);
-        memcpy(&c, "anTa", 4);
-        memcpy(&d, "ipan", 4);
-    } else if (leaf == CPUID_HV_ABI) {
-        a = HYPERCALL_ABI_VERSION;
-        b = c = d = 0;
-    } else {
-        cpuid(leaf, sub, &a, &b, &c, &d);
-        if (leaf == 1) {
-            c &= ~(1u << 5);    /* no VMX for the guest: Taipan does not nest */
-            c |= 1u << 31;      /* and tell it a hypervisor is present */
-        } else if (leaf == 0x80000001u) {
-            c &= ~(1u << 2);    /* no SVM either */
-        }
-    }
-    r->rax = a;
-    r->rbx = b;
-    r->rcx = c;
-    r->rdx = d;
 }
 
 static bool guest_range(const struct partition *p, uint64_t gpa, uint64_t len)
@@ -258,8 +228,18 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
                 ev = RUN_UPCALL;
                 break;
             }
-            emulate_cpuid(&p->vcpu.regs);
+            vcpuid_emulate(&p->vcpu);
             ops->advance_rip(&p->vcpu, e->insn_len);
+            break;
+        case EXIT_MSR_READ:
+        case EXIT_MSR_WRITE:
+        case EXIT_CR_WRITE:
+        case EXIT_XSETBV:
+            /* The virtual CPU's own state (hv/vcpu_state.c): emulated, or #GP injected. */
+            if (!vcpu_state_exit(&p->vcpu, e)) {
+                e->kind = EXIT_TRIPLE_FAULT;
+                return fault(p, e);
+            }
             break;
         case EXIT_IO:
             ev = port_io(p, e);
@@ -337,7 +317,7 @@ void partition_resolve(struct partition *p, enum upcall_action action, uint64_t 
         /* Policy may only choose the answer the fast path gives: a guest
          * must see the same CPU whichever path its CPUID took. */
         if (action == UPCALL_EMULATE) {
-            emulate_cpuid(r);
+            vcpuid_emulate(&p->vcpu);
         }
         break;
     default:

@@ -62,7 +62,7 @@ def test_registry_holds_every_guest_and_each_builds_with_defaults() -> None:
     for guest, builder in BUILTIN.items():
         image = builder(name=NAME, memory=MEMORY)
         assert isinstance(image, GuestImage)
-        assert image.kind == ("multiboot" if guest in ("mbtest", "trivial", "bench") else "raw")
+        assert image.kind == ("multiboot" if guest in ("mbtest", "trivial", "bench", "longmode") else "raw")
         assert image.entry == 0x100000
 
 

@@ -102,6 +102,18 @@ def test_callee_saved_registers_and_stack_are_balanced(stub):
     pops = [i.op_str for i in insns if i.mnemonic == "pop"]
     assert pushes[:len(CALLEE_SAVED)] == CALLEE_SAVED
     assert pops[-len(CALLEE_SAVED):] == list(reversed(CALLEE_SAVED))
-    # Two extra pushes (regs, host VMCB) dropped with one add; one push/pop of rax around the saves.
-    assert "add rsp, 0x10" in [f"{i.mnemonic} {i.op_str}" for i in insns]
+    # Three extra pushes (fpu, regs, host VMCB) dropped with one add; one push/pop of rax around the saves.
+    assert "add rsp, 0x18" in [f"{i.mnemonic} {i.op_str}" for i in insns]
     assert insns[-1].mnemonic == "ret"
+
+
+def test_guest_fpu_state_and_xcr0_surround_vmrun(stub, offsets):
+    text = [f"{i.mnemonic} {i.op_str}".strip() for i in chunk(stub, "svm_run")]
+    vmrun = text.index("vmrun rax")
+    before, after = text[:vmrun], text[vmrun:]
+    assert before.index("fxrstor64 ptr [r9]") < before.index("xsetbv") < before.index("xrstor64 ptr [r9]")
+    order = [after.index(x) for x in ("fxsave64 ptr [r9]", "xgetbv", "xsave64 ptr [r9]", "xsetbv", "fninit")]
+    assert order == sorted(order)
+    assert any(line.startswith("ldmxcsr dword ptr [r8") for line in after)
+    # All of it before GIF=1, so no interrupt runs host code on the guest's FPU state.
+    assert max(order) < after.index("stgi")

@@ -131,7 +131,8 @@ def test_requested_controls_include_what_the_brief_demands():
 
 GPRS = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp",
         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"]
-OFFSETS = {**{f"gregs_{r}": 8 * i for i, r in enumerate(GPRS)}, "gregs_size": 8 * len(GPRS)}
+OFFSETS = {**{f"gregs_{r}": 8 * i for i, r in enumerate(GPRS)}, "gregs_size": 8 * len(GPRS),
+           "fpu_area": 0, "fpu_xcr0": 8, "fpu_host_xcr0": 16, "fpu_host_mxcsr": 24, "fpu_use_xsave": 28}
 
 
 def _slot(offset: int) -> str:
@@ -178,11 +179,28 @@ def test_exit_stub_saves_every_guest_register_and_balances_the_stack():
     pushes_enter = [o for m, o in enter if m == "push"]
     pops_exit = [o for m, o in insns if m == "pop"]
     # The exit path pops rdi (the guest's, pushed on exit) then the callee-saved
-    # registers vmx_enter pushed, in reverse; the struct pointer is dropped by `add rsp, 8`.
+    # registers vmx_enter pushed, in reverse; the regs and fpu pointers are dropped by `add rsp, 16`.
     assert pops_exit[0] == "rax"
-    assert pops_exit[1:] == list(reversed(pushes_enter[:-1]))
-    assert "add rsp, 8" in text
+    assert pops_exit[1:] == list(reversed(pushes_enter[:-2]))
+    assert "add rsp, 0x10" in text
     assert insns[-1][0] == "ret"
+
+
+def test_stubs_switch_fpu_state_and_xcr0_around_the_guest():
+    enter = [f"{m} {o}".strip() for m, o in _disasm("vmx_enter")]
+    launch = enter.index("vmlaunch")
+    # Guest x87/SSE by FXRSTOR64, then its XCR0, then the components above SSE by XRSTOR64.
+    order = [enter.index(x) for x in ("fxrstor64 ptr [r9]", "xsetbv", "xrstor64 ptr [r9]")]
+    assert order == sorted(order) and order[-1] < launch
+    assert "and eax, 0xfffffffc" in enter
+    # A failed entry gives the host back its MXCSR and an empty x87 stack.
+    assert enter.index("fninit") > launch and "ldmxcsr dword ptr [r8 + 0x18]" in enter
+    exit_ = [f"{m} {o}".strip() for m, o in _disasm("vmx_exit")]
+    # The guest's XCR0 is read back, its state saved, then the host's XCR0, FCW and MXCSR return.
+    order = [exit_.index(x) for x in ("fxsave64 ptr [r9]", "xgetbv", "xsave64 ptr [r9]", "xsetbv", "fninit",
+                                      "ldmxcsr dword ptr [r8 + 0x18]")]
+    assert order == sorted(order)
+    assert "mov dword ptr [r8 + 8], eax" in exit_
 
 
 def vmcs_field(name: str) -> int:

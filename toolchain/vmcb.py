@@ -105,6 +105,8 @@ SEGMENT_PARTS = {"SEL": (0, 2), "ATTRIB": (2, 2), "LIMIT": (4, 4), "BASE": (8, 8
 
 # Intercept bits (APM vol. 2, Table B-1), as (word field, bit).
 INTERCEPTS: dict[str, tuple[str, int]] = {
+    "CR0_WRITE": ("INTERCEPT_CR", 16),
+    "CR4_WRITE": ("INTERCEPT_CR", 20),
     "INTR": ("INTERCEPT_MISC1", 0),
     "NMI": ("INTERCEPT_MISC1", 1),
     "SMI": ("INTERCEPT_MISC1", 2),
@@ -125,10 +127,13 @@ INTERCEPTS: dict[str, tuple[str, int]] = {
     "STGI": ("INTERCEPT_MISC2", 4),
     "CLGI": ("INTERCEPT_MISC2", 5),
     "SKINIT": ("INTERCEPT_MISC2", 6),
+    "XSETBV": ("INTERCEPT_MISC2", 13),
 }
 
 # #VMEXIT codes (APM vol. 2, Appendix C, Table C-1).
 EXIT_CODES: dict[str, int] = {
+    "WRITE_CR0": 0x10,
+    "WRITE_CR4": 0x14,
     "INTR": 0x60,
     "NMI": 0x61,
     "SMI": 0x62,
@@ -149,6 +154,7 @@ EXIT_CODES: dict[str, int] = {
     "STGI": 0x84,
     "CLGI": 0x85,
     "SKINIT": 0x86,
+    "XSETBV": 0x8D,
     "NPF": 0x400,
     "INVALID": 0xFFFFFFFF,   # VMEXIT_INVALID (-1): the low 32 bits of the 64-bit EXITCODE
 }
@@ -159,6 +165,8 @@ BITS: dict[str, int] = {
     "V_INTR_MASKING": 24,      # V_INTR: host RFLAGS.IF, not the guest's, masks physical interrupts
     "NP_ENABLE": 0,            # NP_CONTROL
     "EXITINTINFO_VALID": 31,   # EXITINTINFO / EVENTINJ: V
+    "EVENT_TYPE_SHIFT": 8,     # EXITINTINFO / EVENTINJ: TYPE in bits 10:8 (0 INTR, 2 NMI, 3 exception, 4 INTn)
+    "EVENT_EV": 11,            # EXITINTINFO / EVENTINJ: an error code is pushed (ERRORCODE in bits 63:32)
     "IOIO_IN": 0,              # EXITINFO1 of IOIO: TYPE, 1 = IN
     "IOIO_STR": 2,             # string instruction
     "IOIO_REP": 3,             # REP prefix

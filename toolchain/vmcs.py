@@ -77,6 +77,10 @@ FIELDS: list[Field] = [
     Field("GUEST_IA32_DEBUGCTL", W64, G, 1, 0x2802),
     Field("GUEST_IA32_PAT", W64, G, 2, 0x2804),
     Field("GUEST_IA32_EFER", W64, G, 3, 0x2806),
+    Field("GUEST_PDPTE0", W64, G, 5, 0x280A),
+    Field("GUEST_PDPTE1", W64, G, 6, 0x280C),
+    Field("GUEST_PDPTE2", W64, G, 7, 0x280E),
+    Field("GUEST_PDPTE3", W64, G, 8, 0x2810),
     # 64-bit host state
     Field("HOST_IA32_PAT", W64, H, 0, 0x2C00),
     Field("HOST_IA32_EFER", W64, H, 1, 0x2C02),
@@ -238,7 +242,8 @@ CONTROL_BITS: dict[str, dict[str, int]] = {
 # and says which; OPTIONAL bits are taken where the CPU has them.
 REQUIRED: dict[str, list[str]] = {
     "PIN": ["EXTINT_EXITING", "PREEMPTION_TIMER"],
-    "PROC": ["HLT_EXITING", "USE_IO_BITMAPS", "USE_MSR_BITMAPS", "ACTIVATE_SECONDARY"],
+    # TSC offsetting: each vCPU's IA32_TSC is the host's plus its own offset.
+    "PROC": ["HLT_EXITING", "USE_TSC_OFFSETTING", "USE_IO_BITMAPS", "USE_MSR_BITMAPS", "ACTIVATE_SECONDARY"],
     "PROC2": ["ENABLE_EPT"],
     "EXIT_CTL": ["HOST_ADDR_SPACE_SIZE", "ACK_INTR_ON_EXIT", "SAVE_EFER", "LOAD_EFER"],
     "ENTRY_CTL": ["LOAD_EFER"],

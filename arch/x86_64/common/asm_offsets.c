@@ -54,3 +54,9 @@ OFFSET(gregs_r13, struct guest_regs, r13);
 OFFSET(gregs_r14, struct guest_regs, r14);
 OFFSET(gregs_r15, struct guest_regs, r15);
 SIZE(gregs_size, struct guest_regs);
+
+OFFSET(fpu_area, struct vcpu_fpu, area);
+OFFSET(fpu_xcr0, struct vcpu_fpu, xcr0);
+OFFSET(fpu_host_xcr0, struct vcpu_fpu, host_xcr0);
+OFFSET(fpu_host_mxcsr, struct vcpu_fpu, host_mxcsr);
+OFFSET(fpu_use_xsave, struct vcpu_fpu, use_xsave);

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from arch.x86_64 import fpu_switch
+
 # Registers the stub moves between the CPU and struct guest_regs. RAX is not
 # among them: VMRUN loads guest RAX from the VMCB and #VMEXIT stores it there
 # (the C side copies it), and RSP likewise lives in the VMCB.
@@ -16,8 +18,11 @@ def _hex(value: int) -> str:
 
 
 def run_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
-    """svm_run(struct guest_regs *regs, u64 guest_vmcb_pa, u64 host_vmcb_pa): one VMRUN, one #VMEXIT."""
+    """svm_run(struct guest_regs *regs, u64 guest_vmcb_pa, u64 host_vmcb_pa, struct vcpu_fpu *fpu):
+    one VMRUN, one #VMEXIT, with the guest's FPU/SSE/AVX state and XCR0 around it."""
     del addresses
+    fpu_in = fpu_switch.guest_in(offsets, "r8", ".Lsvm_run_fpu_in")
+    fpu_out = fpu_switch.guest_out(offsets, "r8", ".Lsvm_run_fpu_out")
     loads = "\n".join(f"    mov {r}, qword ptr [rdi + {_hex(offsets['gregs_' + r])}]"
                       for r in GUEST_GPRS)
     saves = "\n".join(f"    mov qword ptr [rax + {_hex(offsets['gregs_' + r])}], {r}"
@@ -27,8 +32,11 @@ def run_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
     return f"""\
 svm_run:
 {pushes}
+    push rcx                       # [rsp+16]: struct vcpu_fpu *
     push rdx                       # [rsp+8]: host VMCB (VMLOAD/VMSAVE state)
     push rdi                       # [rsp]: struct guest_regs *
+    mov r8, rcx
+{fpu_in}    mov rdx, qword ptr [rsp + 8]
     # GIF=0 holds every interrupt pending from here to STGI, so the host never
     # takes one between the STI below and VMRUN, nor right after #VMEXIT.
     clgi
@@ -53,11 +61,12 @@ svm_run:
     vmsave rax
     mov rax, qword ptr [rsp + 8]
     vmload rax
-    # Back to the host's IF=0 before GIF=1: a pending host interrupt (the
+    mov r8, qword ptr [rsp + 16]
+{fpu_out}    # Back to the host's IF=0 before GIF=1: a pending host interrupt (the
     # slice timer, an IPI) stays pending until the C side takes it.
     cli
     stgi
-    add rsp, 16
+    add rsp, 24
 {pops}
     ret
 """

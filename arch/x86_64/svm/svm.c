@@ -84,4 +84,6 @@ const struct vcpu_ops svm_ops = {
     .vcpu_run = svm_vcpu_run,
     .advance_rip = svm_advance_rip,
     .guest_rip = svm_guest_rip,
+    .reg_get = svm_reg_get,
+    .reg_set = svm_reg_set,
 };

@@ -21,8 +21,10 @@ struct svm_vcpu {
     uint8_t *vmcb;           /* the 4 KiB VMCB page (physical = virtual) */
     uint64_t vmcb_pa;
     bool flush_tlb;          /* first run after create or reset: flush this ASID */
-    uint64_t reinject;       /* an event whose delivery a #VMEXIT interrupted (EXITINTINFO) */
     struct svm_entry_state entered;
+    /* TSC_AUX has no VMCB field: switched by hand around VMRUN where the CPU has it. */
+    bool has_tsc_aux;
+    uint64_t tsc_aux, host_tsc_aux;
 };
 
 /* Where the host's VMSAVE/VMLOAD state (FS, GS, TR, LDTR, syscall MSRs) is kept across VMRUN. */
@@ -60,6 +62,8 @@ void svm_vcpu_reset(struct vcpu *v);
 void svm_vcpu_destroy(struct vcpu *v);
 void svm_advance_rip(struct vcpu *v, uint32_t len);
 uint64_t svm_guest_rip(struct vcpu *v);
+uint64_t svm_reg_get(struct vcpu *v, enum vcpu_reg r);
+void svm_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value);
 
 /* svm_exit.c: one VMRUN and the decoded #VMEXIT. */
 void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *exit);

@@ -5,14 +5,18 @@
 #include "partition.h"
 #include "printk.h"
 #include "svm.h"
+#include "cpu.h"
 #include "tsc.h"
+#include "vcpu_state.h"
 
 #define CR0_PE   (1ull << 0)
+#define CR0_TS   (1ull << 3)
 #define CR0_NW   (1ull << 29)
 #define CR0_CD   (1ull << 30)
 #define CR0_PG   (1ull << 31)
 #define CR4_PAE  (1ull << 5)
 #define EFER_LME (1ull << 8)
+#define EFER_LMA (1ull << 10)
 #define EFER_SVME (1ull << 12)
 /* EFER bits that are defined (SCE, LME, LMA, NXE, SVME, LMSLE, FFXSR, TCE);
  * VMRUN refuses any other set (APM vol. 2, 15.5.1). */
@@ -25,9 +29,20 @@
 #define LEN_HLT     1u   /* F4 */
 #define LEN_VMMCALL 3u   /* 0F 01 D9 */
 #define LEN_RDWRMSR 2u   /* 0F 32 / 0F 30 */
+#define LEN_XSETBV  3u   /* 0F 01 D1 */
+
+#define MSR_TSC_AUX 0xc0000103u
+/* EVENTINJ / EXITINTINFO types (APM vol. 2, 15.20). */
+#define SVM_EVENT_INTR 0u
+#define SVM_EVENT_NMI 2u
+#define SVM_EVENT_EXCEPTION 3u
+#define SVM_EVENT_SOFT_INT 4u
+#define VEC_BP 3u
+#define VEC_OF 4u
 
 /* svm_run in the boot text (arch/x86_64/svm/entry.py): guest GPRs in, VMRUN, guest GPRs out. */
-typedef void (*svm_run_fn)(struct guest_regs *regs, uint64_t guest_vmcb_pa, uint64_t host_vmcb_pa);
+typedef void (*svm_run_fn)(struct guest_regs *regs, uint64_t guest_vmcb_pa, uint64_t host_vmcb_pa,
+                           struct vcpu_fpu *fpu);
 #define svm_run ((svm_run_fn)(uintptr_t)BOOT_SYM_SVM_RUN)
 
 static void svm_snapshot_entry(const uint8_t *vmcb, struct svm_entry_state *st)
@@ -92,6 +107,107 @@ static void svm_decode_npf(uint64_t info1, uint64_t info2, struct exit_info *e)
     e->read = !e->write && !e->exec;
 }
 
+/* The vCPU's queued event as EVENTINJ (vector 7:0, type 10:8, EV 11, V 31, error code 63:32). */
+static uint64_t svm_eventinj(struct vcpu *v)
+{
+    struct vcpu_event *ev = &v->event;
+    if (!ev->valid)
+        return 0;
+    ev->valid = false;
+    uint64_t type;
+    switch (ev->type) {
+    case VEVENT_EXT_INTR: type = SVM_EVENT_INTR; break;
+    case VEVENT_NMI: type = SVM_EVENT_NMI; break;
+    case VEVENT_SOFT_INT: type = SVM_EVENT_SOFT_INT; break;
+    default: type = SVM_EVENT_EXCEPTION; break;
+    }
+    uint64_t inj = ev->vector | type << VMCB_BIT_EVENT_TYPE_SHIFT | 1ull << VMCB_BIT_EXITINTINFO_VALID;
+    /* Real mode pushes no error code. */
+    if (ev->has_error && (vmcb_read64(((struct svm_vcpu *)v->arch)->vmcb, VMCB_CR0) & CR0_PE))
+        inj |= 1ull << VMCB_BIT_EVENT_EV | (uint64_t)ev->error << 32;
+    return inj;
+}
+
+/*
+ * An event whose delivery the #VMEXIT interrupted (EXITINTINFO) is queued
+ * again. INTn, INT3 and INTO are not: RIP still points at the instruction,
+ * which raises them again when it re-executes (TCG gives no next RIP to
+ * inject them with).
+ */
+static void svm_requeue_event(struct vcpu *v, uint64_t intinfo)
+{
+    if (!(intinfo & (1ull << VMCB_BIT_EXITINTINFO_VALID)))
+        return;
+    uint32_t type = (uint32_t)(intinfo >> VMCB_BIT_EVENT_TYPE_SHIFT) & 7;
+    uint8_t vector = (uint8_t)intinfo;
+    if (type == SVM_EVENT_SOFT_INT || (type == SVM_EVENT_EXCEPTION && (vector == VEC_BP || vector == VEC_OF)))
+        return;
+    v->event = (struct vcpu_event){
+        .valid = true, .vector = vector,
+        .type = type == SVM_EVENT_INTR ? VEVENT_EXT_INTR : type == SVM_EVENT_NMI ? VEVENT_NMI : VEVENT_EXCEPTION,
+        .has_error = intinfo & (1ull << VMCB_BIT_EVENT_EV), .error = (uint32_t)(intinfo >> 32),
+    };
+}
+
+/* A general register by its x86 number (0 RAX, 1 RCX, 2 RDX, 3 RBX, 4 RSP, ...); RSP lives in the VMCB. */
+static uint64_t svm_gpr(const struct vcpu *v, const uint8_t *vmcb, unsigned n)
+{
+    const struct guest_regs *r = &v->regs;
+    const uint64_t regs[16] = { r->rax, r->rcx, r->rdx, r->rbx, vmcb_read64(vmcb, VMCB_RSP), r->rbp, r->rsi, r->rdi,
+                                r->r8, r->r9, r->r10, r->r11, r->r12, r->r13, r->r14, r->r15 };
+    return regs[n & 15];
+}
+
+/*
+ * A CR0/CR4 write intercept gives no operand without decode assists (TCG has
+ * none): read the instruction through the guest's page tables. MOV to CR
+ * (0F 22 /r), CLTS (0F 06) and register-form LMSW (0F 01 /6) are the writes
+ * these intercepts see; anything else is EXIT_OTHER, for policy.
+ */
+static void svm_decode_cr_write(struct vcpu *v, const uint8_t *vmcb, unsigned cr, struct exit_info *e)
+{
+    uint8_t insn[15];
+    uint64_t cs_base = vmcb_read64(vmcb, VMCB_CS + VMCB_SEG_BASE);
+    uint16_t cs_attr;
+    memcpy(&cs_attr, vmcb + VMCB_CS + VMCB_SEG_ATTRIB, sizeof(cs_attr));
+    bool long64 = (vmcb_read64(vmcb, VMCB_EFER) & EFER_LMA) && (cs_attr & SEG_ATTR_L);
+    uint32_t got = vmem_fetch(v, (long64 ? 0 : cs_base) + e->rip, insn, sizeof(insn));
+    uint32_t i = 0;
+    uint8_t rex = 0;
+    e->kind = EXIT_OTHER;
+    while (i < got && (insn[i] == 0x66 || insn[i] == 0x67 || insn[i] == 0xf2 || insn[i] == 0xf3 ||
+                       insn[i] == 0x2e || insn[i] == 0x36 || insn[i] == 0x3e || insn[i] == 0x26 ||
+                       insn[i] == 0x64 || insn[i] == 0x65))
+        i++;
+    if (long64 && i < got && (insn[i] & 0xf0) == 0x40)
+        rex = insn[i++];
+    if (i + 2 > got || insn[i] != 0x0f)
+        return;
+    uint8_t op = insn[i + 1];
+    uint64_t old = svm_reg_get(v, cr == 0 ? VREG_CR0 : VREG_CR4);
+    if (op == 0x22 && i + 3 <= got) {
+        uint8_t modrm = insn[i + 2];
+        unsigned target = ((modrm >> 3) & 7) | (rex & 4 ? 8u : 0u);
+        if (target != cr)
+            return;
+        uint64_t value = svm_gpr(v, vmcb, (modrm & 7) | (rex & 1 ? 8u : 0u));
+        e->cr_value = long64 ? value : (uint32_t)value;
+        e->insn_len = i + 3;
+    } else if (op == 0x06 && cr == 0) {
+        e->cr_value = old & ~CR0_TS;
+        e->insn_len = i + 2;
+    } else if (op == 0x01 && cr == 0 && i + 3 <= got && (insn[i + 2] & 0xf8) == 0xf0) {
+        /* LMSW writes PE, MP, EM, TS and can set PE but never clear it. */
+        uint64_t src = svm_gpr(v, vmcb, (insn[i + 2] & 7) | (rex & 1 ? 8u : 0u)) & 0xf;
+        e->cr_value = (old & ~0xeull) | src | (old & CR0_PE);
+        e->insn_len = i + 3;
+    } else {
+        return;
+    }
+    e->kind = EXIT_CR_WRITE;
+    e->cr = (uint8_t)cr;
+}
+
 void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
 {
     struct svm_vcpu *s = v->arch;
@@ -112,24 +228,27 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
 
     vmcb[VMCB_TLB_CONTROL] = (uint8_t)(s->flush_tlb ? VMCB_TLB_FLUSH_ALL : VMCB_TLB_DO_NOTHING);
     s->flush_tlb = false;
-    /* An event the last exit interrupted (e.g. a guest exception cut by the
-     * slice timer) would be lost unless injected again. */
-    vmcb_write64(vmcb, VMCB_EVENTINJ, s->reinject);
-    s->reinject = 0;
+    /* An exception the core raised, or an event the last exit interrupted
+     * (e.g. a guest exception cut by the slice timer). */
+    vmcb_write64(vmcb, VMCB_EVENTINJ, svm_eventinj(v));
     vmcb_write64(vmcb, VMCB_RAX, v->regs.rax);
     svm_snapshot_entry(vmcb, &s->entered);
 
+    if (s->has_tsc_aux) {
+        s->host_tsc_aux = rdmsr(MSR_TSC_AUX);   /* this CPU's: the vCPU may run on any */
+        wrmsr(MSR_TSC_AUX, s->tsc_aux);
+    }
     apic_timer_arm(deadline_tsc - now);
-    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb());
+    svm_run(&v->regs, s->vmcb_pa, svm_host_vmcb(), &v->fpu);
     apic_timer_drain();
+    if (s->has_tsc_aux)
+        wrmsr(MSR_TSC_AUX, s->host_tsc_aux);
 
     v->regs.rax = vmcb_read64(vmcb, VMCB_RAX);
     uint64_t code = vmcb_read64(vmcb, VMCB_EXITCODE);
     uint64_t info1 = vmcb_read64(vmcb, VMCB_EXITINFO1);
     uint64_t info2 = vmcb_read64(vmcb, VMCB_EXITINFO2);
-    uint64_t intinfo = vmcb_read64(vmcb, VMCB_EXITINTINFO);
-    if (intinfo & (1ull << VMCB_BIT_EXITINTINFO_VALID))
-        s->reinject = intinfo;
+    svm_requeue_event(v, vmcb_read64(vmcb, VMCB_EXITINTINFO));
 
     e->raw_reason = (uint32_t)code;
     e->rip = vmcb_read64(vmcb, VMCB_RIP);
@@ -156,6 +275,16 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         e->kind = info1 ? EXIT_MSR_WRITE : EXIT_MSR_READ;
         e->msr = (uint32_t)v->regs.rcx;
         e->insn_len = LEN_RDWRMSR;
+        break;
+    case VMCB_EXIT_WRITE_CR0:
+        svm_decode_cr_write(v, vmcb, 0, e);
+        break;
+    case VMCB_EXIT_WRITE_CR4:
+        svm_decode_cr_write(v, vmcb, 4, e);
+        break;
+    case VMCB_EXIT_XSETBV:
+        e->kind = EXIT_XSETBV;
+        e->insn_len = LEN_XSETBV;
         break;
     case VMCB_EXIT_NPF:
         svm_decode_npf(info1, info2, e);

@@ -2,12 +2,16 @@
 #include <stdint.h>
 #include "page_alloc.h"
 #include "partition.h"
+#include "cpu.h"
 #include "printk.h"
 #include "svm.h"
+#include "vcpu_state.h"
 
 #define EFER_LME   (1ull << 8)
 #define EFER_LMA   (1ull << 10)
 #define EFER_SVME  (1ull << 12)
+#define MSR_TSC_AUX 0xc0000103u
+#define EXT1_EDX_RDTSCP (1u << 27)
 #define CR0_PG     (1ull << 31)
 #define RFLAGS_FIXED (1ull << 1)   /* bit 1 of RFLAGS always reads as one */
 #define DR6_INIT   0xffff0ff0ull   /* DR6 and DR7 as after RESET */
@@ -46,6 +50,13 @@ static void vmcb_fill_control(uint8_t *vmcb, const struct partition *part)
      * the toolchain, say which ports and MSRs). INVD would discard the host's
      * dirty cache lines.
      */
+    /*
+     * CR0 and CR4 writes: hv/vcr.c checks them against the partition's CPUID
+     * and the manuals' rules and injects #GP, as on VT-x. (QEMU TCG also
+     * ends the guest with VMEXIT_INVALID instead of #GP for a reserved CR4
+     * bit; intercepted, the write never reaches that check.)
+     */
+    vmcb_write32(vmcb, VMCB_INTERCEPT_CR, VMCB_INTERCEPT_CR0_WRITE | VMCB_INTERCEPT_CR4_WRITE);
     vmcb_write32(vmcb, VMCB_INTERCEPT_MISC1,
                  VMCB_INTERCEPT_INTR | VMCB_INTERCEPT_SHUTDOWN | VMCB_INTERCEPT_CPUID |
                  VMCB_INTERCEPT_HLT | VMCB_INTERCEPT_IOIO_PROT | VMCB_INTERCEPT_MSR_PROT |
@@ -55,11 +66,13 @@ static void vmcb_fill_control(uint8_t *vmcb, const struct partition *part)
      * EFER.SVME set, so every other SVM instruction is intercepted too:
      * VMLOAD/VMSAVE take a host-physical address, STGI/CLGI would touch the
      * host's GIF, SKINIT would reinitialise the CPU. VMMCALL is the hypercall.
+     * XSETBV: XCR0 is the vCPU's own (hv/vcr.c checks it against the
+     * partition's CPUID) and the entry stub loads it around VMRUN.
      */
     vmcb_write32(vmcb, VMCB_INTERCEPT_MISC2,
                  VMCB_INTERCEPT_VMRUN | VMCB_INTERCEPT_VMMCALL | VMCB_INTERCEPT_VMLOAD |
                  VMCB_INTERCEPT_VMSAVE | VMCB_INTERCEPT_STGI | VMCB_INTERCEPT_CLGI |
-                 VMCB_INTERCEPT_SKINIT);
+                 VMCB_INTERCEPT_SKINIT | VMCB_INTERCEPT_XSETBV);
     vmcb_write64(vmcb, VMCB_IOPM_BASE_PA, d->svm_iopm);
     vmcb_write64(vmcb, VMCB_MSRPM_BASE_PA, d->svm_msrpm);
     /* ASID 0 is the host's and VMRUN refuses it; partitions get 1, 2, ... */
@@ -123,9 +136,15 @@ void svm_vcpu_reset(struct vcpu *v)
     vmcb_fill_control(s->vmcb, v->part);
     vmcb_fill_guest(s->vmcb, b);
     s->flush_tlb = true;   /* the ASID may hold translations of the previous run */
-    s->reinject = 0;
+    uint32_t a, bx, c, d;
+    cpuid(0x80000001u, 0, &a, &bx, &c, &d);
+    s->has_tsc_aux = d & EXT1_EDX_RDTSCP;
+    s->host_tsc_aux = s->has_tsc_aux ? rdmsr(MSR_TSC_AUX) : 0;
     v->regs = (struct guest_regs){ .rax = b->rax, .rbx = b->rbx, .rsi = b->rsi };
     v->launched = false;
+    v->event = (struct vcpu_event){ 0 };
+    vfpu_reset(v);
+    vmsr_reset(v);
 }
 
 int svm_vcpu_create(struct vcpu *v)
@@ -174,4 +193,69 @@ uint64_t svm_guest_rip(struct vcpu *v)
 {
     struct svm_vcpu *s = v->arch;
     return vmcb_read64(s->vmcb, VMCB_RIP);
+}
+
+/* Where each piece of state lives in the VMCB's save area (the rest: see svm_reg_get). */
+static int32_t svm_reg_offset(enum vcpu_reg r)
+{
+    switch (r) {
+    case VREG_CR0: return VMCB_CR0;
+    case VREG_CR3: return VMCB_CR3;
+    case VREG_CR4: return VMCB_CR4;
+    case VREG_FS_BASE: return VMCB_FS + VMCB_SEG_BASE;
+    case VREG_GS_BASE: return VMCB_GS + VMCB_SEG_BASE;
+    case VREG_KERNEL_GS_BASE: return VMCB_KERNEL_GS_BASE;
+    case VREG_STAR: return VMCB_STAR;
+    case VREG_LSTAR: return VMCB_LSTAR;
+    case VREG_CSTAR: return VMCB_CSTAR;
+    case VREG_SFMASK: return VMCB_SFMASK;
+    case VREG_SYSENTER_CS: return VMCB_SYSENTER_CS;
+    case VREG_SYSENTER_ESP: return VMCB_SYSENTER_ESP;
+    case VREG_SYSENTER_EIP: return VMCB_SYSENTER_EIP;
+    case VREG_PAT: return VMCB_G_PAT;
+    case VREG_TSC_OFFSET: return VMCB_TSC_OFFSET;
+    default: return -1;
+    }
+}
+
+uint64_t svm_reg_get(struct vcpu *v, enum vcpu_reg r)
+{
+    struct svm_vcpu *s = v->arch;
+    switch (r) {
+    case VREG_EFER:
+        /* VMRUN needs SVME in the guest's EFER; the guest never sees it. */
+        return vmcb_read64(s->vmcb, VMCB_EFER) & ~EFER_SVME;
+    case VREG_TSC_AUX:
+        return s->tsc_aux;
+    case VREG_CPL:
+        return s->vmcb[VMCB_CPL];
+    default: {
+        int32_t off = svm_reg_offset(r);
+        return off < 0 ? 0 : vmcb_read64(s->vmcb, (uint32_t)off);
+    }
+    }
+}
+
+void svm_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value)
+{
+    struct svm_vcpu *s = v->arch;
+    switch (r) {
+    case VREG_EFER:
+        vmcb_write64(s->vmcb, VMCB_EFER, value | EFER_SVME);
+        break;
+    case VREG_TSC_AUX:
+        s->tsc_aux = value;
+        break;
+    case VREG_CPL:
+        break;
+    default: {
+        int32_t off = svm_reg_offset(r);
+        if (off >= 0)
+            vmcb_write64(s->vmcb, (uint32_t)off, value);
+        /* An emulated paging change takes effect with a clean TLB, as MOV to CR would leave it. */
+        if (r == VREG_CR0 || r == VREG_CR3 || r == VREG_CR4)
+            s->flush_tlb = true;
+        break;
+    }
+    }
 }

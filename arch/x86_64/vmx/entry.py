@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from arch.x86_64 import fpu_switch
 from toolchain.vmcs import FIELDS
 
-# C calls vmx_enter(struct guest_regs *regs, uint64_t resume) through a function
-# pointer built from BOOT_SYM_VMX_ENTER (System V: RDI, RSI). It returns
+# C calls vmx_enter(struct guest_regs *regs, uint64_t resume, struct vcpu_fpu *fpu)
+# through a function pointer built from BOOT_SYM_VMX_ENTER (System V: RDI, RSI,
+# RDX). The stub switches the FPU/SSE/AVX state and XCR0 around the guest. It returns
 # ENTER_EXITED after a VM exit, or the VMfail kind when VMLAUNCH/VMRESUME
 # itself failed. HOST_RIP is BOOT_SYM_VMX_EXIT, written once by vcpu_create.
 ENTER_EXITED = 0
@@ -36,8 +38,11 @@ def _check(offsets: Mapping[str, int]) -> None:
 
 
 def enter_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
-    """Save the host's callee-saved registers, record HOST_RSP, load guest GPRs, VMLAUNCH or VMRESUME."""
+    """Save the host's callee-saved registers, load the guest's FPU state, record HOST_RSP, load guest GPRs,
+    VMLAUNCH or VMRESUME."""
     _check(offsets)
+    fpu_in = fpu_switch.guest_in(offsets, "r8", ".Lvmx_enter_fpu_in")
+    fpu_back = fpu_switch.host_restore(offsets, "r8", ".Lvmx_enter_fpu_back")
     pushes = "\n".join(f"    push {r}" for r in CALLEE_SAVED)
     pops = "\n".join(f"    pop {r}" for r in reversed(CALLEE_SAVED))
     loads = "\n".join(f"    mov {r}, qword ptr [rdi + {_hex(offsets['gregs_' + r])}]"
@@ -45,9 +50,12 @@ def enter_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> st
     return f"""\
 vmx_enter:
 {pushes}
-    # The exit stub finds the guest_regs pointer at the top of the host stack.
+    # The exit stub finds the guest_regs pointer at the top of the host
+    # stack and the vcpu_fpu pointer below it.
+    push rdx
     push rdi
-    # VM exit loads RSP from HOST_RSP: this frame's stack pointer, written
+    mov r8, rdx
+{fpu_in}    # VM exit loads RSP from HOST_RSP: this frame's stack pointer, written
     # on every entry because the caller's stack depth may differ.
     mov rax, {_hex(_HOST_RSP)}
     vmwrite rax, rsp
@@ -69,18 +77,24 @@ vmx_enter:
     jc .Lvmx_enter_out
     mov eax, {ENTER_FAIL_VALID}
 .Lvmx_enter_out:
-    add rsp, 8
+    # No guest ran: its FPU state is unchanged, the host's comes back.
+    mov r10d, eax
+    mov r8, qword ptr [rsp + 8]
+{fpu_back}    mov eax, r10d
+    add rsp, 16
 {pops}
     ret
 """
 
 
 def exit_source(offsets: Mapping[str, int], addresses: Mapping[str, int]) -> str:
-    """HOST_RIP: store guest GPRs into the struct, restore host registers, return ENTER_EXITED to C."""
+    """HOST_RIP: store guest GPRs into the struct, save the guest's FPU state and give the host its own,
+    restore host registers, return ENTER_EXITED to C."""
     _check(offsets)
     stores = "\n".join(f"    mov qword ptr [rdi + {_hex(offsets['gregs_' + r])}], {r}"
                        for r in GPRS if r != "rdi")
     pops = "\n".join(f"    pop {r}" for r in reversed(CALLEE_SAVED))
+    fpu_out = fpu_switch.guest_out(offsets, "r8", ".Lvmx_exit_fpu_out")
     return f"""\
 vmx_exit:
     # RSP is HOST_RSP, pointing at the guest_regs pointer vmx_enter pushed.
@@ -91,7 +105,8 @@ vmx_exit:
 {stores}
     pop rax
     mov qword ptr [rdi + {_hex(offsets['gregs_rdi'])}], rax
-    add rsp, 8
+    mov r8, qword ptr [rsp + 8]
+{fpu_out}    add rsp, 16
 {pops}
     mov eax, {ENTER_EXITED}
     ret

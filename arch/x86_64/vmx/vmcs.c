@@ -6,6 +6,7 @@
 #include "page_alloc.h"
 #include "partition.h"
 #include "printk.h"
+#include "vcpu_state.h"
 #include "vmx.h"
 
 /* Guest segment access rights in the VMCS format (SDM vol. 3C, 25.4.1):
@@ -38,6 +39,33 @@
 #define EPTP_WALK(e) ((((e) >> 3) & 7) + 1)
 #define EPT_MEMTYPE_UC 0
 #define EPT_MEMTYPE_WB 6
+
+/*
+ * CR0 and CR4 bits the guest owns outright (writes need no exit). Every
+ * other bit is the host's: a write that changes one exits and hv/vcr.c
+ * checks it, while reads see the read shadow, i.e. the guest's own value.
+ * That hides CR4.VMXE, lets a guest clear CR0.NE (VMX forces it to 1) and
+ * see its own value, and makes CR0.PG with EFER.LME the switch into IA-32e
+ * mode that the IA-32e-mode-guest entry control must follow.
+ */
+#define CR0_GUEST_OWNED (CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_WP | CR0_AM)
+#define CR4_GUEST_OWNED CR4_PGE   /* Linux toggles it to flush the TLB: no exit needed */
+#define EFER_NXE (1ull << 11)
+#define CR4_PCIDE (1ull << 17)
+#define MSR_STAR 0xc0000081u
+#define MSR_LSTAR 0xc0000082u
+#define MSR_CSTAR 0xc0000083u
+#define MSR_SFMASK 0xc0000084u
+#define MSR_KERNEL_GS_BASE 0xc0000102u
+#define MSR_TSC_AUX 0xc0000103u
+#define MSR_PAT 0x277u
+#define EXT1_EDX_RDTSCP (1u << 27)
+
+static const uint32_t msr_slot_index[VMX_MSR_SLOTS] = {
+    [VMX_MSR_KERNEL_GS_BASE] = MSR_KERNEL_GS_BASE, [VMX_MSR_STAR] = MSR_STAR, [VMX_MSR_LSTAR] = MSR_LSTAR,
+    [VMX_MSR_CSTAR] = MSR_CSTAR, [VMX_MSR_SFMASK] = MSR_SFMASK, [VMX_MSR_PAT] = MSR_PAT,
+    [VMX_MSR_TSC_AUX] = MSR_TSC_AUX,
+};
 
 static struct vmx_vcpu pool[PARTITIONS_MAX];
 /* The VMCS each CPU has current (VMPTRLD is per logical processor). */
@@ -180,6 +208,18 @@ static void vmcs_host_state(void)
     vmcs_write(VMCS_HOST_RIP, BOOT_SYM_VMX_EXIT);
 }
 
+/* The MSR areas: the host's values as they are now, the guest's at their reset values (vmsr_reset fills them). */
+static void vmcs_msr_areas(struct vmx_vcpu *x)
+{
+    uint32_t a, b, c, d;
+    cpuid(0x80000001u, 0, &a, &b, &c, &d);
+    x->msr_count = (d & EXT1_EDX_RDTSCP) ? VMX_MSR_SLOTS : VMX_MSR_TSC_AUX;
+    for (uint32_t i = 0; i < x->msr_count; i++) {
+        x->guest_msrs[i] = (struct vmx_msr_entry){ .index = msr_slot_index[i] };
+        x->host_msrs[i] = (struct vmx_msr_entry){ .index = msr_slot_index[i], .value = rdmsr(msr_slot_index[i]) };
+    }
+}
+
 static void vmcs_control_state(const struct vmx_vcpu *x, const struct pt_partition *d)
 {
     vmcs_write(VMCS_PIN_BASED_CONTROLS, x->pin);
@@ -191,20 +231,23 @@ static void vmcs_control_state(const struct vmx_vcpu *x, const struct pt_partiti
     vmcs_write(VMCS_PAGE_FAULT_ERROR_MASK, 0);
     vmcs_write(VMCS_PAGE_FAULT_ERROR_MATCH, 0);
     vmcs_write(VMCS_CR3_TARGET_COUNT, 0);
-    vmcs_write(VMCS_EXIT_MSR_STORE_COUNT, 0);
-    vmcs_write(VMCS_EXIT_MSR_LOAD_COUNT, 0);
-    vmcs_write(VMCS_ENTRY_MSR_LOAD_COUNT, 0);
+    /* The guest area is both loaded at entry and stored at exit; see struct vmx_vcpu. */
+    vmcs_write(VMCS_VM_ENTRY_MSR_LOAD_ADDR, (uint64_t)(uintptr_t)x->guest_msrs);
+    vmcs_write(VMCS_VM_EXIT_MSR_STORE_ADDR, (uint64_t)(uintptr_t)x->guest_msrs);
+    vmcs_write(VMCS_VM_EXIT_MSR_LOAD_ADDR, (uint64_t)(uintptr_t)x->host_msrs);
+    vmcs_write(VMCS_EXIT_MSR_STORE_COUNT, x->msr_count);
+    vmcs_write(VMCS_EXIT_MSR_LOAD_COUNT, x->msr_count);
+    vmcs_write(VMCS_ENTRY_MSR_LOAD_COUNT, x->msr_count);
     vmcs_write(VMCS_ENTRY_INTR_INFO, 0);
     vmcs_write(VMCS_TSC_OFFSET, 0);
     vmcs_write(VMCS_IO_BITMAP_A, d->vmx_io_bitmap_a);
     vmcs_write(VMCS_IO_BITMAP_B, d->vmx_io_bitmap_b);
     vmcs_write(VMCS_MSR_BITMAP, d->vmx_msr_bitmap);
     vmcs_write(VMCS_EPT_POINTER, d->eptp);
-    /* CR0 is the guest's own (NE forced on by VMX shows through); CR4.VMXE
-     * is the host's: the guest reads its boot value and setting it exits. */
-    vmcs_write(VMCS_CR0_GUEST_HOST_MASK, 0);
-    vmcs_write(VMCS_CR0_READ_SHADOW, 0);
-    vmcs_write(VMCS_CR4_GUEST_HOST_MASK, CR4_VMXE);
+    /* Without unrestricted guest PE is fixed to 1: then the host owns it too. */
+    vmcs_write(VMCS_CR0_GUEST_HOST_MASK, ~CR0_GUEST_OWNED | (vmx_caps.unrestricted ? 0 : CR0_PE));
+    vmcs_write(VMCS_CR0_READ_SHADOW, d->boot.cr0 | CR0_ET);
+    vmcs_write(VMCS_CR4_GUEST_HOST_MASK, ~CR4_GUEST_OWNED);
     vmcs_write(VMCS_CR4_READ_SHADOW, d->boot.cr4 & ~CR4_VMXE);
 }
 
@@ -297,6 +340,13 @@ static int vmcs_fill(struct vcpu *v)
         return -1;
     }
     failed_field = ~0u;
+    vfpu_host_init();   /* before HOST_CR4 is recorded: it may turn on CR4.OSXSAVE */
+    /* A reset starts in the boot mode, whatever mode the last run left. */
+    if (d->boot.mode == PT_MODE_LONG64)
+        x->entry |= VMX_ENTRY_CTL_IA32E_MODE_GUEST;
+    else
+        x->entry &= ~VMX_ENTRY_CTL_IA32E_MODE_GUEST;
+    vmcs_msr_areas(x);
     vmcs_control_state(x, d);
     vmcs_host_state();
     vmcs_guest_state(d);
@@ -307,6 +357,9 @@ static int vmcs_fill(struct vcpu *v)
     }
     vmcs_boot_regs(v);
     v->launched = false;
+    v->event = (struct vcpu_event){ 0 };
+    vfpu_reset(v);
+    vmsr_reset(v);
     return 0;
 }
 
@@ -382,4 +435,121 @@ uint64_t vmcs_guest_rip(struct vcpu *v)
     if (!v->arch || !vmcs_load(v->arch))
         return 0;
     return vmx_vmread(VMCS_GUEST_RIP);
+}
+
+static int vmcs_msr_slot(enum vcpu_reg r)
+{
+    switch (r) {
+    case VREG_KERNEL_GS_BASE: return VMX_MSR_KERNEL_GS_BASE;
+    case VREG_STAR: return VMX_MSR_STAR;
+    case VREG_LSTAR: return VMX_MSR_LSTAR;
+    case VREG_CSTAR: return VMX_MSR_CSTAR;
+    case VREG_SFMASK: return VMX_MSR_SFMASK;
+    case VREG_PAT: return VMX_MSR_PAT;
+    case VREG_TSC_AUX: return VMX_MSR_TSC_AUX;
+    default: return -1;
+    }
+}
+
+/* The guest's view of a register the VMCS splits between guest value, mask and read shadow. */
+static uint64_t vmcs_shadowed(uint32_t value_field, uint32_t mask_field, uint32_t shadow_field)
+{
+    uint64_t mask = vmx_vmread(mask_field);
+    return (vmx_vmread(value_field) & ~mask) | (vmx_vmread(shadow_field) & mask);
+}
+
+uint64_t vmcs_reg_get(struct vcpu *v, enum vcpu_reg r)
+{
+    struct vmx_vcpu *x = v->arch;
+    if (!vmcs_load(x))
+        return 0;
+    int slot = vmcs_msr_slot(r);
+    if (slot >= 0)
+        return (uint32_t)slot < x->msr_count ? x->guest_msrs[slot].value : 0;
+    switch (r) {
+    case VREG_CR0: return vmcs_shadowed(VMCS_GUEST_CR0, VMCS_CR0_GUEST_HOST_MASK, VMCS_CR0_READ_SHADOW);
+    case VREG_CR3: return vmx_vmread(VMCS_GUEST_CR3);
+    case VREG_CR4: return vmcs_shadowed(VMCS_GUEST_CR4, VMCS_CR4_GUEST_HOST_MASK, VMCS_CR4_READ_SHADOW);
+    case VREG_EFER: return vmx_vmread(VMCS_GUEST_IA32_EFER);
+    case VREG_FS_BASE: return vmx_vmread(VMCS_GUEST_FS_BASE);
+    case VREG_GS_BASE: return vmx_vmread(VMCS_GUEST_GS_BASE);
+    case VREG_SYSENTER_CS: return vmx_vmread(VMCS_GUEST_SYSENTER_CS);
+    case VREG_SYSENTER_ESP: return vmx_vmread(VMCS_GUEST_SYSENTER_ESP);
+    case VREG_SYSENTER_EIP: return vmx_vmread(VMCS_GUEST_SYSENTER_EIP);
+    case VREG_TSC_OFFSET: return vmx_vmread(VMCS_TSC_OFFSET);
+    case VREG_CPL: return (vmx_vmread(VMCS_GUEST_SS_ACCESS) >> 5) & 3;   /* SS.DPL is the CPL (26.3.1.5) */
+    default: return 0;
+    }
+}
+
+/*
+ * PAE paging outside IA-32e mode with EPT: VM entry takes the four PDPTEs
+ * from the VMCS, not from memory (SDM vol. 3C, 26.3.2.4), so an emulated
+ * write that turns such paging on must load them as MOV to CR would.
+ */
+static void vmcs_load_pdptes(struct vcpu *v)
+{
+    uint64_t cr0 = vmcs_reg_get(v, VREG_CR0), cr4 = vmcs_reg_get(v, VREG_CR4);
+    if (!(cr0 & CR0_PG) || !(cr4 & CR4_PAE) || (vmx_vmread(VMCS_GUEST_IA32_EFER) & EFER_LMA))
+        return;
+    const struct pt_partition *d = v->part->desc;
+    uint64_t gpa = vmx_vmread(VMCS_GUEST_CR3) & 0xffffffe0ull;
+    uint64_t pdpte[4] = { 0 };
+    if (gpa + sizeof(pdpte) <= d->mem_size)
+        memcpy(pdpte, (const void *)(uintptr_t)(d->mem_host_base + gpa), sizeof(pdpte));
+    vmx_vmwrite(VMCS_GUEST_PDPTE0, pdpte[0]);
+    vmx_vmwrite(VMCS_GUEST_PDPTE1, pdpte[1]);
+    vmx_vmwrite(VMCS_GUEST_PDPTE2, pdpte[2]);
+    vmx_vmwrite(VMCS_GUEST_PDPTE3, pdpte[3]);
+}
+
+void vmcs_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value)
+{
+    struct vmx_vcpu *x = v->arch;
+    if (!vmcs_load(x))
+        return;
+    int slot = vmcs_msr_slot(r);
+    if (slot >= 0) {
+        if ((uint32_t)slot < x->msr_count)
+            x->guest_msrs[slot].value = value;
+        return;
+    }
+    switch (r) {
+    case VREG_CR0: {
+        /* The CPU runs with the bits VMX forces (NE; PE and PG too without
+         * unrestricted guest); the guest reads its own value. */
+        uint64_t fixed0 = vmx_caps.cr0_fixed0;
+        if (vmx_caps.unrestricted)
+            fixed0 &= ~(CR0_PE | CR0_PG);
+        vmx_vmwrite(VMCS_GUEST_CR0, (value | fixed0) & vmx_caps.cr0_fixed1);
+        vmx_vmwrite(VMCS_CR0_READ_SHADOW, value);
+        vmcs_load_pdptes(v);
+        break;
+    }
+    case VREG_CR3:
+        vmx_vmwrite(VMCS_GUEST_CR3, value);
+        vmcs_load_pdptes(v);
+        break;
+    case VREG_CR4:
+        vmx_vmwrite(VMCS_GUEST_CR4, (value | vmx_caps.cr4_fixed0) & vmx_caps.cr4_fixed1);
+        vmx_vmwrite(VMCS_CR4_READ_SHADOW, value);
+        vmcs_load_pdptes(v);
+        break;
+    case VREG_EFER:
+        /* VM entry requires IA-32e mode guest = EFER.LMA (26.3.1.1). */
+        vmx_vmwrite(VMCS_GUEST_IA32_EFER, value);
+        if (value & EFER_LMA)
+            x->entry |= VMX_ENTRY_CTL_IA32E_MODE_GUEST;
+        else
+            x->entry &= ~VMX_ENTRY_CTL_IA32E_MODE_GUEST;
+        vmx_vmwrite(VMCS_ENTRY_CONTROLS, x->entry);
+        break;
+    case VREG_FS_BASE: vmx_vmwrite(VMCS_GUEST_FS_BASE, value); break;
+    case VREG_GS_BASE: vmx_vmwrite(VMCS_GUEST_GS_BASE, value); break;
+    case VREG_SYSENTER_CS: vmx_vmwrite(VMCS_GUEST_SYSENTER_CS, value); break;
+    case VREG_SYSENTER_ESP: vmx_vmwrite(VMCS_GUEST_SYSENTER_ESP, value); break;
+    case VREG_SYSENTER_EIP: vmx_vmwrite(VMCS_GUEST_SYSENTER_EIP, value); break;
+    case VREG_TSC_OFFSET: vmx_vmwrite(VMCS_TSC_OFFSET, value); break;
+    default: break;
+    }
 }

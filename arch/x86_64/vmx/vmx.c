@@ -117,4 +117,6 @@ const struct vcpu_ops vmx_ops = {
     .vcpu_run = vmx_exit_run,
     .advance_rip = vmcs_advance_rip,
     .guest_rip = vmcs_guest_rip,
+    .reg_get = vmcs_reg_get,
+    .reg_set = vmcs_reg_set,
 };

@@ -31,9 +31,16 @@
 #define VMX_BASIC_TRUE_CTLS (1ull << 55)
 
 #define CR0_PE (1ull << 0)
+#define CR0_MP (1ull << 1)
+#define CR0_EM (1ull << 2)
+#define CR0_TS (1ull << 3)
+#define CR0_ET (1ull << 4)
+#define CR0_WP (1ull << 16)
+#define CR0_AM (1ull << 18)
 #define CR0_NE (1ull << 5)
 #define CR0_PG (1ull << 31)
 #define CR4_PAE (1ull << 5)
+#define CR4_PGE (1ull << 7)
 #define CR4_VMXE (1ull << 13)
 #define EFER_LME (1ull << 8)
 #define EFER_LMA (1ull << 10)
@@ -48,11 +55,30 @@ struct vmx_caps {
     bool unrestricted;
 };
 
+/* One entry of a VM-entry/VM-exit MSR area (SDM vol. 3C, 25.7.2). */
+struct vmx_msr_entry {
+    uint32_t index;
+    uint32_t reserved;
+    uint64_t value;
+};
+
+/*
+ * The guest MSRs the VMCS has no field for. VM entry loads them from the
+ * guest area, VM exit stores them back into it (so SWAPGS and the like are
+ * kept) and loads the host's from the host area: the host's values are never
+ * the guest's, and the guest's survive every exit.
+ */
+enum vmx_msr_slot { VMX_MSR_KERNEL_GS_BASE, VMX_MSR_STAR, VMX_MSR_LSTAR, VMX_MSR_CSTAR, VMX_MSR_SFMASK,
+                    VMX_MSR_PAT, VMX_MSR_TSC_AUX, VMX_MSR_SLOTS };
+
 /* Per-vCPU backend state, behind struct vcpu's arch pointer. */
 struct vmx_vcpu {
     uint64_t vmcs;                       /* physical (= virtual) address of the 4 KiB VMCS */
     uint32_t pin, proc, proc2, exit, entry;  /* the controls as written */
     bool in_use;
+    uint32_t msr_count;                  /* slots in use: TSC_AUX only where the CPU has it */
+    struct vmx_msr_entry guest_msrs[VMX_MSR_SLOTS] __attribute__((aligned(16)));
+    struct vmx_msr_entry host_msrs[VMX_MSR_SLOTS] __attribute__((aligned(16)));
 };
 
 extern struct vmx_caps vmx_caps;
@@ -94,5 +120,7 @@ void vmcs_reset(struct vcpu *v);
 void vmcs_destroy(struct vcpu *v);
 void vmcs_advance_rip(struct vcpu *v, uint32_t len);
 uint64_t vmcs_guest_rip(struct vcpu *v);
+uint64_t vmcs_reg_get(struct vcpu *v, enum vcpu_reg r);
+void vmcs_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value);
 /* vmx_exit.c: one entry into the guest and the decoded exit. */
 void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *exit);

@@ -6,10 +6,12 @@
 #include "partition.h"
 #include "printk.h"
 #include "tsc.h"
+#include "vcpu_state.h"
 #include "vmx.h"
 
-/* The generated stub (arch/x86_64/vmx/entry.py): 0 after a VM exit, else the VMfail kind. */
-typedef uint32_t (*vmx_enter_fn)(struct guest_regs *regs, uint64_t resume);
+/* The generated stub (arch/x86_64/vmx/entry.py): 0 after a VM exit, else the VMfail kind.
+ * It switches the FPU/SSE/AVX state and XCR0 from fpu around the guest. */
+typedef uint32_t (*vmx_enter_fn)(struct guest_regs *regs, uint64_t resume, struct vcpu_fpu *fpu);
 #define ENTER_EXITED 0u
 #define ENTER_FAIL_VALID 1u
 #define ENTER_FAIL_INVALID 2u
@@ -26,6 +28,13 @@ typedef uint32_t (*vmx_enter_fn)(struct guest_regs *regs, uint64_t resume);
 #define EPT_READ (1ull << 0)
 #define EPT_WRITE (1ull << 1)
 #define EPT_EXEC (1ull << 2)
+/* Control-register access qualification (table 28-3). */
+#define CRQ_CR(q) ((unsigned)((q) & 0xf))
+#define CRQ_TYPE(q) ((unsigned)(((q) >> 4) & 3))
+#define CRQ_GPR(q) ((unsigned)(((q) >> 8) & 0xf))
+#define CRQ_LMSW_DATA(q) ((uint16_t)((q) >> 16))
+#define CRQ_MOV_TO_CR 0
+#define CRQ_LMSW 3
 /* Interruption information: valid bit (25.8.3, 28.2.4). */
 #define INTR_INFO_VALID (1u << 31)
 #define INTR_INFO_HAS_ERROR (1u << 11)
@@ -253,19 +262,71 @@ static void vmx_decode_entry_exit(uint32_t basic, uint64_t qual, struct exit_inf
 
 /*
  * An exit during event delivery through the guest's IDT (an EPT violation on
- * the IDT or stack, say) loses that event unless the next entry injects it again.
+ * the IDT or stack, say) loses that event unless the next entry injects it
+ * again: it becomes the vCPU's queued event.
  */
-static void vmx_requeue_event(void)
+static void vmx_requeue_event(struct vcpu *v)
 {
     uint32_t idt = (uint32_t)vmx_vmread(VMCS_IDT_VECTORING_INFO);
     if (!(idt & INTR_INFO_VALID))
         return;
-    vmx_vmwrite(VMCS_ENTRY_INTR_INFO, idt);
-    if (idt & INTR_INFO_HAS_ERROR)
-        vmx_vmwrite(VMCS_ENTRY_EXCEPTION_ERROR, vmx_vmread(VMCS_IDT_VECTORING_ERROR));
     uint32_t type = INTR_TYPE(idt);
+    v->event = (struct vcpu_event){
+        .valid = true, .type = (uint8_t)type, .vector = (uint8_t)idt, .has_error = idt & INTR_INFO_HAS_ERROR,
+        .error = (idt & INTR_INFO_HAS_ERROR) ? (uint32_t)vmx_vmread(VMCS_IDT_VECTORING_ERROR) : 0,
+    };
     if (type == INTR_TYPE_SOFT_INT || type == INTR_TYPE_PRIV_SOFT_EXC || type == INTR_TYPE_SOFT_EXC)
-        vmx_vmwrite(VMCS_ENTRY_INSTRUCTION_LEN, vmx_vmread(VMCS_EXIT_INSTRUCTION_LEN));
+        v->event.insn_len = (uint32_t)vmx_vmread(VMCS_EXIT_INSTRUCTION_LEN);
+}
+
+/* The queued event into the VM-entry interruption-information fields (SDM vol. 3C, 24.8.3). */
+static void vmx_inject_event(struct vcpu *v)
+{
+    struct vcpu_event *ev = &v->event;
+    if (!ev->valid) {
+        vmx_vmwrite(VMCS_ENTRY_INTR_INFO, 0);
+        return;
+    }
+    uint32_t info = INTR_INFO_VALID | (uint32_t)ev->type << 8 | ev->vector;
+    /* No error code is pushed in real mode: entry refuses one there (26.2.1.3). */
+    if (ev->has_error && (vmx_vmread(VMCS_GUEST_CR0) & CR0_PE)) {
+        info |= INTR_INFO_HAS_ERROR;
+        vmx_vmwrite(VMCS_ENTRY_EXCEPTION_ERROR, ev->error);
+    }
+    if (ev->type == INTR_TYPE_SOFT_INT || ev->type == INTR_TYPE_PRIV_SOFT_EXC || ev->type == INTR_TYPE_SOFT_EXC)
+        vmx_vmwrite(VMCS_ENTRY_INSTRUCTION_LEN, ev->insn_len);
+    vmx_vmwrite(VMCS_ENTRY_INTR_INFO, info);
+    ev->valid = false;
+}
+
+/* A general register by its number in the exit qualification (0 RAX, 1 RCX, ... 4 RSP, ... 15 R15). */
+static uint64_t vmx_gpr(const struct vcpu *v, unsigned n)
+{
+    const struct guest_regs *r = &v->regs;
+    const uint64_t regs[16] = { r->rax, r->rcx, r->rdx, r->rbx, vmx_vmread(VMCS_GUEST_RSP), r->rbp, r->rsi, r->rdi,
+                                r->r8, r->r9, r->r10, r->r11, r->r12, r->r13, r->r14, r->r15 };
+    return regs[n & 15];
+}
+
+/* MOV to CR0/CR3/CR4 and LMSW: the value the guest writes. MOV from CR and CLTS never exit (reads see
+ * the read shadows; TS is the guest's own). */
+static void vmx_decode_cr(struct vcpu *v, uint64_t q, struct exit_info *e)
+{
+    e->insn_len = (uint32_t)vmx_vmread(VMCS_EXIT_INSTRUCTION_LEN);
+    if (CRQ_TYPE(q) == CRQ_MOV_TO_CR) {
+        e->kind = EXIT_CR_WRITE;
+        e->cr = (uint8_t)CRQ_CR(q);
+        e->cr_value = vmx_gpr(v, CRQ_GPR(q));
+    } else if (CRQ_TYPE(q) == CRQ_LMSW) {
+        /* LMSW writes PE, MP, EM, TS and can set PE but never clear it. */
+        uint64_t old = vmcs_reg_get(v, VREG_CR0);
+        uint64_t src = CRQ_LMSW_DATA(q) & 0xf;
+        e->kind = EXIT_CR_WRITE;
+        e->cr = 0;
+        e->cr_value = (old & ~0xeull) | src | (old & CR0_PE);
+    } else {
+        e->kind = EXIT_OTHER;
+    }
 }
 
 static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
@@ -284,7 +345,7 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
     /* The VMCS is launched: from now on only VMRESUME enters it. */
     v->launched = true;
     vmx_vmwrite(VMCS_ENTRY_INTR_INFO, 0);
-    vmx_requeue_event();
+    vmx_requeue_event(v);
 
     switch (basic) {
     case VMX_EXIT_REASON_CPUID:
@@ -313,6 +374,13 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
         e->kind = basic == VMX_EXIT_REASON_RDMSR ? EXIT_MSR_READ : EXIT_MSR_WRITE;
         e->insn_len = (uint32_t)vmx_vmread(VMCS_EXIT_INSTRUCTION_LEN);
         e->msr = (uint32_t)v->regs.rcx;
+        break;
+    case VMX_EXIT_REASON_CR_ACCESS:
+        vmx_decode_cr(v, q, e);
+        break;
+    case VMX_EXIT_REASON_XSETBV:
+        e->kind = EXIT_XSETBV;
+        e->insn_len = (uint32_t)vmx_vmread(VMCS_EXIT_INSTRUCTION_LEN);
         break;
     case VMX_EXIT_REASON_EPT_VIOLATION:
         e->kind = EXIT_PAGE_FAULT;
@@ -370,7 +438,8 @@ void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     uint64_t ticks = deadline_tsc > now ? (deadline_tsc - now) >> vmx_caps.preempt_shift : 0;
     vmx_vmwrite(VMCS_PREEMPTION_TIMER_VALUE, ticks > PREEMPT_MAX ? PREEMPT_MAX : ticks);
 
-    uint32_t rc = enter(&v->regs, v->launched);
+    vmx_inject_event(v);
+    uint32_t rc = enter(&v->regs, v->launched, &v->fpu);
     if (rc != ENTER_EXITED) {
         e->rip = vmx_vmread(VMCS_GUEST_RIP);
         vmx_decode_fail(rc, e);
