@@ -12,6 +12,7 @@
 #include "partition.h"
 #include "port.h"
 #include "printk.h"
+#include "rtc.h"
 #include "tsc.h"
 #include "uart16550.h"
 
@@ -31,6 +32,7 @@ _Noreturn void hv_main(uint32_t magic, uint64_t info)
 
     cpu_identify();
     tsc_calibrate();
+    rtc_init();  /* once, after the TSC: the time of day is this reading advanced by the TSC */
     const struct cpu_info *cpu = cpu_info_get();
     acpi_init();
 

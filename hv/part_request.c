@@ -6,8 +6,9 @@
 #include "printk.h"
 #include "tsc.h"
 
-/* Loading a partition's memory (zeroing it, copying its image) takes longest. */
-#define REQUEST_TIMEOUT_MS 10000u
+/* Loading a partition's memory (zeroing it, copying its image) takes longest:
+ * gigabytes under an emulator take seconds. Past this the CPU is taken for dead. */
+#define REQUEST_TIMEOUT_MS 60000u
 
 int partition_request(struct partition *p, enum part_request req, const char *reason)
 {

@@ -105,6 +105,7 @@ def test_line_editing_and_history(qemu):
 
 def test_cpu_exception_prints_a_register_dump_and_halts_cleanly(qemu):
     qemu.command("py", prompt=REPL_PROMPT)
+    qemu.command("import hv", prompt=REPL_PROMPT)
     qemu.type("hv.peek(0x7fff00000000)\r")
     qemu.expect(r"taipan: CPU exception 14 #PF \(page fault\) error=0x0")
     qemu.expect("taipan: this CPU is halted")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import select
@@ -69,10 +70,25 @@ def ovmf_vars(workdir: Path) -> Path:
     return copy
 
 
+def rtc_base_datetime(rtc_base: str) -> datetime.datetime | None:
+    """The date and time an RTC base names (None for "utc" and "localtime": the host's clock).
+
+    The form is QEMU's: `utc`, `localtime`, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS`.
+    """
+    if rtc_base in ("utc", "localtime"):
+        return None
+    for form in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+        try:
+            return datetime.datetime.strptime(rtc_base, form)
+        except ValueError:
+            continue
+    raise ValueError(f"rtc base must be utc, localtime, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, not {rtc_base!r}")
+
+
 def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int = 1,
               serial: str = "stdio", accel: str = "tcg", append: str | None = None,
-              no_reboot: bool = False, extra: Sequence[str] = (),
-              cdrom: Path | None = None, firmware: str = "bios",
+              no_reboot: bool = False, rtc_base: str | None = None,
+              extra: Sequence[str] = (), cdrom: Path | None = None, firmware: str = "bios",
               vars_file: Path | None = None) -> list[str]:
     """The qemu-system-x86_64 command line that boots `kernel` through multiboot1 (-kernel).
 
@@ -81,7 +97,8 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
     TCG with `-cpu EPYC` emulates SVM + NPT; `accel="kvm"` passes the host CPU
     through (`-cpu host`), useful only where the host offers nested VMX/SVM.
     Without `no_reboot` a guest's reboot restarts the machine, as the console's
-    `reboot` command expects.
+    `reboot` command expects. `rtc_base` starts the CMOS clock at a given UTC
+    time (see rtc_base_datetime) instead of the host's.
     """
     if accel not in ("tcg", "kvm"):
         raise ValueError(f"accel must be tcg or kvm, not {accel!r}")
@@ -100,6 +117,9 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
         argv += ["-kernel", str(kernel)]
     if append is not None:
         argv += ["-append", append]
+    if rtc_base is not None:
+        rtc_base_datetime(rtc_base)  # refuse a malformed base here, by name, not in QEMU's words
+        argv += ["-rtc", f"base={rtc_base}"]
     argv += _serial_args(serial)
     argv += ["-display", "none", "-device", DEBUG_EXIT]
     if no_reboot:
@@ -135,15 +155,29 @@ def kvm_nested_available(root: Path = Path("/")) -> tuple[bool, str]:
     return True, f"kvm_{vendor} with nested={'VMX' if vendor == 'intel' else 'SVM'} available"
 
 
+def bochs_time0(rtc_base: str) -> str:
+    """Bochs's `clock: time0=` for an RTC base in QEMU's form (see rtc_base_datetime).
+
+    Bochs sets its CMOS clock to localtime(time0) in its own time zone, which is
+    this process's: so the seconds are those at which local time reads the base.
+    """
+    when = rtc_base_datetime(rtc_base)
+    if when is None:
+        return "utc" if rtc_base == "utc" else "local"
+    return str(int(time.mktime(when.timetuple())))
+
+
 def bochs_files(iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x",
                 memory_mb: int = 128, cpus: int = 1, serial_file: Path | None = None,
-                serial_tty: str | None = None) -> tuple[Path, Path]:
+                serial_tty: str | None = None, rtc_base: str | None = None) -> tuple[Path, Path]:
     """Write a bochsrc booting `iso` and the debugger command file; return (bochsrc, cmds).
 
     COM1 goes to `serial_tty` (mode=term: input and output, through a pty the
     caller owns) if given, else to `serial_file` (mode=file: output only,
-    default workdir/serial.txt).
+    default workdir/serial.txt). `rtc_base` starts the CMOS clock at a given
+    time, as for qemu_argv; by default it starts at the host's local time.
     """
+    clock = "sync=none" if rtc_base is None else f"sync=none, time0={bochs_time0(rtc_base)}"
     workdir.mkdir(parents=True, exist_ok=True)
     if serial_tty is not None:
         com1 = f"mode=term, dev={serial_tty}"
@@ -175,7 +209,7 @@ error: action=report
 info: action=report
 debug: action=ignore
 mouse: enabled=0
-clock: sync=none
+clock: {clock}
 sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy
 """)
     cmds = workdir / "bochs.cmds"
@@ -206,9 +240,10 @@ class BochsRun:
     """
 
     def __init__(self, iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x",
-                 memory_mb: int = 128, cpus: int = 1) -> None:
+                 memory_mb: int = 128, cpus: int = 1, rtc_base: str | None = None) -> None:
         self.iso, self.workdir = iso, workdir
         self.cpu_model, self.memory_mb, self.cpus = cpu_model, memory_mb, cpus
+        self.rtc_base = rtc_base
         self.serial_path = workdir / "serial.txt"
         self.output = b""
         self._seen = 0
@@ -223,7 +258,8 @@ class BochsRun:
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # bytes pass untouched: no echo, no CR/LF mapping
         rc, cmds = bochs_files(self.iso, self.workdir, cpu_model=self.cpu_model,
-                               memory_mb=self.memory_mb, cpus=self.cpus, serial_tty=os.ttyname(self._slave))
+                               memory_mb=self.memory_mb, cpus=self.cpus, serial_tty=os.ttyname(self._slave),
+                               rtc_base=self.rtc_base)
         self.serial_path.write_bytes(b"")
         self._proc = subprocess.Popen(bochs_argv(rc, cmds), cwd=self.workdir,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -123,10 +123,27 @@ int port_input(vstr_t *line, const char *prompt, mp_obj_t first_words, mp_obj_t 
     nlr_jump(nlr.ret_val);
 }
 
-// The friendly REPL nested under the shell's `py` command.
+// The friendly REPL nested under the shell's `py` command. It runs in
+// __main__'s namespace, as a REPL does: called from the shell's function, the
+// interpreter's globals would otherwise be the shell module's, and functions
+// typed at the prompt could not see the names typed beside them.
 void port_repl(void)
 {
-    pyexec_friendly_repl();
+    mp_obj_dict_t *globals = mp_globals_get();
+    mp_obj_dict_t *locals = mp_locals_get();
+    mp_globals_set(&MP_STATE_VM(dict_main));
+    mp_locals_set(&MP_STATE_VM(dict_main));
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        pyexec_friendly_repl();
+        nlr_pop();
+    } else {
+        mp_globals_set(globals);
+        mp_locals_set(locals);
+        nlr_jump(nlr.ret_val);
+    }
+    mp_globals_set(globals);
+    mp_locals_set(locals);
     if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {
         mp_raise_type(&mp_type_SystemExit);
     }

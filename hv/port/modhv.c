@@ -18,6 +18,7 @@
 #include "port_api.h"
 #include "reboot.h"
 #include "tsc.h"
+#include "wallclock.h"
 
 static void dict_store(mp_obj_t dict, qstr key, mp_obj_t value)
 {
@@ -308,6 +309,7 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_hv) },
     { MP_ROM_QSTR(MP_QSTR_VERSION), MP_ROM_PTR(&hv_version_obj) },
     { MP_ROM_QSTR(MP_QSTR_cpu), MP_ROM_PTR(&hv_cpu_obj) },
+    { MP_ROM_QSTR(MP_QSTR_clock), MP_ROM_PTR(&hv_clock_obj) },
     { MP_ROM_QSTR(MP_QSTR_memmap), MP_ROM_PTR(&hv_memmap_obj) },
     { MP_ROM_QSTR(MP_QSTR_acpi), MP_ROM_PTR(&hv_acpi_obj) },
     { MP_ROM_QSTR(MP_QSTR_boot), MP_ROM_PTR(&hv_boot_obj) },

@@ -35,11 +35,19 @@
 #define MICROPY_HW_BOARD_NAME               "Taipan hypervisor"
 #define MICROPY_HW_MCU_NAME                 "x86_64"
 
-// Nothing beneath us offers files, sockets, threads or a clock of record.
+// `time`: ticks and sleeps from the TSC (sleeping runs the partitions, see
+// port_wait_until), the time of day from the CMOS RTC read at boot. Seconds
+// count from 1970 as in CPython; the RTC is taken to hold UTC.
+#define MICROPY_PY_TIME                     (1)
+#define MICROPY_PY_TIME_GMTIME_LOCALTIME_MKTIME (1)
+#define MICROPY_PY_TIME_TIME_TIME_NS        (1)
+#define MICROPY_PY_TIME_INCLUDEFILE         "modtime_port.c"
+#define MICROPY_EPOCH_IS_1970               (1)
+
+// Nothing beneath us offers files, sockets or threads.
 #define MICROPY_VFS                         (0)
 #define MICROPY_READER_VFS                  (0)
 #define MICROPY_PY_OS                       (0)
-#define MICROPY_PY_TIME                     (0)
 #define MICROPY_PY_SELECT                   (0)
 #define MICROPY_PY_ASYNCIO                  (0)
 #define MICROPY_PY_MACHINE                  (0)

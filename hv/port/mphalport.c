@@ -1,4 +1,4 @@
-// The serial console and clock as MicroPython sees them, with Ctrl-C noticed while Python runs.
+// The serial console and clock as MicroPython sees them, with Ctrl-C noticed while Python runs and partitions run while it sleeps.
 #include <stdint.h>
 #include "py/mphal.h"
 #include "py/runtime.h"
@@ -16,6 +16,8 @@
  */
 #define RX_RING 256
 #define TYPING_MS 1000u
+// The last stretch of a wait spins rather than yield (port_wait_until).
+#define WAIT_SPIN_US 1000u
 static uint8_t rx_ring[RX_RING];
 static unsigned int rx_head, rx_tail;
 
@@ -171,13 +173,43 @@ mp_uint_t mp_hal_ticks_ms(void)
     return tsc_to_us(tsc_read()) / 1000;
 }
 
+/*
+ * The promise: returns once the TSC has reached deadline_tsc, or sooner when a
+ * keyboard interrupt is pending (the caller raises it); never raises itself.
+ * CPU 0's partitions run meanwhile: each pass gives the rest of management's
+ * window back (mgmt_yield) and returns at management's next window, so a
+ * wait may end up to one round of CPU 0's other windows late. The mailbox is
+ * answered between windows, as when the console waits for a key. The last
+ * WAIT_SPIN_US spin: one more round would overshoot a short sleep by far more
+ * than the sleep itself. A scheduler that wakes management at a deadline
+ * would make every wait exact; it will replace this body, not its promise.
+ */
+void port_wait_until(uint64_t deadline_tsc)
+{
+    uint64_t spin = tsc_from_us(WAIT_SPIN_US);
+    uint64_t spin_from = deadline_tsc > spin ? deadline_tsc - spin : 0;
+    uint64_t now;
+    while ((now = tsc_read()) < deadline_tsc) {
+        mp_hal_poll_input();
+        if (MP_STATE_MAIN_THREAD(mp_pending_exception) != MP_OBJ_NULL) {
+            return;
+        }
+        if (now >= spin_from) {
+            __asm__ volatile ("pause");
+            continue;
+        }
+        if (idle_once() == mp_interrupt_char) {
+            mp_sched_keyboard_interrupt();  // the hook consumed Ctrl-C: pend it again for the sleeper
+            return;
+        }
+        mgmt_yield();
+    }
+}
+
 void mp_hal_delay_us(mp_uint_t us)
 {
-    uint64_t end = tsc_read() + us * tsc_khz() / 1000;
-    while (tsc_read() < end) {
-        mp_hal_poll_input();
-        __asm__ volatile ("pause");
-    }
+    port_wait_until(tsc_read() + tsc_from_us(us));
+    mp_handle_pending(true);  // Ctrl-C ends a sleep with KeyboardInterrupt
 }
 
 void mp_hal_delay_ms(mp_uint_t ms)

@@ -1,7 +1,8 @@
-// What the port's C offers the hv module: heap size and the nested REPL.
+// What the port's C offers the hv module and itself: heap size, the nested REPL, the idle hook and waiting.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "py/obj.h"
 
 size_t port_heap_bytes(void);
@@ -10,6 +11,9 @@ void port_repl(void);
 void port_set_idle(mp_obj_t fn);
 // A byte typed at the console, or -1; never blocks.
 int mp_hal_stdin_poll_chr(void);
+// Waits until the TSC reaches deadline_tsc while the partitions run, or less
+// when Ctrl-C is pending (the caller raises it); never raises (mphalport.c).
+void port_wait_until(uint64_t deadline_tsc);
 // Whether a key arrived within the last second.
 bool port_typing(void);
 // The shell's input(): readline, TAB completing the first word from

@@ -161,6 +161,12 @@ def banner():
     if cpu["hypervisor"]:
         print("nested: running under %s - %s" % (cpu["hv_vendor"], cpu["nested_note"]))
     print("memory: %s usable RAM, MicroPython heap %s" % (_size(usable_ram()), _size(mem["heap_total"])))
+    cpus = hv.cpus()
+    online = [c for c in cpus if c["state"] == "online"]
+    failed = ["CPU %d (APIC ID %d): %s" % (c["index"], c["apic_id"], c["problem"])
+              for c in cpus if c["state"] == "failed"]
+    print("cpus: %d of %d online%s; 'sched' shows what each runs" % (
+        len(online), len(cpus), "; " + ", ".join(failed) + " did not come up" if failed else ""))
     print("type 'help' for commands")
 
 
@@ -197,14 +203,18 @@ def cmd_help(args):
 
 def _info_doc():
     import gc
+    import time
 
     cpu = hv.cpu()
+    clock = hv.clock()
+    clock["time"] = time.time()
     boot = hv.boot()
     gc.collect()
     return {
         "version": hv.VERSION,
         "micropython": _mp_version(),
         "cpu": cpu,
+        "clock": clock,
         "backend": hv.backend(),
         "boot": {"loader": boot["loader"], "protocol": boot["protocol"], "cmdline": boot["cmdline"],
                  "modules": [{"start": s, "end": e, "cmdline": c} for s, e, c in boot["modules"]],
@@ -222,7 +232,27 @@ def _info_doc():
     }
 
 
+def _tsc_text(clock):
+    """The TSC's rate, its source, and the other figure when it differs: "2600000 kHz (PIT)"."""
+    text = "%d kHz (%s" % (clock["tsc_khz"], clock["tsc_source"])
+    if clock["cpuid_khz"] and clock["tsc_source"] == "PIT":
+        text += "; %s said %d kHz, not used" % (clock["cpuid_leaf"], clock["cpuid_khz"])
+    elif clock["cpuid_khz"] and clock["pit_khz"]:
+        text += "; the PIT measured %d kHz" % clock["pit_khz"]
+    return text + ")"
+
+
+def _rtc_text(rtc):
+    """The CMOS clock as read at boot: "2030-01-02 03:04:05 at boot (BCD, 24-hour)"."""
+    if not rtc["valid"]:
+        return "no valid time at boot (status B 0x%02x): the time of day counts from 2000-01-01" % rtc["status_b"]
+    return "%04d-%02d-%02d %02d:%02d:%02d at boot (%s, %s)" % (
+        rtc["boot"] + ("BCD" if rtc["bcd"] else "binary", "24-hour" if rtc["hour24"] else "12-hour"))
+
+
 def cmd_info(args):
+    import time
+
     args, opts = _options(args, "info [--json]", flags=("--json",))
     if args:
         raise UsageError("info [--json]")
@@ -236,6 +266,10 @@ def cmd_info(args):
     print("virt:      %s - %s" % (cpu["virt"], cpu["virt_note"]))
     flags = [name for name in ("vmx", "ept", "unrestricted", "svm", "npt", "nrips", "hypervisor") if cpu[name]]
     print("features:  %s" % (" ".join(flags) or "-"))
+    clock = hv.clock()
+    print("tsc:       %s" % _tsc_text(clock))
+    print("rtc:       %s" % _rtc_text(clock["rtc"]))
+    print("time:      %04d-%02d-%02d %02d:%02d:%02d now (the RTC's reading advanced by the TSC)" % time.localtime()[:6])
     if cpu["vmx"]:
         print("IA32_FEATURE_CONTROL: 0x%x (%s)" % (cpu["feature_control"], _feature_control(cpu["feature_control"])))
     print("paging:    1 GiB pages %s, nested 1 GiB pages %s" % (
@@ -707,8 +741,8 @@ COMMANDS = {
         "with a note of what the other partitions wrote meanwhile.",
     )),
     "events": (cmd_events, "events", "what the hypervisor decided: starts, stops, faults, restarts, policy", ()),
-    "info": (cmd_info, "info [--json]", "CPU, virtualization features, boot loader and the memory map", (
-        "--json: one line with version, cpu, backend, boot, memory, heap, partitions",
+    "info": (cmd_info, "info [--json]", "CPU, virtualization features, clocks, boot loader and the memory map", (
+        "--json: one line with version, cpu, clock, backend, boot, memory, heap, partitions",
     )),
     "mem": (cmd_mem, "mem", "page allocator and MicroPython heap use", ()),
     "sched": (cmd_sched, SCHED_USAGE, "each CPU's plan and what its windows did", (

@@ -5,6 +5,7 @@ ARCH_SRC += arch/x86_64/common/exception.c
 ARCH_SRC += arch/x86_64/common/idt.c
 ARCH_SRC += arch/x86_64/common/irq.c
 ARCH_SRC += arch/x86_64/common/reboot.c
+ARCH_SRC += arch/x86_64/common/rtc.c
 ARCH_SRC += arch/x86_64/common/smp.c
 ARCH_SRC += arch/x86_64/common/tsc.c
 ARCH_SRC += arch/x86_64/common/identity_map.c
