@@ -33,7 +33,9 @@ MB2_ALIGN = 8
 MB2_TAG_END = 0
 MB2_TAG_INFO_REQUEST = 1
 MB2_TAG_ENTRY_ADDRESS = 3
+MB2_TAG_CONSOLE_FLAGS = 4
 MB2_TAG_MODULE_ALIGN = 6
+MB2_CONSOLE_EGA_TEXT = 1 << 1
 MB2_INFO_BASIC_MEMINFO = 4
 MB2_INFO_MEMORY_MAP = 6
 
@@ -89,6 +91,13 @@ def mb2_fields(*, entry_addr: int) -> list[Field]:
         # 32-bit entry instead.
         *_tag(MB2_TAG_ENTRY_ADDRESS, 0, [("entry_addr", 4, entry_addr)], "entry address"),
         *_tag(MB2_TAG_MODULE_ALIGN, 0, [], "module alignment"),
+        # The banner that says where the console is goes on whatever screen
+        # the loader set up: EGA text under BIOS, the linear framebuffer UEFI
+        # firmware set up (GRUB passes both in its framebuffer tag). No
+        # framebuffer request tag: with one, GRUB on BIOS switches to a VBE
+        # graphics mode, which Bochs's term display cannot show.
+        *_tag(MB2_TAG_CONSOLE_FLAGS, 0, [("console flags: EGA text supported", 4,
+                                          MB2_CONSOLE_EGA_TEXT)], "console flags"),
         *_tag(MB2_TAG_END, 0, [], "end"),
     ]
     length = 16 + sum(width for _, width, _ in tags)

@@ -6,6 +6,7 @@ HV_SRC += hv/mailbox.c
 HV_SRC += hv/main.c
 HV_SRC += hv/mgmt.c
 HV_SRC += hv/multiboot.c
+HV_SRC += hv/framebuffer.c
 HV_SRC += hv/page_alloc.c
 HV_SRC += hv/printk.c
 HV_SRC += hv/sched.c

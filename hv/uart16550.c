@@ -12,6 +12,7 @@
 #define UART_LCR 3
 #define UART_MCR 4
 #define UART_LSR 5
+#define UART_SCR 7
 
 #define LSR_DATA_READY 0x01
 #define LSR_THR_EMPTY 0x20
@@ -55,4 +56,19 @@ int uart_getc(void)
     while ((c = uart_poll()) < 0)
         __asm__ volatile("pause");
     return c;
+}
+
+bool uart_present(void)
+{
+    /*
+     * The scratch register holds what was written on every 16550; an absent
+     * port (a UEFI-only machine without a legacy UART) reads back 0xff.
+     */
+    static const uint8_t probes[2] = { 0x5a, 0xa5 };
+    for (int i = 0; i < 2; i++) {
+        outb(COM1 + UART_SCR, probes[i]);
+        if (inb(COM1 + UART_SCR) != probes[i])
+            return false;
+    }
+    return true;
 }

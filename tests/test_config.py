@@ -111,8 +111,9 @@ def test_too_many_partitions(tmp_path: Path) -> None:
 
 
 def test_too_much_memory(tmp_path: Path) -> None:
-    [error] = _errors(tmp_path, _hello("a", "2G") + _hello("b", "2G"))
-    assert 'partitions = "4096M in total": partitions\' memory must fit in 4032M' in error
+    [error] = _errors(tmp_path, _hello("a", "300G") + _hello("b", "300G"))
+    assert ('partitions = "614400M in total": partitions\' memory must fit in 522176M (from '
+            '0x4000000 up to 512 GiB, outside the PCI hole below 4 GiB)') in error
 
 
 def test_every_error_at_once_and_printed_one_per_line(tmp_path: Path,

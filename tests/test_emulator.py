@@ -106,3 +106,10 @@ def test_trivial_kernel_boots_under_bochs_and_reads_console_input(tmp_path: Path
         run.send("typed")
         run.follow(rb"typed", timeout=30)
     assert b"ok\ntyped" in run.serial_path.read_bytes()
+
+
+def test_bochs_above_its_2_gib_host_limit_gets_guest_memory_backed_by_2_gib(tmp_path: Path) -> None:
+    rc, _ = bochs_files(Path("t.iso"), tmp_path, memory_mb=6144)
+    assert "memory: guest=6144, host=2048\n" in rc.read_text() and "megs:" not in rc.read_text()
+    rc, _ = bochs_files(Path("t.iso"), tmp_path, memory_mb=2048)
+    assert "megs: 2048\n" in rc.read_text()

@@ -25,13 +25,17 @@ def _many_config(directory: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=["demo", "many"])
+# big: an 8 GiB partition (1 GiB pages, above 4 GiB) and one fixed at 12 GiB; high: fixed
+# above 4 GiB and small; many: sizes that fill the low RAM and spill above the PCI hole.
+@pytest.fixture(scope="module", params=["demo", "many", "big", "high"])
 def table(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> ptable.PartitionTable:
     if request.param == "demo":
         path = ROOT / "configs" / "demo.toml"
-    else:
+    elif request.param == "many":
         path = _many_config(tmp_path_factory.mktemp("many"))
+    else:
+        path = ROOT / "configs" / "tests" / f"{request.param}.toml"
     return ptable.build_table(config.load(path))
 
 
@@ -67,13 +71,40 @@ def test_each_npt_maps_exactly_its_partition_rw_user(table: ptable.PartitionTabl
         assert all(leaf.write and leaf.user for leaf in leaves)
 
 
-def test_large_pages_wherever_aligned(table: ptable.PartitionTable) -> None:
-    # Partitions are 2 MiB aligned and sized, so no 4 KiB page table is needed.
+def _largest_leaves(gpa_end: int, host_base: int) -> list[int]:
+    """The leaf sizes a minimal map of guest [0, gpa_end) at host_base has, worked out directly."""
+    sizes, gpa = [], 0
+    while gpa < gpa_end:
+        size = next(s for s in (1 << 30, 2 << 20, 4 << 10)
+                    if gpa % s == 0 and (host_base + gpa) % s == 0 and gpa + s <= gpa_end)
+        sizes.append(size)
+        gpa += size
+    return sizes
+
+
+def test_largest_pages_wherever_aligned(table: ptable.PartitionTable) -> None:
+    # Partitions are 2 MiB aligned and sized, so no 4 KiB page table is needed; those of
+    # 1 GiB or more are placed 1 GiB aligned and take 1 GiB pages.
     memory = _memory(table)
     for part in table.partitions:
+        expected = _largest_leaves(part["mem_size"], part["mem_host_base"])
+        assert 4 << 10 not in expected
         for leaves in (nptwalk.ept_leaves(memory, part["eptp"]),
                        nptwalk.npt_leaves(memory, part["npt_cr3"])):
-            assert {leaf.size for leaf in leaves} == {2 << 20}
+            assert [leaf.size for leaf in sorted(leaves, key=lambda leaf: leaf.gpa)] == expected
+
+
+def test_big_partitions_live_above_4_gib_outside_the_pci_hole(table: ptable.PartitionTable) -> None:
+    for part in table.partitions:
+        base, end = part["mem_host_base"], part["mem_host_base"] + part["mem_size"]
+        assert end <= layout.LOW_MMIO_HOLE_BASE or base >= layout.LOW_MMIO_HOLE_END
+        assert end <= layout.HIGH_MEMORY_TOP
+        if part["mem_size"] >= 1 << 30:
+            assert base % (1 << 30) == 0
+    names = {table.name(i): p for i, p in enumerate(table.partitions)}
+    if "big" in names:
+        assert (names["big"]["mem_host_base"], names["big"]["mem_size"]) == (4 << 30, 8 << 30)
+        assert names["attacker"]["mem_host_base"] == 12 << 30
 
 
 def test_point_walks_agree_and_stop_at_the_partition_end(table: ptable.PartitionTable) -> None:
@@ -148,6 +179,25 @@ def test_prove_isolation_refuses_overlap_and_hypervisor_ranges() -> None:
         partition_layout.prove_isolation([place("t", layout.HV_TABLES_BASE, 2 << 20)])
     with pytest.raises(partition_layout.IsolationError, match="hypervisor image"):
         partition_layout.prove_isolation([place("i", 4 << 20, 2 << 20)])
+    high = [place("h", 5 << 30, 1 << 30), place("g", 6 << 30, 1 << 30)]
+    partition_layout.prove_isolation(high)
+    with pytest.raises(partition_layout.IsolationError, match="h .* and g .* overlap"):
+        partition_layout.prove_isolation([high[0], place("g", (5 << 30) + (2 << 20), 2 << 20)])
+    with pytest.raises(partition_layout.IsolationError, match="above 512 GiB"):
+        partition_layout.prove_isolation([place("top", (512 << 30) - (2 << 20), 4 << 20)])
+
+
+def test_placement_skips_the_pci_hole_and_aligns_big_partitions() -> None:
+    gib = 1 << 30
+    bases, problems = partition_layout.place_ranges(
+        [(0, 1536 << 20, None), (1, 1 * gib, None), (2, 64 << 20, None), (3, 2 * gib, 6 * gib)],
+        partition_layout.MEMORY_TOP)
+    assert problems == []
+    assert bases[3] == 6 * gib                    # fixed ranges first
+    assert bases[0] == 4 * gib                    # at 1 GiB it would reach into the hole at 2 GiB
+    assert bases[1] == 1 * gib                    # [1 GiB, 2 GiB) just fits below the hole
+    assert bases[2] == layout.PARTITIONS_BASE     # small ones fill the bottom, 2 MiB aligned
+    assert partition_layout.room(4 * gib) == 2 * gib - layout.PARTITIONS_BASE
 
 
 def test_bitmap_policy_passes_through_only_what_it_names() -> None:

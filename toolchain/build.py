@@ -12,7 +12,7 @@ from elftools.elf.elffile import ELFFile
 
 from boot import multiboot
 from boot import stub as boot_stub
-from toolchain import config, cpuid, layout, micropython, msrs, ptable, verify, vmcb, vmcs
+from toolchain import config, cpuid, fb_font, layout, micropython, msrs, ptable, verify, vmcb, vmcs
 from toolchain.asm_offsets import read_offsets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,6 +240,7 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
     for folder in (paths.gen, paths.obj, paths.mp):
         folder.mkdir(parents=True, exist_ok=True)
     _write_if_changed(paths.gen / "layout.h", layout_header())
+    _write_if_changed(paths.gen / "fb_font.h", fb_font.c_header())
     vmcb.generate_headers(paths.gen)
     vmcs.generate_headers(paths.gen)
     msrs.generate_headers(paths.gen)

@@ -1,4 +1,4 @@
-"""The `taipan` command: check, build, verify, iso, run, mptest, console, ctl."""
+"""The `taipan` command: check, build, verify, iso, run, mptest, console, ctl, hwcheck."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from toolchain import build as builder
-from toolchain import config, ctl, host_console, micropython, verify
+from toolchain import config, ctl, host_console, hwcheck, micropython, verify
 
 ROOT = builder.ROOT
 
@@ -43,6 +43,25 @@ def cmd_iso(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from toolchain import emulator
 
+    # Refuse before building: nothing the build makes would change the answer.
+    if args.accel == "kvm":
+        if args.emulator == "bochs":
+            print("taipan: --accel kvm is a QEMU option; Bochs has no KVM", file=sys.stderr)
+            return 2
+        ok, reason = emulator.kvm_nested_available()
+        if not ok:
+            print(f"taipan: --accel kvm needs nested virtualization: {reason} "
+                  "(docs/nested.md says how to enable it)", file=sys.stderr)
+            return 1
+    if args.firmware == "uefi":
+        if args.emulator == "bochs":
+            print("taipan: --firmware uefi runs under QEMU with OVMF; Debian's Bochs has no "
+                  "UEFI firmware (use --emulator qemu)", file=sys.stderr)
+            return 2
+        missing = emulator.ovmf_missing()
+        if missing:
+            print(f"taipan: --firmware uefi: {missing}", file=sys.stderr)
+            return 1
     args.quiet = True
     elf = _build(args)
     if args.smp is None:
@@ -50,13 +69,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.smp = config.load(Path(args.config) if args.config else builder.DEFAULT_CONFIG).platform.cpus
     if args.emulator == "bochs":
         return _run_bochs(elf, args)
-    if args.accel == "kvm":
-        ok, reason = emulator.kvm_nested_available()
-        if not ok:
-            print(f"taipan: --accel kvm needs nested virtualization: {reason}", file=sys.stderr)
-            return 1
+    cdrom = vars_file = None
+    if args.firmware is not None:
+        from toolchain import iso
+
+        cdrom = iso.make_iso(elf, ROOT / "build" / "taipan.iso")
+        if args.firmware == "uefi":
+            vars_file = emulator.ovmf_vars(ROOT / "build" / "ovmf")
     argv = emulator.qemu_argv(elf, memory_mb=args.memory, smp=args.smp, serial=args.serial,
-                              accel=args.accel, cpu=args.cpu)
+                              accel=args.accel, cpu=args.cpu, cdrom=cdrom,
+                              firmware=args.firmware or "bios", vars_file=vars_file)
     print("taipan: " + " ".join(argv), file=sys.stderr)
     if args.serial == "stdio":
         print(emulator.STDIO_HINT, file=sys.stderr)
@@ -72,6 +94,10 @@ def _run_bochs(elf: Path, args: argparse.Namespace) -> int:
     from toolchain import emulator, iso, terminal
 
     image = iso.make_iso(elf, ROOT / "build" / "taipan.iso")
+    if args.memory > emulator.BOCHS_HOST_MAX_MB:
+        print(f"taipan: Bochs backs only {emulator.BOCHS_HOST_MAX_MB} MiB of the {args.memory} MiB "
+              "with host memory: a guest touching more makes it panic, and it takes minutes to "
+              "start with 16 GiB (docs/boot.md, big machines)", file=sys.stderr)
     workdir = ROOT / "build" / "bochs"
     workdir.mkdir(parents=True, exist_ok=True)
     print("taipan: Bochs boots build/taipan.iso (BIOS and GRUB first, a few seconds); "
@@ -122,6 +148,9 @@ def parser() -> argparse.ArgumentParser:
                    help="qemu: AMD-V+NPT under TCG (default); bochs: VT-x+EPT from the ISO")
     p.add_argument("--accel", choices=["tcg", "kvm"], default="tcg",
                    help="kvm passes the host CPU through (needs nested virtualization)")
+    p.add_argument("--firmware", choices=["bios", "uefi"], default=None,
+                   help="boot build/taipan.iso through firmware: bios (SeaBIOS) or uefi (OVMF, "
+                   "variables in build/ovmf/); default: QEMU loads the image by multiboot1")
     p.add_argument("--cpu", default="EPYC", help="QEMU CPU model under TCG (default EPYC)")
     p.add_argument("--smp", type=int, default=None,
                    help="number of CPUs (default: the configuration's [platform] cpus)")
@@ -138,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
 
     host_console.add_parser(sub)
     ctl.add_parser(sub)
+    hwcheck.add_parser(sub)
     return top
 
 

@@ -497,16 +497,17 @@ def _platform(check: _Checker, data: dict[str, Any]) -> PlatformConfig:
 def _place(check: _Checker, partitions: list[PartitionConfig], platform: PlatformConfig) -> None:
     """Give every partition a host address, or say which key keeps it from fitting."""
     top = MEMORY_TOP
-    where = "4 GiB"
+    where = partition_layout.MEMORY_TOP_TEXT
     if platform.memory is not None and platform.memory < top:
         top = platform.memory
         where = f"platform.memory ({schema.format_size(top)})"
     total = sum(p.memory for p in partitions)
-    room = top - layout.PARTITIONS_BASE
+    room = partition_layout.room(top)
     if total > room:
+        hole = ", outside the PCI hole below 4 GiB" if room < top - layout.PARTITIONS_BASE else ""
         check.error("partitions", f"{total >> 20}M in total",
                     f"partitions' memory must fit in {room >> 20}M "
-                    f"(from {layout.PARTITIONS_BASE:#x} up to {where})")
+                    f"(from {layout.PARTITIONS_BASE:#x} up to {where}{hole})")
         return
     requests = [(p.index, p.memory, p.host_address) for p in partitions]
     bases, problems = partition_layout.place_ranges(requests, top, where)

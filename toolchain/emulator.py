@@ -21,7 +21,17 @@ from typing import Self
 DEBUG_EXIT = "isa-debug-exit,iobase=0xf4,iosize=0x04"
 
 BOCHS_BIOS = "/usr/share/bochs/BIOS-bochs-latest"
+
+# Debian's OVMF (package ovmf): the firmware code is read-only and shared; the
+# variables (boot order, Secure Boot keys) are a per-machine flash that UEFI
+# writes, so each run gets a copy of the template in build/. These two are the
+# pair without Secure Boot enrolled (docs/boot.md says what changes with it).
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+FIRMWARES = ("bios", "uefi")
 VGA_BIOS = "/usr/share/vgabios/vgabios.bin"
+# Debian's Bochs 2.7 refuses `memory: host=` above this (its host_size range).
+BOCHS_HOST_MAX_MB = 2048
 
 
 # On stdio the console is the person's terminal: Ctrl-C must reach Taipan, not
@@ -43,6 +53,23 @@ def _serial_args(serial: str) -> list[str]:
     raise ValueError(f"serial must be stdio, pty, none or unix:PATH, not {serial!r}")
 
 
+def ovmf_missing() -> str | None:
+    """Why QEMU cannot boot UEFI here (names the Debian package), or None."""
+    for path in (OVMF_CODE, OVMF_VARS):
+        if not path.is_file():
+            return f"{path} not found: install the Debian package ovmf"
+    return None
+
+
+def ovmf_vars(workdir: Path) -> Path:
+    """The writable UEFI variables file in `workdir`, copied from OVMF's template once."""
+    copy = workdir / "OVMF_VARS.fd"
+    if not copy.is_file() or copy.stat().st_size != OVMF_VARS.stat().st_size:
+        workdir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(OVMF_VARS, copy)
+    return copy
+
+
 def rtc_base_datetime(rtc_base: str) -> datetime.datetime | None:
     """The date and time an RTC base names (None for "utc" and "localtime": the host's clock).
 
@@ -61,9 +88,12 @@ def rtc_base_datetime(rtc_base: str) -> datetime.datetime | None:
 def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int = 1,
               serial: str = "stdio", accel: str = "tcg", append: str | None = None,
               no_reboot: bool = False, rtc_base: str | None = None,
-              extra: Sequence[str] = ()) -> list[str]:
+              extra: Sequence[str] = (), cdrom: Path | None = None, firmware: str = "bios",
+              vars_file: Path | None = None) -> list[str]:
     """The qemu-system-x86_64 command line that boots `kernel` through multiboot1 (-kernel).
 
+    With `cdrom` QEMU boots that ISO instead (GRUB, multiboot2), by BIOS or,
+    with `firmware="uefi"`, by OVMF with `vars_file` as its writable variables.
     TCG with `-cpu EPYC` emulates SVM + NPT; `accel="kvm"` passes the host CPU
     through (`-cpu host`), useful only where the host offers nested VMX/SVM.
     Without `no_reboot` a guest's reboot restarts the machine, as the console's
@@ -72,8 +102,19 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
     """
     if accel not in ("tcg", "kvm"):
         raise ValueError(f"accel must be tcg or kvm, not {accel!r}")
+    if firmware not in FIRMWARES:
+        raise ValueError(f"firmware must be bios or uefi, not {firmware!r}")
     argv = ["qemu-system-x86_64", "-accel", accel, "-cpu", "host" if accel == "kvm" else cpu,
-            "-m", str(memory_mb), "-smp", str(smp), "-kernel", str(kernel)]
+            "-m", str(memory_mb), "-smp", str(smp)]
+    if firmware == "uefi":
+        if cdrom is None or vars_file is None:
+            raise ValueError("firmware uefi boots an ISO: give cdrom and vars_file")
+        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,file={vars_file}"]
+    if cdrom is not None:
+        argv += ["-cdrom", str(cdrom), "-boot", "d"]
+    else:
+        argv += ["-kernel", str(kernel)]
     if append is not None:
         argv += ["-append", append]
     if rtc_base is not None:
@@ -143,11 +184,18 @@ def bochs_files(iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x"
     else:
         com1 = f"mode=file, dev={serial_file or workdir / 'serial.txt'}"
     rc = workdir / "bochsrc"
+    # Bochs allocates at most BOCHS_HOST_MAX_MB of host memory for guest RAM;
+    # above that the guest sees more RAM than is backed, and Bochs panics when
+    # the guest has touched more than the backed amount (docs/boot.md).
+    if memory_mb > BOCHS_HOST_MAX_MB:
+        memory = f"memory: guest={memory_mb}, host={BOCHS_HOST_MAX_MB}"
+    else:
+        memory = f"megs: {memory_mb}"
     # display term needs Debian's bochs-term (Debian's Bochs has no nogui).
     # The dummy sound drivers matter: the default ALSA probe crashes Bochs
     # ("buffer overflow detected") on a machine without a sound card.
     rc.write_text(f"""\
-megs: {memory_mb}
+{memory}
 romimage: file={BOCHS_BIOS}
 vgaromimage: file={VGA_BIOS}
 cpu: model={cpu_model}, count={cpus}, ips=100000000, reset_on_triple_fault=0

@@ -30,6 +30,22 @@ KERNEL_BASE = 0x10C000
 # small machine has plus the 32-bit MMIO hole (local APIC, IOAPIC).
 IDENTITY_MAP_BYTES = 4 << 30
 
+# RAM above 4 GiB (big machines) is identity-mapped at boot, from the memory
+# map, up to this limit: one PML4 entry's worth, so the boot PDPT covers it
+# all (1 GiB pages where the CPU has them, else 2 MiB pages).
+HIGH_MEMORY_TOP = 512 << 30
+
+# Below 4 GiB, firmware puts the 32-bit PCI window (and the APICs, the flash)
+# between 2 GiB and 4 GiB on the machines we know (QEMU's q35 from 2 GiB, its
+# pc from 3 GiB, most PCs from 2-3.5 GiB). Partitions placed by the toolchain
+# stay out of it; a fixed host_address there is checked against the real map
+# at boot.
+LOW_MMIO_HOLE_BASE = 2 << 30
+LOW_MMIO_HOLE_END = 4 << 30
+
+# Partitions of 1 GiB or more are placed 1 GiB aligned, so EPT/NPT can map
+# them with 1 GiB pages.
+PARTITION_ALIGN_1G = 1 << 30
 # GDT selectors.
 SEL_CODE64 = 0x08
 SEL_DATA = 0x10

@@ -1,4 +1,4 @@
-"""Per-partition nested page tables: EPT (Intel) and NPT (AMD), 4-level, mapping guest [0, size) to host."""
+"""Per-partition nested page tables: EPT (Intel) and NPT (AMD), 4-level, guest [0, size) to host, 1 GiB leaves where aligned."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,10 +35,13 @@ NPT = EntryFormat("NPT", table=NPT_P | NPT_RW | NPT_U, leaf=NPT_P | NPT_RW | NPT
 
 # Shift of the address bits each level's index covers: PML4, PDPT, PD, PT.
 _SHIFTS = (39, 30, 21, 12)
-# Leaves are 2 MiB or 4 KiB. 1 GiB EPT pages are an optional VMX capability
-# (IA32_VMX_EPT_VPID_CAP bit 17) and 1 GiB NPT pages need the CPU's 1 GiB page
-# support, neither checked at run time yet; 2 MiB pages are always there.
-_LEAF_SHIFTS = frozenset({21, 12})
+# Leaves are 1 GiB, 2 MiB or 4 KiB, the largest that alignment allows: a
+# GiB-aligned partition of whole GiBs (the placer aligns those of 1 GiB or
+# more) costs one PDPT instead of a page directory per GiB. 1 GiB EPT pages
+# are an optional VMX capability (IA32_VMX_EPT_VPID_CAP bit 17) and 1 GiB NPT
+# pages need the CPU's 1 GiB pages; the hypervisor checks that at boot and
+# marks a partition whose tables use them unusable on a CPU without.
+_LEAF_SHIFTS = frozenset({30, 21, 12})
 
 
 def _fill(region: TablesRegion, fmt: EntryFormat, table: int, shift: int,

@@ -9,9 +9,13 @@ from toolchain import layout
 if TYPE_CHECKING:
     from toolchain.config import SystemConfig
 
-# Partitions sit below 4 GiB: the raw guests' identity map and multiboot's
-# 32-bit addresses both stop there.
-MEMORY_TOP = 4 << 30
+# Partitions' host memory may lie anywhere in the RAM the hypervisor maps
+# (up to 512 GiB); their guest-physical view always starts at 0, so a guest's
+# own 4 GiB limits (32-bit multiboot addresses) are about its size, not here.
+MEMORY_TOP = layout.HIGH_MEMORY_TOP
+MEMORY_TOP_TEXT = "512 GiB"
+# The 32-bit PCI window below 4 GiB: partitions placed by the toolchain skip it.
+LOW_HOLE = (layout.LOW_MMIO_HOLE_BASE, layout.LOW_MMIO_HOLE_END)
 
 
 class IsolationError(Exception):
@@ -44,14 +48,26 @@ def _align_up(value: int, align: int) -> int:
     return -(-value // align) * align
 
 
-def place_ranges(requests: list[tuple[int, int, int | None]], top: int, where: str = "4 GiB"
+def room(top: int) -> int:
+    """Bytes partitions may take from PARTITIONS_BASE up to `top`, the PCI hole below 4 GiB left out."""
+    hole = max(0, min(top, LOW_HOLE[1]) - max(layout.PARTITIONS_BASE, LOW_HOLE[0]))
+    return top - layout.PARTITIONS_BASE - hole
+
+
+def alignment(size: int) -> int:
+    """Where a partition of `size` bytes is placed: 1 GiB aligned from 1 GiB up (1 GiB pages), else 2 MiB."""
+    return layout.PARTITION_ALIGN_1G if size >= layout.PARTITION_ALIGN_1G else layout.PARTITION_ALIGN
+
+
+def place_ranges(requests: list[tuple[int, int, int | None]], top: int, where: str = MEMORY_TOP_TEXT
                  ) -> tuple[dict[int, int], list[tuple[int, str, str]]]:
     """Host bases for (index, size, fixed base or None) requests below `top`.
 
     Fixed ranges are taken first; the others go, in order, into the lowest gap
-    from PARTITIONS_BASE up that holds them, each 2 MiB aligned. Returns the
-    bases by index and the problems as (index, key, rule): the config names
-    the key, so the person sees which partition and why.
+    from PARTITIONS_BASE up that holds them, outside the PCI hole below 4 GiB,
+    each aligned by `alignment`. Returns the bases by index and the problems as
+    (index, key, rule): the config names the key, so the person sees which
+    partition and why.
     """
     bases: dict[int, int] = {}
     problems: list[tuple[int, str, str]] = []
@@ -71,17 +87,20 @@ def place_ranges(requests: list[tuple[int, int, int | None]], top: int, where: s
             continue
         taken.append((fixed, end, index))
         bases[index] = fixed
+    hole = (LOW_HOLE[0], LOW_HOLE[1], -1)
     for index, size, fixed in requests:
         if fixed is not None:
             continue
-        base = layout.PARTITIONS_BASE
-        for start, end, _ in sorted(taken):
+        align = alignment(size)
+        base = _align_up(layout.PARTITIONS_BASE, align)
+        for start, end, _ in sorted([*taken, hole]):
             if base + size <= start:
                 break
-            base = max(base, _align_up(end, layout.PARTITION_ALIGN))
+            base = max(base, _align_up(end, align))
         if base + size > top:
             problems.append((index, "memory", f"no free range of this size below {where} "
-                             "beside the other partitions"))
+                             "beside the other partitions (and outside the PCI hole at "
+                             f"{LOW_HOLE[0]:#x}-{LOW_HOLE[1]:#x})"))
             continue
         taken.append((base, base + size, index))
         bases[index] = base
@@ -111,7 +130,8 @@ def prove_isolation(placements: list[Placement]) -> None:
             raise IsolationError(f"partition {part.name}: base {part.host_base:#x} size "
                                  f"{part.size:#x} is empty or not {layout.PARTITION_ALIGN:#x} aligned")
         if part.host_end > MEMORY_TOP:
-            raise IsolationError(f"partition {part.name} ends at {part.host_end:#x}, above 4 GiB")
+            raise IsolationError(f"partition {part.name} ends at {part.host_end:#x}, above "
+                                 f"{MEMORY_TOP_TEXT} (the most the hypervisor maps)")
         for what, start, end in HYPERVISOR_RANGES:
             if _overlap(part.host_base, part.host_end, start, end):
                 raise IsolationError(

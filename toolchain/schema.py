@@ -83,7 +83,7 @@ PLATFORM = Section("platform", False, (
     "takes its default. The hypervisor also checks RAM at boot: a partition "
     "whose memory the firmware does not report as usable RAM is marked unusable."), (
     Key("memory", "size", "RAM the machine has; every partition must end below it",
-        default_doc="not checked (4 GiB is the limit)"),
+        default_doc="not checked (512 GiB, the most Taipan maps, is the limit)"),
     Key("cpus", "integer", "CPUs the machine has, numbered 0 to cpus - 1; CPU 0 runs "
         "management (the console) and is shared", default=1, minimum=1, maximum=CPUS_MAX),
     Key("serial", "string", "the serial port the hypervisor owns for its shell and every "
@@ -296,9 +296,13 @@ _NOTES = """\
 ## Rules across keys
 
 - Names are unique.
-- Partitions' memory lies between {base} and 4 GiB, and below `[platform] memory`
+- Partitions' memory lies between {base} and 512 GiB, and below `[platform] memory`
   when that is given; fixed `host_address` ranges may not overlap, and the other
-  partitions are placed in file order into the gaps, each 2 MiB aligned.
+  partitions are placed in file order into the gaps, each 2 MiB aligned (1 GiB
+  aligned from 1 GiB up, so nested paging maps them with 1 GiB pages), never in
+  the PCI hole from 2 GiB to 4 GiB. At boot the hypervisor checks each range
+  against the firmware's memory map and marks a partition whose memory is not
+  usable RAM there unusable.
 - A port is passed through to one partition at most; at most {ranges} ranges per
   partition after adjacent ports merge. The hypervisor's UART (0x3f8-0x3ff, where
   each guest finds its virtual UART) and port 0xf4 (a guest writes its exit code

@@ -9,6 +9,8 @@
 #include "shared/runtime/interrupt_char.h"
 #include "acpi.h"
 #include "cpu.h"
+#include "framebuffer.h"
+#include "identity_map.h"
 #include "layout.h"
 #include "multiboot.h"
 #include "page_alloc.h"
@@ -50,6 +52,12 @@ static mp_obj_t hv_cpu(void)
     dict_store(d, MP_QSTR_npt, mp_obj_new_bool(c->npt));
     dict_store(d, MP_QSTR_nrips, mp_obj_new_bool(c->nrips));
     dict_store(d, MP_QSTR_hypervisor, mp_obj_new_bool(c->hypervisor_present));
+    dict_store(d, MP_QSTR_hv_vendor, str_obj(c->hv_vendor_name));
+    dict_store(d, MP_QSTR_hv_signature, str_obj(c->hv_signature));
+    dict_store(d, MP_QSTR_nested_note, str_obj(c->nested_note));
+    dict_store(d, MP_QSTR_page_1g, mp_obj_new_bool(c->page_1g));
+    dict_store(d, MP_QSTR_nested_1g, mp_obj_new_bool(c->nested_1g));
+    dict_store(d, MP_QSTR_preemption_timer, mp_obj_new_bool(c->preemption_timer));
     dict_store(d, MP_QSTR_tsc_khz, mp_obj_new_int_from_ull(tsc_khz()));
     return d;
 }
@@ -118,6 +126,23 @@ static mp_obj_t hv_boot(void)
         mp_obj_list_append(mods, mp_obj_new_tuple(3, t));
     }
     dict_store(d, MP_QSTR_modules, mods);
+    dict_store(d, MP_QSTR_map_source, str_obj(boot_map_source_name(bi->map_source)));
+    dict_store(d, MP_QSTR_map_entries, mp_obj_new_int(bi->map_entries));
+    dict_store(d, MP_QSTR_efi, mp_obj_new_bool(bi->efi_bits != 0));
+    dict_store(d, MP_QSTR_efi_bits, mp_obj_new_int(bi->efi_bits));
+    dict_store(d, MP_QSTR_efi_system_table, mp_obj_new_int_from_ull(bi->efi_system_table));
+    dict_store(d, MP_QSTR_efi_boot_services, mp_obj_new_bool(bi->efi_boot_services));
+    mp_obj_t fb = mp_const_none;
+    if (bi->have_framebuffer) {
+        fb = mp_obj_new_dict(0);
+        dict_store(fb, MP_QSTR_addr, mp_obj_new_int_from_ull(bi->fb.addr));
+        dict_store(fb, MP_QSTR_width, mp_obj_new_int(bi->fb.width));
+        dict_store(fb, MP_QSTR_height, mp_obj_new_int(bi->fb.height));
+        dict_store(fb, MP_QSTR_bpp, mp_obj_new_int(bi->fb.bpp));
+        dict_store(fb, MP_QSTR_type, str_obj(bi->fb.type == 1 ? "rgb" : bi->fb.type == 2 ? "ega-text" : "indexed"));
+        dict_store(fb, MP_QSTR_banner, mp_obj_new_bool(framebuffer_drawn()));
+    }
+    dict_store(d, MP_QSTR_framebuffer, fb);
     return d;
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(hv_boot_obj, hv_boot);
@@ -133,6 +158,13 @@ static mp_obj_t hv_mem(void)
     dict_store(d, MP_QSTR_free_pages, mp_obj_new_int_from_ull(st.free_pages));
     dict_store(d, MP_QSTR_reserved_pages, mp_obj_new_int_from_ull(st.reserved_pages));
     dict_store(d, MP_QSTR_heap_total, mp_obj_new_int_from_ull(port_heap_bytes()));
+    dict_store(d, MP_QSTR_high_pages, mp_obj_new_int_from_ull(st.high_pages));
+    dict_store(d, MP_QSTR_high_free_pages, mp_obj_new_int_from_ull(st.high_free_pages));
+    dict_store(d, MP_QSTR_ram_top, mp_obj_new_int_from_ull(st.top));
+    const struct identity_map_stats *im = identity_map_get();
+    dict_store(d, MP_QSTR_mapped_top, mp_obj_new_int_from_ull(im->top));
+    dict_store(d, MP_QSTR_map_1g, mp_obj_new_int(im->pages_1g));
+    dict_store(d, MP_QSTR_map_2m, mp_obj_new_int(im->pages_2m));
     mp_obj_t owners = mp_obj_new_list(0, NULL);
     const struct page_owner *o;
     for (size_t i = 0; (o = page_owner_at(i)) != NULL; i++) {

@@ -158,6 +158,8 @@ def banner():
     print("cpu: %s, %s (family %d, model %d, stepping %d)" % (
         cpu["vendor"], cpu["brand"] or "unnamed", cpu["family"], cpu["model"], cpu["stepping"]))
     print("virtualization: %s (%s)" % (cpu["virt"], cpu["virt_note"]))
+    if cpu["hypervisor"]:
+        print("nested: running under %s - %s" % (cpu["hv_vendor"], cpu["nested_note"]))
     print("memory: %s usable RAM, MicroPython heap %s" % (_size(usable_ram()), _size(mem["heap_total"])))
     cpus = hv.cpus()
     online = [c for c in cpus if c["state"] == "online"]
@@ -215,11 +217,14 @@ def _info_doc():
         "clock": clock,
         "backend": hv.backend(),
         "boot": {"loader": boot["loader"], "protocol": boot["protocol"], "cmdline": boot["cmdline"],
-                 "modules": [{"start": s, "end": e, "cmdline": c} for s, e, c in boot["modules"]]},
+                 "modules": [{"start": s, "end": e, "cmdline": c} for s, e, c in boot["modules"]],
+                 "firmware": "uefi" if boot["efi"] else "bios",
+                 "efi_system_table": boot["efi_system_table"], "efi_bits": boot["efi_bits"],
+                 "framebuffer": boot["framebuffer"]},
         "acpi": hv.acpi(),
         "cpus": [{"cpu": c["index"], "apic_id": c["apic_id"], "state": c["state"], "problem": c["problem"],
                   "runs": _cpu_runs(c["index"])} for c in hv.cpus()],
-        "memory": {"usable": usable_ram(),
+        "memory": {"usable": usable_ram(), "source": boot["map_source"],
                    "map": [{"base": b, "length": n, "type": MEM_TYPES.get(k, "type %d" % k)}
                            for b, n, k in hv.memmap()]},
         "heap": {"total": hv.mem()["heap_total"], "used": gc.mem_alloc(), "free": gc.mem_free()},
@@ -267,8 +272,24 @@ def cmd_info(args):
     print("time:      %04d-%02d-%02d %02d:%02d:%02d now (the RTC's reading advanced by the TSC)" % time.localtime()[:6])
     if cpu["vmx"]:
         print("IA32_FEATURE_CONTROL: 0x%x (%s)" % (cpu["feature_control"], _feature_control(cpu["feature_control"])))
+    print("paging:    1 GiB pages %s, nested 1 GiB pages %s" % (
+        "yes" if cpu["page_1g"] else "no", "yes" if cpu["nested_1g"] else "no"))
+    if cpu["hypervisor"]:
+        print("hypervisor: %s (CPUID 0x40000000 \"%s\")" % (cpu["hv_vendor"], cpu["hv_signature"]))
+        print("nested:    %s" % cpu["nested_note"])
     boot = hv.boot()
     print("loader:    %s (%s)" % (boot["loader"] or "-", boot["protocol"]))
+    if boot["efi"]:
+        print("firmware:  UEFI, %d-bit system table at 0x%x, boot services %s" % (
+            boot["efi_bits"], boot["efi_system_table"],
+            "still running" if boot["efi_boot_services"] else "exited"))
+    else:
+        print("firmware:  BIOS (no EFI system table tag)")
+    fb = boot["framebuffer"]
+    if fb:
+        print("screen:    %s framebuffer %dx%d at 0x%x, %s" % (
+            fb["type"], fb["width"], fb["height"], fb["addr"],
+            "banner shown" if fb["banner"] else "no banner"))
     if boot["cmdline"]:
         print("cmdline:   %s" % boot["cmdline"])
     acpi = hv.acpi()
@@ -280,7 +301,7 @@ def cmd_info(args):
         print("cpu %-6d APIC ID %d, %s%s" % (c["index"], c["apic_id"], c["state"],
                                             ": " + c["problem"] if c["problem"] else ": runs " + runs))
     print("memory:    %s usable" % _size(usable_ram()))
-    print("memory map:")
+    print("memory map: %s, %d entries" % (boot["map_source"], boot["map_entries"]))
     for base, length, kind in hv.memmap():
         print("  %016x-%016x %10s  %s" % (base, base + length - 1, _size(length), MEM_TYPES.get(kind, "type %d" % kind)))
 
@@ -311,8 +332,18 @@ def cmd_mem(args):
     page = mem["page_size"]
     print("pages:     %d total, %d free (%s), %d reserved" % (
         mem["total_pages"], mem["free_pages"], _size(mem["free_pages"] * page), mem["reserved_pages"]))
+    if mem["high_pages"]:
+        print("above 4G:  %s, %s free; identity-mapped to 0x%x (%d 1 GiB pages, %d 2 MiB pages)" % (
+            _size(mem["high_pages"] * page), _size(mem["high_free_pages"] * page),
+            mem["mapped_top"], mem["map_1g"], mem["map_2m"]))
     for owner, addr, pages in mem["owners"]:
         print("  %-18s %016x %10s" % (owner, addr, _size(pages * page)))
+    if manager.count():
+        print("partitions (host-physical memory):")
+        for rec in map(manager.info, range(manager.count())):
+            base, size = rec["host_base"], rec["memory"]
+            print("  %-18s %016x-%016x %10s%s" % (rec["name"], base, base + size - 1, _size(size),
+                                                 "  above 4 GiB" if base >= 1 << 32 else ""))
     print("heap:      %s total, %s used, %s free" % (
         _size(mem["heap_total"]), _size(gc.mem_alloc()), _size(gc.mem_free())))
 

@@ -1,10 +1,14 @@
 /* Identifies the boot CPU and decides which virtualization backend it can run. */
 #include "cpu.h"
+#include "printk.h"
 
 #define MSR_IA32_FEATURE_CONTROL 0x3a
 #define FEATURE_CONTROL_LOCKED (1ull << 0)
 #define FEATURE_CONTROL_VMX_OUTSIDE_SMX (1ull << 2)
+#define MSR_IA32_VMX_PINBASED_CTLS 0x481
 #define MSR_IA32_VMX_PROCBASED_CTLS 0x482
+#define MSR_IA32_VMX_EPT_VPID_CAP 0x48c
+#define EPT_CAP_1G_PAGES (1ull << 17)
 #define MSR_IA32_VMX_PROCBASED_CTLS2 0x48b
 #define MSR_VM_CR 0xc0010114
 #define VM_CR_LOCK (1ull << 3)
@@ -81,7 +85,11 @@ static void identify_vmx(void)
         uint32_t ctls2 = (uint32_t)(rdmsr(MSR_IA32_VMX_PROCBASED_CTLS2) >> 32);
         info.ept = ctls2 & (1u << 1);
         info.unrestricted_guest = ctls2 & (1u << 7);
+        /* The EPT capability MSR exists only when EPT or VPID may be enabled. */
+        if (ctls2 & ((1u << 1) | (1u << 5)))
+            info.nested_1g = info.ept && (rdmsr(MSR_IA32_VMX_EPT_VPID_CAP) & EPT_CAP_1G_PAGES);
     }
+    info.preemption_timer = rdmsr(MSR_IA32_VMX_PINBASED_CTLS) >> 32 & (1u << 6);
 }
 
 static void identify_svm(void)
@@ -98,6 +106,93 @@ static void identify_svm(void)
         info.nrips = d & (1u << 3);
         info.svm_asids = b;
     }
+    /* Nested paging walks guest tables in the host's format: 1 GiB leaves iff the CPU has them. */
+    info.nested_1g = info.npt && info.page_1g;
+}
+
+/* CPUID 0x40000000 signatures of the hypervisors a person is likely to nest Taipan in. */
+static const struct {
+    const char *signature, *name;
+} hypervisors[] = {
+    { "KVMKVMKVM", "KVM" },
+    { "Microsoft Hv", "Hyper-V" },
+    { "VMwareVMware", "VMware" },
+    { "XenVMMXenVMM", "Xen" },
+    { "TCGTCGTCGTCG", "QEMU TCG" },
+    { "VBoxVBoxVBox", "VirtualBox" },
+    { "bhyve bhyve ", "bhyve" },
+    { "ACRNACRNACRN", "ACRN" },
+    { "TaipanTaipan", "Taipan" },
+};
+
+static bool same(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+static bool hypervisor_leaf(uint32_t base)
+{
+    uint32_t a, b, c, d;
+    char raw[13];
+
+    cpuid(base, 0, &a, &b, &c, &d);
+    store_regs(raw, b, c, d, 0);
+    raw[12] = '\0';
+    for (unsigned i = 0; i < sizeof(hypervisors) / sizeof(hypervisors[0]); i++) {
+        if (same(raw, hypervisors[i].signature)) {
+            info.hv_max_leaf = a;
+            snprintk(info.hv_vendor_name, sizeof(info.hv_vendor_name), "%s", hypervisors[i].name);
+            snprintk(info.hv_signature, sizeof(info.hv_signature), "%s", raw);
+            return true;
+        }
+    }
+    if (base == 0x40000000) {
+        /* Unknown: keep what is printable, so info can still name it. */
+        int n = 0;
+        for (int i = 0; i < 12 && raw[i]; i++)
+            if (raw[i] >= 0x20 && raw[i] < 0x7f)
+                info.hv_signature[n++] = raw[i];
+        info.hv_signature[n] = '\0';
+        info.hv_max_leaf = a;
+    }
+    return false;
+}
+
+/*
+ * The hypervisor bit says we are a guest; leaf 0x40000000 says whose. Xen
+ * moves its own leaves to 0x40000100 when it also offers Hyper-V's, so look
+ * there too. Some hypervisors (QEMU TCG) set the bit but fill no leaf.
+ */
+static void identify_hypervisor(void)
+{
+    if (!info.hypervisor_present)
+        return;
+    if (!hypervisor_leaf(0x40000000) && !hypervisor_leaf(0x40000100))
+        snprintk(info.hv_vendor_name, sizeof(info.hv_vendor_name), "%s",
+                 info.hv_signature[0] ? "a hypervisor" : "an unnamed hypervisor");
+}
+
+/* What running nested gives a partition and what it takes away, from what the CPU shows. */
+static void describe_nesting(void)
+{
+    if (!info.hypervisor_present)
+        return;
+    const char *name = info.hv_vendor_name;
+    if (info.vmx && info.vmx_usable)
+        snprintk(info.nested_note, sizeof(info.nested_note),
+                 "%s offers nested VT-x: EPT %s, unrestricted guest %s, preemption timer %s; "
+                 "timing follows %s", name, info.ept ? "yes" : "no",
+                 info.unrestricted_guest ? "yes" : "no", info.preemption_timer ? "yes" : "no", name);
+    else if (info.svm && info.svm_usable)
+        snprintk(info.nested_note, sizeof(info.nested_note),
+                 "%s offers nested AMD-V: NPT %s, next-RIP save %s, 1 GiB nested pages %s; "
+                 "timing follows %s", name, info.npt ? "yes" : "no", info.nrips ? "yes" : "no",
+                 info.nested_1g ? "yes" : "no", name);
+    else
+        snprintk(info.nested_note, sizeof(info.nested_note),
+                 "%s offers no nested VT-x or AMD-V: enable nesting on the host (docs/nested.md)", name);
 }
 
 /*
@@ -155,11 +250,14 @@ void cpu_identify(void)
 
     if (info.max_ext_leaf >= 0x80000001) {
         cpuid(0x80000001, 0, &a, &b, &c, &d);
+        info.page_1g = d & (1u << 26);
         info.svm = c & (1u << 2);
         if (info.svm)
             identify_svm();
     }
+    identify_hypervisor();
     choose_backend();
+    describe_nesting();
 }
 
 const struct cpu_info *cpu_info_get(void)

@@ -53,6 +53,13 @@ struct cpu_info {
     uint32_t family, model, stepping;
     uint32_t max_leaf, max_ext_leaf;
     bool hypervisor_present;   /* we are ourselves a guest (CPUID.1:ECX[31]) */
+    char hv_signature[13];     /* CPUID 0x40000000 EBX:ECX:EDX, e.g. "KVMKVMKVM" (printable only) */
+    char hv_vendor_name[16];   /* "KVM", "Hyper-V", "VMware", "Xen", ... or "" when bare metal */
+    uint32_t hv_max_leaf;      /* CPUID 0x40000000 EAX: the hypervisor's highest leaf */
+    char nested_note[160];     /* under a hypervisor: what nesting gives and does not give */
+    bool page_1g;              /* 1 GiB pages in the host's own page tables (CPUID pdpe1gb) */
+    bool nested_1g;            /* 1 GiB leaves in EPT (VMX EPT cap bit 17) or NPT (pdpe1gb) */
+    bool preemption_timer;     /* VMX preemption timer (pin-based control bit 6) */
 
     bool vmx;                  /* CPUID reports VMX */
     bool vmx_usable;           /* and firmware has not locked it off */

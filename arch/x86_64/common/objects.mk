@@ -8,3 +8,4 @@ ARCH_SRC += arch/x86_64/common/reboot.c
 ARCH_SRC += arch/x86_64/common/rtc.c
 ARCH_SRC += arch/x86_64/common/smp.c
 ARCH_SRC += arch/x86_64/common/tsc.c
+ARCH_SRC += arch/x86_64/common/identity_map.c
