@@ -109,3 +109,27 @@ def test_floor_on_a_cpu_it_cannot_use_says_why(tmp_path: Path, cpu: str, why: by
 def test_floor_refuses_a_loop_the_guest_cannot_run() -> None:
     with pytest.raises(ValueError, match="count must be an integer"):
         bench_floor.image(count=0)
+
+
+def test_jitter_stats_measure_each_start_from_the_frame_grid() -> None:
+    from toolchain import bench_smp
+
+    khz = 1000  # 1 tick a microsecond
+    frame = bench_smp.JITTER_FRAME_MS * 1000
+    # Starts on the grid but for one 300 us late, one 50 us late, and one frame missed.
+    starts = [0, frame, 2 * frame + 300, 3 * frame, 5 * frame + 50, 6 * frame]
+    j = bench_smp.jitter_stats(starts, khz)
+    assert j.frames == 6 and j.skipped_frames == 1
+    assert j.max_us == 300 and j.p99_us == 300
+    assert j.max_fraction == 300 / (bench_smp.JITTER_WINDOW_MS * 1000)
+
+
+def test_the_cross_cpu_bench_configurations_are_valid(tmp_path) -> None:
+    from toolchain import bench_smp, config
+
+    texts = [*bench_smp.interference_configs("qemu"), bench_smp.jitter_config(),
+             *bench_smp.upcall_configs("bochs").values()]
+    for number, text in enumerate(texts):
+        path = tmp_path / f"c{number}.toml"
+        path.write_text(text)
+        assert config.check(path) == 0, text

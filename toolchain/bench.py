@@ -20,7 +20,7 @@ import pexpect.fdpexpect
 
 from guests import bench as bench_guest
 from guests.trivial import write_kernel
-from toolchain import bench_floor, verify
+from toolchain import bench_floor, bench_smp, verify
 from toolchain import build as builder
 from toolchain.emulator import BochsRun, qemu_argv
 from toolchain.iso import make_iso
@@ -101,6 +101,7 @@ class Result:
     heap: Heap
     boot: dict[str, BootTimes]
     partitions: dict[str, PartitionCosts] = field(default_factory=dict)
+    smp: dict[str, bench_smp.SmpResult] = field(default_factory=dict)
 
 
 def image_report(elf: Path) -> verify.Report:
@@ -456,7 +457,13 @@ def run(*, runs: int = 5, only: str | None = None, elf: Path | None = None, smal
                 partitions[emulator] = measure_partitions(emulator, runs=runs, small=small,
                                                           work=work / f"partitions-{emulator}",
                                                           progress=progress)
-    return Result(str(elf), _image(report), heap, boot, partitions)
+        smp: dict[str, bench_smp.SmpResult] = {}
+        for emulator in EMULATORS:
+            # The cross-CPU figures need seconds of frames each: left out of --small.
+            if only in (None, emulator) and not small:
+                progress(f"{emulator}: CPUs: interference, window jitter, up-call round trip")
+                smp[emulator] = bench_smp.measure(emulator, runs=runs, work=work / f"smp-{emulator}")
+    return Result(str(elf), _image(report), heap, boot, partitions, smp)
 
 
 def format_result(result: Result) -> str:
@@ -504,6 +511,10 @@ def format_result(result: Result) -> str:
                          f"{p.floor_exit_us:>9.2f} us{p.floor_exit_cycles:>10,.0f}{p.floor_ratio:>7.2f}x")
         for name, p in result.partitions.items():
             lines.append(f"  {name}: the floor counted {p.floor_exits:,} CPUID exits")
+    if result.smp:
+        lines += ["", "across CPUs (guest TSC; one partition per CPU unless said)"]
+        for r in result.smp.values():
+            lines += bench_smp.format_result(r)
     return "\n".join(lines)
 
 
@@ -513,13 +524,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Image size by part, MicroPython heap after boot, boot time under QEMU "
                     "TCG and Bochs against a trivial multiboot kernel, and partitions: a CPUID "
                     "exit on the C fast path against a minimal hypervisor's and as an upcall, "
-                    "a compute loop under Taipan against the same kernel run bare.")
+                    "a compute loop under Taipan against the same kernel run bare; across CPUs: "
+                    "interference, window jitter and the up-call round trip.")
     parser.add_argument("--runs", type=int, default=5, help="boots per kernel and emulator (default 5)")
     parser.add_argument("--only", choices=EMULATORS, help="time only this emulator")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--elf", type=Path, help="measure this image instead of building build/taipan.elf")
     parser.add_argument("--small", action="store_true",
-                        help="shorten the partitions' loops (for tests: behaviour, not figures)")
+                        help="shorten the partitions' loops and leave out the cross-CPU figures "
+                             "(for tests: behaviour, not figures)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
