@@ -185,6 +185,18 @@ def hypercall_data() -> str:
     return "vendor_is_intel:\n    .byte 0\n"
 
 
+def print_count(prefix_label: str, register: str = "r13") -> str:
+    """Assembly that prints the string at prefix_label, the number in `register`, and a newline."""
+    return f"""\
+    mov esi, {prefix_label}
+    call uart_puts
+    mov rax, {register}
+    call uart_put_dec
+    mov al, 10
+    call uart_putc
+"""
+
+
 def halt_forever(label: str) -> str:
     """Stop for good: HLT with interrupts off, looping in case something wakes the CPU."""
     return f"{label}:\n    cli\n    hlt\n    jmp {label}\n"

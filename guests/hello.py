@@ -10,6 +10,7 @@ from guests.common import (
     hypercall_data,
     hypercall_routines,
     name_bytes,
+    print_count,
     raw_image,
     uart_routines,
 )
@@ -38,13 +39,7 @@ hello_start:
     imul r12, rax, {period_ms}
     xor r13d, r13d
 .Lhello_loop:
-    mov esi, hello_prefix
-    call uart_puts
-    mov rax, r13
-    call uart_put_dec
-    mov al, 10
-    call uart_putc
-    inc r13
+{print_count("hello_prefix")}    inc r13
     rdtsc
     shl rdx, 32
     or rax, rdx

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from guests.common import GuestImage, asciz, name_bytes, raw_image, uart_routines
+from guests.common import GuestImage, asciz, name_bytes, print_count, raw_image, uart_routines
 
 MAX_WORK = 1 << 31
 
@@ -25,13 +25,7 @@ ticker_start:
 .Lticker_work:
     dec ecx
     jnz .Lticker_work
-    mov esi, ticker_prefix
-    call uart_puts
-    mov rax, r13
-    call uart_put_dec
-    mov al, 10
-    call uart_putc
-    inc r13
+{print_count("ticker_prefix")}    inc r13
     jmp .Lticker_loop
 {uart_routines(64)}
 {asciz("ticker_prefix", b"tick " + name_bytes(name) + b" ")}

@@ -1,6 +1,7 @@
 """Fixtures that build the image once and boot it in QEMU or Bochs with a pexpect console."""
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -88,6 +89,24 @@ class Console:
     def expect(self, pattern: str, timeout: float = 60) -> re.Match[str]:
         self.child.expect(pattern, timeout=timeout)
         return self.child.match
+
+
+def ps_json(console: Console, timeout: float = 60) -> dict[str, dict]:
+    """`ps --json` by partition name; announcements of partitions that ended may come before it."""
+    out = console.command("ps --json", timeout=timeout)
+    doc = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    return {p["name"]: p for p in doc["partitions"]}
+
+
+def wait_ps(console: Console, predicate, patience: float, what: str) -> dict[str, dict]:
+    """Ask `ps --json` again until predicate(partitions by name) holds; guests run between asks."""
+    deadline = time.monotonic() + patience
+    while True:
+        parts = ps_json(console)
+        if predicate(parts):
+            return parts
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {json.dumps(parts)}"
+        time.sleep(0.5)
 
 
 def _qemu(elf: Path, **options: object) -> pexpect.spawn:

@@ -10,7 +10,7 @@ import time
 
 import pexpect
 import pytest
-from conftest import PROMPT, REPL_PROMPT
+from conftest import PROMPT, REPL_PROMPT, ps_json, wait_ps
 
 pytestmark = pytest.mark.boot
 
@@ -23,21 +23,8 @@ CTRL_D = "\x04"
 QEMU_ESCAPE = b"\x14"
 
 
-def ps_json(console) -> dict[str, dict]:
-    out = console.command("ps --json")
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, out
-    return {p["name"]: p for p in json.loads(lines[0])["partitions"]}
-
-
 def wait_json(console, predicate, vendor: str, what: str) -> dict[str, dict]:
-    deadline = time.monotonic() + PATIENCE[vendor]
-    while True:
-        parts = ps_json(console)
-        if predicate(parts):
-            return parts
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {parts}"
-        time.sleep(0.5)
+    return wait_ps(console, predicate, PATIENCE[vendor], what)
 
 
 def attach(console, name: str, seconds: float, vendor: str, escape: str = CTRL_RBRACKET) -> tuple[str, str]:

@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from conftest import PROMPT, REPL_PROMPT
+from conftest import PROMPT, REPL_PROMPT, ps_json, wait_ps
 
 pytestmark = pytest.mark.boot
 
@@ -24,18 +24,11 @@ def doc(console, command: str) -> dict:
 
 
 def parts(console) -> dict[str, dict]:
-    return {p["name"]: p for p in doc(console, "ps --json")["partitions"]}
+    return ps_json(console)
 
 
 def wait_parts(console, predicate, vendor: str, what: str) -> dict[str, dict]:
-    deadline = time.monotonic() + PATIENCE[vendor]
-    while True:
-        got = parts(console)
-        if predicate(got):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {json.dumps(got)}")
-        time.sleep(0.5)
+    return wait_ps(console, predicate, PATIENCE[vendor], what)
 
 
 def last_count(console, name: str, word: str = "hello from") -> int:

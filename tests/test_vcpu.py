@@ -1,31 +1,18 @@
 """A CPU that behaves as the manuals say, on both vendors: a gcc-built kernel enters IA-32e mode itself, bad CR/MSR/XCR0 writes get #GP, FPU state stays per vCPU."""
 from __future__ import annotations
 
-import json
 import re
 import time
 
 import pytest
+from conftest import ps_json, wait_ps
 from test_partitions import PATIENCE, VENDORS, counters
 
 pytestmark = pytest.mark.boot
 
 
-def ps(console) -> dict[str, dict]:
-    """`ps --json` by name: these guests end early, and their announcements may precede ps's table."""
-    out = console.command("ps --json", timeout=120)
-    doc = json.loads(out[out.index("{"):out.rindex("}") + 1])
-    return {p["name"]: p for p in doc["partitions"]}
-
-
 def wait_for(console, predicate, vendor: str, what: str) -> dict[str, dict]:
-    deadline = time.monotonic() + PATIENCE[vendor]
-    while True:
-        rows = ps(console)
-        if predicate(rows):
-            return rows
-        assert time.monotonic() < deadline, f"timed out waiting for {what}; ps: {rows}"
-        time.sleep(0.5)
+    return wait_ps(console, predicate, PATIENCE[vendor], what)
 
 
 def ended(row: dict) -> bool:
@@ -102,4 +89,4 @@ def test_fpu_state_and_xcr0_stay_per_vcpu_and_the_host_keeps_its_mxcsr(boot_conf
     assert len(re.findall(r"xcr0-probe: xcr0=0x1 xmm0=0x0 mxcsr=0x1f80 ok", probe)) == 8, probe
     for name in ("setter", "probe"):
         assert (rows[name]["state"], rows[name]["exit_code"]) == ("exited", 0), rows
-    assert ps(console)
+    assert ps_json(console)
