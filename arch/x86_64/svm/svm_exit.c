@@ -263,18 +263,19 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         *slice = deadline_tsc;
         /* A slice runs on one CPU: look its host VMCB up once, not at every exit. */
         s->host_vmcb_pa = svm_host_vmcb();
-        /*
-         * The slice timer is armed once a slice, not once an exit: under QEMU
-         * TCG each write of its initial count wakes QEMU's I/O thread, about a
-         * quarter of a CPUID exit (docs/performance.md). Left counting across
-         * exits it is still exact: if it fires while the host handles an exit,
-         * the interrupt waits (IF=0) and the next VMRUN exits at once with
-         * INTR. First take what an earlier slice's timer may have left.
-         */
-        apic_timer_drain();
-        apic_timer_arm(deadline_tsc - now);
     }
+    /*
+     * Armed before every VMRUN and stopped after, though each write of the
+     * initial count costs about 7 us under QEMU TCG (docs/performance.md):
+     * armed once a slice instead, the timer is often already pending at
+     * VMRUN, and under QEMU's multi-threaded TCG -smp 4 that was seen twice
+     * in about thirty 10-second runs to end in a page fault on the host's
+     * first instruction after #VMEXIT and a triple fault; armed per exit it
+     * did not happen in the runs since (docs/performance.md).
+     */
+    apic_timer_arm(deadline_tsc - now);
     svm_run(&v->regs, s->vmcb_pa, s->host_vmcb_pa, &v->fpu, new_slice);
+    apic_timer_drain();
     if (s->has_tsc_aux)
         wrmsr(MSR_TSC_AUX, s->host_tsc_aux);
 
@@ -327,9 +328,7 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         e->kind = EXIT_TRIPLE_FAULT;
         break;
     case VMCB_EXIT_INTR:
-        /* The slice timer or an IPI: the host takes the interrupt now, and
-         * the slice ends; a call with the same deadline is a new slice too. */
-        apic_timer_drain();
+        /* The slice ends: a call with the same deadline is a new slice too. */
         svm_slice_deadline[cpu_current()->index] = 0;
         e->kind = EXIT_PREEMPT;
         break;
