@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from boot import multiboot
 from guests import mbtest, trivial
 from guests.common import ELF32_PAYLOAD_OFFSET
 from tests import pagewalk
@@ -131,7 +132,7 @@ def test_multiboot_aout_kludge_loads_by_header_addresses() -> None:
     # An ELF64 kernel is fine too when the header gives the addresses.
     elf64 = bytearray(0x3000)
     elf64[:5] = b"\x7fELF\x02"
-    flags = guest_image.MB1_AOUT_KLUDGE
+    flags = multiboot.MB1_FLAG_ADDRESS_FIELDS
     struct.pack_into("<8I", elf64, 0x1000, 0x1BADB002, flags, -(0x1BADB002 + flags) & 0xFFFFFFFF,
                      0x101000, 0x100000, 0x103000, 0x104000, 0x101020)
     loaded = guest_image.load_multiboot(_part(16 << 20, "multiboot"), bytes(elf64))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests import nptwalk
-from toolchain import bitmaps, config, layout, partition_layout, ptable
+from toolchain import bitmaps, config, layout, partition_layout, placement, ptable
 
 ROOT = Path(__file__).resolve().parent.parent
 # Host ranges no partition may map, from the fixed layout (not from the generator).
@@ -189,15 +189,15 @@ def test_prove_isolation_refuses_overlap_and_hypervisor_ranges() -> None:
 
 def test_placement_skips_the_pci_hole_and_aligns_big_partitions() -> None:
     gib = 1 << 30
-    bases, problems = partition_layout.place_ranges(
+    bases, problems = placement.place_ranges(
         [(0, 1536 << 20, None), (1, 1 * gib, None), (2, 64 << 20, None), (3, 2 * gib, 6 * gib)],
-        partition_layout.MEMORY_TOP)
+        placement.MEMORY_TOP)
     assert problems == []
     assert bases[3] == 6 * gib                    # fixed ranges first
     assert bases[0] == 4 * gib                    # at 1 GiB it would reach into the hole at 2 GiB
     assert bases[1] == 1 * gib                    # [1 GiB, 2 GiB) just fits below the hole
     assert bases[2] == layout.PARTITIONS_BASE     # small ones fill the bottom, 2 MiB aligned
-    assert partition_layout.room(4 * gib) == 2 * gib - layout.PARTITIONS_BASE
+    assert placement.room(4 * gib) == 2 * gib - layout.PARTITIONS_BASE
 
 
 def test_bitmap_policy_passes_through_only_what_it_names() -> None:

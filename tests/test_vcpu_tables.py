@@ -10,9 +10,9 @@ import pytest
 from capstone import CS_ARCH_X86, CS_MODE_32, Cs
 from elftools.elf.elffile import ELFFile
 
+from boot.multiboot import find_mb1
 from guests import build_guest, c_kernel
 from toolchain import cpuid, msrs, vmcb, vmcs
-from toolchain.guest_image import find_mb1_header
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,9 +67,9 @@ def test_longmode_kernel_is_an_elf32_multiboot_image_built_by_gcc() -> None:
     assert image.kind == "multiboot"
     elf = ELFFile(io.BytesIO(image.data))
     assert elf.elfclass == 32 and elf["e_machine"] == "EM_386"
-    header = find_mb1_header(image.data)
-    assert header is not None and header.flags == 0x2
-    assert struct.unpack_from("<I", image.data, header.offset)[0] == 0x1BADB002
+    found = find_mb1(image.data)
+    assert found is not None and found[1].flags == 0x2
+    assert struct.unpack_from("<I", image.data, found[0])[0] == 0x1BADB002
     # Its entry is 32-bit code that turns on PAE, writes EFER and then CR0.PG, in that order.
     text = next(s for s in elf.iter_sections() if s.name == ".text")
     entry = elf["e_entry"]

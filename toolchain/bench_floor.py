@@ -14,7 +14,7 @@ from boot import gdt, multiboot, paging
 from guests import bench as bench_guest
 from guests.common import DEBUG_EXIT_PORT, asciz, elf32_kernel, halt_forever, uart_routines
 from toolchain import layout, vmcb, vmcs
-from toolchain.guest_image import GDT_CODE32, GDT_DATA, GDT_LIMIT, MB1_BOOTLOADER_MAGIC
+from toolchain.guest_image import GDT_CODE32, GDT_DATA, GDT_LIMIT
 from toolchain.keystone_asm import AsmJob, assemble_many
 
 # What this is for: scripts/bench's "exit cost against the floor" divides the
@@ -229,7 +229,7 @@ def vmcb_page(entry: int) -> bytes:
     put("DR7", DR7_INIT)
     put("RFLAGS", RFLAGS_FIXED)
     put("RIP", entry)
-    put("RAX", MB1_BOOTLOADER_MAGIC)
+    put("RAX", multiboot.MB1_BOOTLOADER_MAGIC)
     put("G_PAT", PAT_DEFAULT)
     return bytes(page)
 
@@ -490,7 +490,7 @@ floor_vmx:
     push 0                         # [rsp]: CPUID exits answered; HOST_RSP points here
     mov edx, {_hex(_vmcs("HOST_RSP"))}
     vmwrite rdx, rsp
-    mov eax, {_hex(MB1_BOOTLOADER_MAGIC)}
+    mov eax, {_hex(multiboot.MB1_BOOTLOADER_MAGIC)}
     xor ebx, ebx
     xor ecx, ecx
     xor edx, edx

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from toolchain import layout, partition_layout, schema
+from boot import multiboot
+from toolchain import layout, placement, schema
 from toolchain.schema import PARTITIONS, PLATFORM, SCHEDULE, SCHEDULER
 
 
@@ -41,7 +42,7 @@ CONSOLE_MIN = 1 << 10
 CONSOLE_MAX = 1 << 20
 # The multiboot command line lives in the guest's boot-information page.
 CMDLINE_MAX = 1024
-MEMORY_TOP = partition_layout.MEMORY_TOP
+MEMORY_TOP = placement.MEMORY_TOP
 PORT_MAX = 0xFFFF
 
 _NAME = re.compile(r"[a-z0-9_-]{1,31}")
@@ -281,19 +282,17 @@ def _show(value: Any) -> str:
 
 def _image_kind(check: _Checker, path: str, image: str, data: bytes, kind: str) -> None:
     """A file image must be what its `kind` says, so the mistake shows before the build."""
-    from toolchain.guest_image import MB1_AOUT_KLUDGE, find_mb1_header
-
     elf = data[:4] == b"\x7fELF"
     if kind == "raw" and elf:
         check.error(path, image, "is an ELF file, not a raw image (kind = \"raw\"): set "
                     "kind = \"multiboot\" for a multiboot kernel, or flatten it with "
                     "objcopy -O binary")
     elif kind == "multiboot":
-        header = find_mb1_header(data)
-        if header is None:
+        found = multiboot.find_mb1(data)
+        if found is None:
             check.error(path, image, "has no multiboot1 header in its first 8 KiB "
                         "(kind = \"multiboot\")")
-        elif not header.flags & MB1_AOUT_KLUDGE and not elf:
+        elif not found[1].flags & multiboot.MB1_FLAG_ADDRESS_FIELDS and not elf:
             check.error(path, image, "is not an ELF file and its multiboot1 header has no "
                         "a.out-kludge addresses (kind = \"multiboot\")")
 
@@ -497,12 +496,12 @@ def _platform(check: _Checker, data: dict[str, Any]) -> PlatformConfig:
 def _place(check: _Checker, partitions: list[PartitionConfig], platform: PlatformConfig) -> None:
     """Give every partition a host address, or say which key keeps it from fitting."""
     top = MEMORY_TOP
-    where = partition_layout.MEMORY_TOP_TEXT
+    where = placement.MEMORY_TOP_TEXT
     if platform.memory is not None and platform.memory < top:
         top = platform.memory
         where = f"platform.memory ({schema.format_size(top)})"
     total = sum(p.memory for p in partitions)
-    room = partition_layout.room(top)
+    room = placement.room(top)
     if total > room:
         hole = ", outside the PCI hole below 4 GiB" if room < top - layout.PARTITIONS_BASE else ""
         check.error("partitions", f"{total >> 20}M in total",
@@ -510,7 +509,7 @@ def _place(check: _Checker, partitions: list[PartitionConfig], platform: Platfor
                     f"(from {layout.PARTITIONS_BASE:#x} up to {where}{hole})")
         return
     requests = [(p.index, p.memory, p.host_address) for p in partitions]
-    bases, problems = partition_layout.place_ranges(requests, top, where)
+    bases, problems = placement.place_ranges(requests, top, where)
     by_index = {p.index: p for p in partitions}
     for index, key, rule in problems:
         part = by_index[index]

@@ -10,6 +10,13 @@ from typing import Any
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from boot.multiboot import (
+    MB1_BOOTLOADER_MAGIC,
+    MB1_FLAG_ADDRESS_FIELDS,
+    MB1_FLAG_MEMORY_INFO,
+    MB1_FLAG_PAGE_ALIGN_MODULES,
+    find_mb1,
+)
 from toolchain.config import ConfigError, PartitionConfig, builtin_guests
 
 MAX_CHUNKS = 8
@@ -41,12 +48,9 @@ RAW_PDPT = 0x3000
 RAW_PD = 0x4000
 PT_P, PT_RW, PT_PS = 1 << 0, 1 << 1, 1 << 7
 
-# Multiboot 1 (the Multiboot Specification 0.6.96).
-MB1_MAGIC = 0x1BADB002
-MB1_BOOTLOADER_MAGIC = 0x2BADB002
-MB1_SEARCH = 8192
-MB1_PAGE_ALIGN, MB1_MEMORY_INFO, MB1_VIDEO_MODE = 1 << 0, 1 << 1, 1 << 2
-MB1_AOUT_KLUDGE = 1 << 16
+# Multiboot 1 (the Multiboot Specification 0.6.96): a video mode is asked for
+# by flag bit 2; this loader has no screen to give and ignores the request.
+MB1_VIDEO_MODE = 1 << 2
 MBI_MEM, MBI_CMDLINE, MBI_MODS, MBI_MMAP, MBI_LOADER_NAME = 1, 1 << 2, 1 << 3, 1 << 6, 1 << 9
 MBI_SIZE = 116
 MMAP_USABLE = 1
@@ -157,42 +161,20 @@ def load_raw(part: PartitionConfig, data: bytes, entry: int, stack: int | None) 
     return GuestLoad("raw", merge_chunks(pieces), boot)
 
 
-@dataclass
-class MultibootHeader:
-    offset: int
-    flags: int
-    header_addr: int = 0
-    load_addr: int = 0
-    load_end_addr: int = 0
-    bss_end_addr: int = 0
-    entry_addr: int = 0
-
-
-def find_mb1_header(data: bytes) -> MultibootHeader | None:
-    """The multiboot1 header: 4-byte aligned in the first 8 KiB, magic + flags + checksum == 0."""
-    for offset in range(0, min(len(data), MB1_SEARCH) - 11, 4):
-        magic, flags, checksum = struct.unpack_from("<3I", data, offset)
-        if magic == MB1_MAGIC and (magic + flags + checksum) & 0xFFFFFFFF == 0:
-            header = MultibootHeader(offset, flags)
-            if flags & MB1_AOUT_KLUDGE and offset + 32 <= len(data):
-                (header.header_addr, header.load_addr, header.load_end_addr,
-                 header.bss_end_addr, header.entry_addr) = struct.unpack_from("<5I", data, offset + 12)
-            return header
-    return None
-
-
 def kernel_pieces(part: PartitionConfig, data: bytes) -> tuple[list[Chunk], int, int]:
     """(pieces, entry, end of the kernel's memory including bss) as a multiboot loader loads them."""
-    header = find_mb1_header(data)
-    if header is None:
+    found = find_mb1(data)
+    if found is None:
         raise _fail(part, "image", part.image, "no multiboot1 header in the first 8 KiB")
-    unknown = header.flags & 0xFFFF & ~(MB1_PAGE_ALIGN | MB1_MEMORY_INFO | MB1_VIDEO_MODE)
+    offset, header = found
+    unknown = header.flags & 0xFFFF & ~(MB1_FLAG_PAGE_ALIGN_MODULES | MB1_FLAG_MEMORY_INFO
+                                         | MB1_VIDEO_MODE)
     if unknown:
         raise _fail(part, "image", part.image,
                     f"multiboot header requires features {unknown:#x} this loader lacks")
-    if header.flags & MB1_AOUT_KLUDGE:
+    if header.flags & MB1_FLAG_ADDRESS_FIELDS:
         # The header's address fields say where the file's bytes go, ELF or not.
-        start = header.offset - (header.header_addr - header.load_addr)
+        start = offset - (header.header_addr - header.load_addr)
         length = (header.load_end_addr - header.load_addr if header.load_end_addr
                   else len(data) - start)
         if start < 0 or length < 0 or start + length > len(data):
