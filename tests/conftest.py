@@ -42,13 +42,14 @@ def config_path(name: str) -> Path:
 def config_image(name: str) -> Path:
     """build/cfg-NAME.elf for config_path(NAME), built once."""
     if name not in _images:
-        _images[name] = build.build(quiet=True, config_path=config_path(name), image=f"cfg-{name}")
+        _images[name] = build.build(quiet=True, config_path=config_path(name), image=f"cfg-{name}",
+                                    test_hooks=True)
     return _images[name]
 
 
 def config_cpus(name: str) -> int:
     """The CPU count a configuration plans for: the emulator gets that many."""
-    return config.load(config_path(name)).platform.cpus
+    return config.load(config_path(name), test_hooks=True).platform.cpus
 
 
 class Console:

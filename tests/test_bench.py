@@ -132,4 +132,4 @@ def test_the_cross_cpu_bench_configurations_are_valid(tmp_path) -> None:
     for number, text in enumerate(texts):
         path = tmp_path / f"c{number}.toml"
         path.write_text(text)
-        assert config.check(path) == 0, text
+        assert config.check(path, test_hooks=True) == 0, text

@@ -29,8 +29,9 @@ def test_every_shipped_config_is_valid_and_builds() -> None:
     paths = [ROOT / "configs" / "demo.toml", *sorted((ROOT / "configs" / "tests").glob("*.toml"))]
     assert len(paths) >= 7
     for path in paths:
-        assert config.check(path) == 0
-        ptable.build_table(config.load(path))
+        hooks = "[test]" in path.read_text()
+        assert config.check(path, test_hooks=hooks) == 0
+        ptable.build_table(config.load(path, test_hooks=hooks))
     demo = config.load(ROOT / "configs" / "demo.toml")
     assert [(p.name, p.memory, p.builtin, p.autostart) for p in demo.partitions] == [
         ("hello1", 16 << 20, "hello", True), ("hello2", 16 << 20, "hello", True)]
@@ -156,12 +157,32 @@ def test_sizes_parse() -> None:
         config.parse_size("1.5G")
 
 
-def test_cpuid_upcall_bench_knob_defaults_off_and_must_be_a_bool(tmp_path: Path) -> None:
+def test_test_hooks_live_in_a_test_table_that_needs_test_hooks(tmp_path: Path) -> None:
     path = tmp_path / "system.toml"
-    path.write_text(_hello() + _hello(name="b", extra="cpuid_upcall = true"))
-    assert [p.cpuid_upcall for p in config.load(path).partitions] == [False, True]
-    [error] = _errors(tmp_path, _hello(extra='cpuid_upcall = "yes"'))
-    assert error.endswith('partitions[0].cpuid_upcall = "yes": must be true or false, not a string')
+    hooks = '[test]\ncpuid_upcall = ["b"]\ninject_entry_failure = ["a"]\n'
+    path.write_text(_hello() + _hello(name="b") + hooks)
+    system = config.load(path, test_hooks=True)
+    assert [(p.cpuid_upcall, p.inject_entry_failure) for p in system.partitions] == [
+        (False, True), (True, False)]
+    assert system.test_hooks() == {"inject_entry_failure": ["a"], "cpuid_upcall": ["b"]}
+    # The canonical text keeps them, so the table's copy builds the same system.
+    assert '[test]\ninject_entry_failure = ["a"]\ncpuid_upcall = ["b"]\n' in system.canonical_text()
+    # A normal build says why it refuses, and writes nothing.
+    [error] = _errors(tmp_path, _hello() + _hello(name="b") + hooks)
+    assert error.endswith(": [test] holds test hooks (inject_entry_failure, cpuid_upcall) "
+                          "for Taipan's own tests and benchmarks; taipan build takes [test] only "
+                          "with --test-hooks")
+    # The old per-partition keys name where they went, with or without the flag.
+    [error] = _errors(tmp_path, _hello(extra="cpuid_upcall = true"))
+    assert error.endswith('partitions[0].cpuid_upcall = true: is a test hook; it lives in [test] as '
+                          'cpuid_upcall = ["NAME", ...], which only taipan build --test-hooks takes')
+    path.write_text(_hello() + '[test]\ncpuid_upcall = ["nosuch", 3]\nnosuch_hook = []\n')
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path, test_hooks=True)
+    assert [e.split(": ", 1)[1] for e in caught.value.errors] == [
+        "test.nosuch_hook = []: unknown key (valid: inject_entry_failure, cpuid_upcall)",
+        'test.cpuid_upcall[0] = "nosuch": must name a partition',
+        "test.cpuid_upcall[1] = 3: must name a partition"]
 
 
 # -- one case per error class of the issue: message, exit status 2, nothing written --------

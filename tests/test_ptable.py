@@ -154,9 +154,10 @@ def test_write_emits_header_and_blob(tmp_path: Path) -> None:
 def test_cpuid_upcall_sets_its_flag_beside_autostart(tmp_path: Path) -> None:
     hello = '[[partitions]]\nname = "{}"\nmemory = "16M"\nimage = "guest:hello"\n{}\n'
     path = tmp_path / "system.toml"
-    path.write_text(hello.format("plain", "") + hello.format("up", "cpuid_upcall = true")
-                    + hello.format("idle", "cpuid_upcall = true\nautostart = false"))
-    parsed = ptable.parse(ptable.build_table(config.load(path)).blob)
+    path.write_text(hello.format("plain", "") + hello.format("up", "")
+                    + hello.format("idle", "autostart = false")
+                    + '[test]\ncpuid_upcall = ["up", "idle"]\n')
+    parsed = ptable.parse(ptable.build_table(config.load(path, test_hooks=True)).blob)
     assert [p["flags"] for p in parsed.partitions] == [
         ptable.FLAG_AUTOSTART, ptable.FLAG_AUTOSTART | ptable.FLAG_CPUID_UPCALL,
         ptable.FLAG_CPUID_UPCALL]

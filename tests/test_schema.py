@@ -39,8 +39,15 @@ def test_every_schema_key_is_documented_and_has_a_doc_line() -> None:
             assert re.search(rf"^\| `{key.name}` \|", text, re.MULTILINE)
 
 
+def test_the_reference_leaves_the_test_hooks_out() -> None:
+    text = schema.markdown()
+    assert schema.TEST not in schema.SECTIONS and "[test]" not in text
+    for key in schema.TEST.keys:
+        assert key.hook and key.name not in text
+
+
 def test_the_validator_knows_exactly_the_schema_keys() -> None:
-    assert config.TOP_KEYS == ("platform", "scheduler", "partitions", "schedule")
+    assert config.TOP_KEYS == ("platform", "scheduler", "partitions", "schedule", "test")
     assert config.PARTITION_KEYS == schema.PARTITIONS.names
     assert set(config.PartitionConfig.__dataclass_fields__) >= set(schema.PARTITIONS.names) - {"image"}
 

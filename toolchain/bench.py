@@ -246,7 +246,7 @@ def bench_config(mode: str, count: int, *, upcall: bool = False) -> str:
     lines = ["[[partitions]]", f'name = "{PARTITION}"', 'memory = "4M"', 'image = "guest:bench"',
              f'params = {{ mode = "{mode}", count = {count} }}']
     if upcall:
-        lines.append("cpuid_upcall = true")
+        lines += ["[test]", f'cpuid_upcall = ["{PARTITION}"]']
     return "\n".join(lines) + "\n"
 
 
@@ -368,7 +368,8 @@ def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
     for key, text in configs.items():
         path = work / f"{key}.toml"
         path.write_text(text)
-        taipan[key] = builder.build(quiet=True, config_path=path, image=f"bench-{emulator}-{key}")
+        taipan[key] = builder.build(quiet=True, config_path=path, image=f"bench-{emulator}-{key}",
+                                      test_hooks=True)
     floor = floor_image(emulator, cpuid_count, work)
     bare = {mode: work / f"bare-{mode}.elf" for mode in ("cpuid", "compute")}
     bare["cpuid"].write_bytes(bench_guest.kernel_bytes(mode="cpuid", count=cpuid_count))

@@ -109,22 +109,24 @@ def jitter_config() -> str:
             + f'{{ partition = "other", ms = {rest} }}]\n')
 
 
+_UPCALL = '[test]\ncpuid_upcall = ["bench"]\n'
+
+
 def upcall_configs(emulator: str) -> dict[str, str]:
     """One bench partition each: CPUIDs on CPU 1 by the fast path, handed up from CPU 1, from CPU 0."""
     fast = f'mode = "cpuid", count = {CPUID_COUNT[emulator]}'
     up = f'mode = "cpuid", count = {UPCALL_COUNT[emulator]}'
     return {
         "fast": _platform(2) + _partition("bench", "bench", cpu="cpu = 1", params=fast),
-        "ap": _platform(2) + _partition("bench", "bench", cpu="cpu = 1", params=up, extra="cpuid_upcall = true"),
-        "bsp": _platform(2) + _partition("bench", "bench", cpu="cpus = [0]", params=up,
-                                         extra="cpuid_upcall = true"),
+        "ap": _platform(2) + _partition("bench", "bench", cpu="cpu = 1", params=up) + _UPCALL,
+        "bsp": _platform(2) + _partition("bench", "bench", cpu="cpus = [0]", params=up) + _UPCALL,
     }
 
 
 def _image(config_text: str, name: str, work: Path) -> Path:
     path = work / f"{name}.toml"
     path.write_text(config_text)
-    return builder.build(quiet=True, config_path=path, image=f"bench-smp-{name}")
+    return builder.build(quiet=True, config_path=path, image=f"bench-smp-{name}", test_hooks=True)
 
 
 @contextmanager

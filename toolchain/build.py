@@ -215,9 +215,8 @@ def patch_multiboot(elf: Path, mb1_header: int) -> None:
 DEFAULT_CONFIG = ROOT / "configs" / "demo.toml"
 
 
-def build_partitions(paths: Paths, config_path: Path) -> None:
+def build_partitions(paths: Paths, system: config.SystemConfig, config_path: Path) -> None:
     """The signed partition table for the system description, as an object for the link."""
-    system = config.load(config_path)
     ptable.write(system, paths.ptable, config_path=config_path)
     _write_if_changed(paths.gen / "ptable.h", ptable.c_header())
     _binary_object(paths.ptable / "ptable.bin", ".partitions", "contents,alloc,load,readonly,data",
@@ -225,16 +224,18 @@ def build_partitions(paths: Paths, config_path: Path) -> None:
 
 
 def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = False,
-          config_path: Path | None = None, image: str = "taipan") -> Path:
+          config_path: Path | None = None, image: str = "taipan", test_hooks: bool = False) -> Path:
     """Build build/taipan.elf for a system description (configs/demo.toml by default).
 
-    The image is build/<image>.elf. Raises config.ConfigError before anything
-    is written, BuildError, or verify.VerifyError.
+    The image is build/<image>.elf; `test_hooks` accepts the description's
+    [test] table. Raises config.ConfigError before anything is written,
+    BuildError, or verify.VerifyError.
     """
     config_path = (config_path or DEFAULT_CONFIG).resolve()
     # A bad description (config keys, or a guest refusing its params) stops the
     # build before it writes anything.
-    ptable.build_table(config.load(config_path), config_path=config_path)
+    system = config.load(config_path, test_hooks)
+    ptable.build_table(system, config_path=config_path)
     paths = Paths((build_dir or ROOT / "build").resolve(), image)
     jobs = jobs or os.cpu_count() or 1
     for folder in (paths.gen, paths.obj, paths.mp):
@@ -245,7 +246,7 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
     vmcs.generate_headers(paths.gen)
     msrs.generate_headers(paths.gen)
     cpuid.generate_headers(paths.gen)
-    build_partitions(paths, config_path)
+    build_partitions(paths, system, config_path)
     generated = build_stub(paths)
     libmp = build_micropython(paths, jobs)
     core = build_core(paths)

@@ -14,11 +14,12 @@ ROOT = builder.ROOT
 
 def _build(args: argparse.Namespace) -> Path:
     config_path = Path(args.config) if getattr(args, "config", None) else None
-    return builder.build(jobs=args.jobs, quiet=getattr(args, "quiet", False), config_path=config_path)
+    return builder.build(jobs=args.jobs, quiet=getattr(args, "quiet", False), config_path=config_path,
+                         test_hooks=getattr(args, "test_hooks", False))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    return config.check(Path(args.file))
+    return config.check(Path(args.file), args.test_hooks)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -66,7 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     elf = _build(args)
     if args.smp is None:
         # As many CPUs as the system description plans for.
-        args.smp = config.load(Path(args.config) if args.config else builder.DEFAULT_CONFIG).platform.cpus
+        args.smp = config.load(Path(args.config) if args.config else builder.DEFAULT_CONFIG,
+                               args.test_hooks).platform.cpus
     if args.emulator == "bochs":
         return _run_bochs(elf, args)
     cdrom = vars_file = None
@@ -118,8 +120,14 @@ def cmd_mptest(args: argparse.Namespace) -> int:
         return 2
 
 
+def _test_hooks_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test-hooks", action="store_true",
+                   help="accept the description's [test] table (hooks for Taipan's own tests)")
+
+
 def _config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="the system description to build (default: configs/demo.toml)")
+    _test_hooks_option(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -129,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a system description without building")
     p.add_argument("file", help="a TOML system description, e.g. configs/demo.toml")
+    _test_hooks_option(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("build", help="build build/taipan.elf and verify it")

@@ -54,7 +54,7 @@ _PORTS = re.compile(r"\s*(0x[0-9a-f]+|[0-9]+)\s*(?:-\s*(0x[0-9a-f]+|[0-9]+)\s*)?
 _ESCAPE = re.compile(r"\^[A-Z\\\]^_]")
 _ESCAPE_TAKEN = ("^H", "^I", "^J", "^M", "^[")
 
-TOP_KEYS = tuple(section.name for section in schema.SECTIONS)
+TOP_KEYS = (*(section.name for section in schema.SECTIONS), schema.TEST.name)
 PARTITION_KEYS = PARTITIONS.names
 WINDOW_KEYS = ("partition", "ms")
 
@@ -82,10 +82,8 @@ class PartitionConfig:
     modules: list[Path] = field(default_factory=list)
     entry: int = DEFAULT_ENTRY
     params: dict[str, Any] = field(default_factory=dict)
+    # Test hooks, set from [test] (schema.TEST) by `--test-hooks` builds only.
     inject_entry_failure: bool = False
-    # Bench/test knob only: hand every CPUID exit up to MicroPython policy
-    # instead of answering it on the C fast path, so scripts/bench can time
-    # both paths over the same guest.
     cpuid_upcall: bool = False
     host_address: int | None = None   # as written; None: placed by the toolchain
     host_base: int | None = None      # where validation placed it
@@ -121,9 +119,7 @@ class PartitionConfig:
                 "console_size": self.console_size, "autostart": self.autostart,
                 "restart": self.restart, "restart_limit": self.restart_limit,
                 "slice_ms": self.slice_ms,
-                "params": self.params if self.builtin is not None else None,
-                "inject_entry_failure": self.inject_entry_failure,
-                "cpuid_upcall": self.cpuid_upcall}
+                "params": self.params if self.builtin is not None else None}
 
 
 @dataclass
@@ -180,7 +176,14 @@ class SystemConfig:
             "scheduler": {f.name: getattr(self.scheduler, f.name) for f in fields(self.scheduler)},
             "partitions": [p.values(kind) for p, kind in zip(self.partitions, kinds, strict=True)],
             "schedule": [s.values() for s in self.schedules],
+            "test": self.test_hooks() or None,
         })
+
+    def test_hooks(self) -> dict[str, list[str]]:
+        """[test] as validated: each hook that is set, with the partitions it names."""
+        hooks = {key.name: [p.name for p in self.partitions if getattr(p, key.name)]
+                 for key in schema.TEST.keys}
+        return {name: names for name, names in hooks.items() if names}
 
 
 def parse_size(text: str) -> int:
@@ -200,7 +203,7 @@ def builtin_guests() -> dict[str, Callable[..., Any]]:
 
 _PY_TYPES: dict[str, type] = {"string": str, "integer": int, "address": int, "bool": bool,
                               "size": str, "paths": list, "ports": list, "table": dict,
-                              "cpus": list, "windows": list}
+                              "cpus": list, "windows": list, "names": list}
 
 
 class _Checker:
@@ -372,6 +375,11 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
                placements: list[dict[str, Any] | None]) -> PartitionConfig | None:
     prefix = f"partitions[{index}]."
     before = len(check.errors)
+    for hook in schema.TEST.names:
+        if hook in table:
+            check.error(prefix + hook, table[hook], f"is a test hook; it lives in [test] as "
+                        f"{hook} = [\"NAME\", ...], which only taipan build --test-hooks takes")
+    table = {k: v for k, v in table.items() if k not in schema.TEST.names}
     v = check.section(table, PARTITIONS, prefix)
     placement = _placement(check, table, v, prefix, scheduler)
     placements.append(placement)
@@ -456,7 +464,6 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         index=index, name=name, memory=memory, image=image, kind=kind, builtin=builtin,
         image_path=image_path, autostart=v["autostart"], console_size=console, cmdline=cmdline,
         modules=modules, entry=entry, params=dict(v["params"]),
-        inject_entry_failure=v["inject_entry_failure"], cpuid_upcall=v["cpuid_upcall"],
         host_address=host, vcpus=v["vcpus"], cpu=v["cpu"], cpus=placement["cpus"] if placement else None,
         ports=ports, restart=v["restart"],
         restart_limit=v["restart_limit"],
@@ -581,8 +588,31 @@ def _plan(check: _Checker, platform: PlatformConfig, scheduler: SchedulerConfig,
     return plans
 
 
-def validate(data: dict[str, Any], path: Path) -> SystemConfig:
-    """Check parsed TOML against the schema; ConfigError lists every problem."""
+def _test_hooks(check: _Checker, data: dict[str, Any], allowed: bool,
+                partitions: list[PartitionConfig | None]) -> None:
+    """[test]: refused unless `allowed`; each hook names partitions, which it sets on them."""
+    if "test" not in data:
+        return
+    if not allowed:
+        check.errors.append(f"{check.path}: [test] holds test hooks ("
+                            + ", ".join(schema.TEST.names) + ") for Taipan's own tests and "
+                            "benchmarks; taipan build takes [test] only with --test-hooks")
+        return
+    v = _table(check, data, schema.TEST)
+    by_name = {p.name: p for p in partitions if p is not None}
+    for hook in schema.TEST.names:
+        for number, name in enumerate(v[hook] or []):
+            if not isinstance(name, str) or name not in by_name:
+                check.error(f"test.{hook}[{number}]", name, "must name a partition")
+            else:
+                setattr(by_name[name], hook, True)
+
+
+def validate(data: dict[str, Any], path: Path, test_hooks: bool = False) -> SystemConfig:
+    """Check parsed TOML against the schema; ConfigError lists every problem.
+
+    `test_hooks` lets a [test] table through (`taipan build --test-hooks`).
+    """
     check = _Checker(path)
     check.unknown_keys(data, TOP_KEYS, "")
     platform = _platform(check, data)
@@ -626,6 +656,7 @@ def validate(data: dict[str, Any], path: Path) -> SystemConfig:
             check.error(key, item, f"already passed through to partitions[{owner[0]}] "
                         f"({owner[1]}); a port belongs to one partition at most")
 
+    _test_hooks(check, data, test_hooks, partitions)
     valid = [p for p in partitions if p is not None]
     plans: list[dict[str, Any]] = []
     # The plan is derived when every key it reads is sound, even if other keys
@@ -647,8 +678,8 @@ def validate(data: dict[str, Any], path: Path) -> SystemConfig:
                         schedules=schedules or [], plans=plans)
 
 
-def load(path: Path | str) -> SystemConfig:
-    """Read and validate the system description at `path`."""
+def load(path: Path | str, test_hooks: bool = False) -> SystemConfig:
+    """Read and validate the system description at `path` ([test] only with `test_hooks`)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -656,13 +687,13 @@ def load(path: Path | str) -> SystemConfig:
         raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"{path}: not valid TOML: {error}"]) from error
-    return validate(data, path)
+    return validate(data, path, test_hooks)
 
 
-def check(path: Path | str) -> int:
+def check(path: Path | str, test_hooks: bool = False) -> int:
     """`taipan check`: 0 if the description is valid, else print each error and return 2."""
     try:
-        config = load(path)
+        config = load(path, test_hooks)
     except ConfigError as error:
         for line in error.errors:
             print(line, file=sys.stderr)
