@@ -14,6 +14,7 @@ from guests import (
     jitter,
     longmode,
     mbtest,
+    msrprobe,
     spin,
     ticker,
     trivial,
@@ -44,6 +45,7 @@ BUILTIN: dict[str, Callable[..., GuestImage]] = {
     "trivial": _trivial,
     "bench": bench.build,
     "longmode": longmode.build,
+    "msrprobe": msrprobe.build,
 }
 
 

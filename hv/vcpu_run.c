@@ -236,6 +236,13 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
             break;
         case EXIT_MSR_READ:
         case EXIT_MSR_WRITE:
+            /* A partition with a user policy hands it the MSRs the virtual
+             * CPU does not own, instead of #GP: the slow path by design. */
+            if ((p->desc->flags & PT_FLAG_MSR_UPCALL) && !vmsr_known(e->msr)) {
+                ev = RUN_UPCALL;
+                break;
+            }
+            /* fall through */
         case EXIT_CR_WRITE:
         case EXIT_XSETBV:
             /* The virtual CPU's own state (hv/vcpu_state.c): emulated, or #GP injected. */
@@ -308,13 +315,17 @@ void partition_resolve(struct partition *p, enum upcall_action action, uint64_t 
             r->rax = e->size == 4 ? v : (r->rax & ~mask) | v;
         }
         break;
-    case EXIT_MSR_READ: {
-        uint64_t v = action == UPCALL_EMULATE ? value : 0;
-        r->rax = (uint32_t)v;
-        r->rdx = v >> 32;
-        break;
-    }
+    case EXIT_MSR_READ:
     case EXIT_MSR_WRITE:
+        /* Denied, an MSR the CPU does not have: #GP, RIP on the instruction. */
+        if (action != UPCALL_EMULATE) {
+            vevent_gp(&p->vcpu);
+            return;
+        }
+        if (e->kind == EXIT_MSR_READ) {
+            r->rax = (uint32_t)value;
+            r->rdx = value >> 32;
+        }
         break;
     case EXIT_CPUID:
         /* Policy may only choose the answer the fast path gives: a guest

@@ -31,6 +31,8 @@ uint32_t vfpu_compacted_size(uint64_t xcr0);
 void vmsr_reset(struct vcpu *v);
 /* RDMSR / WRMSR: true with the value read (or written), false when the CPU would raise #GP. */
 bool vmsr_read(struct vcpu *v, uint32_t msr, uint64_t *value);
+/* Whether the virtual CPU owns this MSR (the others #GP, or go up to a user policy). */
+bool vmsr_known(uint32_t msr);
 bool vmsr_write(struct vcpu *v, uint32_t msr, uint64_t value);
 
 /* hv/vcr.c: MOV to CR0/CR3/CR4 and XSETBV as the manuals define them; false: #GP. */

@@ -146,6 +146,11 @@ static bool vmsr_apic_base(struct vcpu *v, uint64_t value)
     return true;
 }
 
+bool vmsr_known(uint32_t msr)
+{
+    return vmsr_lookup(msr) != 0;
+}
+
 bool vmsr_read(struct vcpu *v, uint32_t msr, uint64_t *value)
 {
     const struct vcpu_ops *ops = partition_backend();

@@ -15,8 +15,8 @@ LEAVES = {
     "tables_region", "terminal", "vmcb", "vmcs",
 }
 GENERATORS = ("boot", "arch", "guests")
-# Config validates, layout places, images parse, tables encode, in that order.
-PIPELINE = ("config", "partition_layout", "guest_image", "ptable")
+# Config validates, layout places, images parse, user modules compile, tables encode.
+PIPELINE = ("config", "partition_layout", "guest_image", "user_modules", "ptable")
 # Everything else in toolchain/ (build, cli, verify, ctl, bench...) is an orchestrator.
 RANKS = {"leaf": 0, "generator": 1, **{name: 2 + i for i, name in enumerate(PIPELINE)},
          "orchestrator": 2 + len(PIPELINE)}

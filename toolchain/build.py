@@ -12,7 +12,19 @@ from elftools.elf.elffile import ELFFile
 
 from boot import multiboot
 from boot import stub as boot_stub
-from toolchain import config, cpuid, fb_font, layout, micropython, msrs, ptable, verify, vmcb, vmcs
+from toolchain import (
+    config,
+    cpuid,
+    fb_font,
+    layout,
+    micropython,
+    msrs,
+    ptable,
+    user_modules,
+    verify,
+    vmcb,
+    vmcs,
+)
 from toolchain.asm_offsets import read_offsets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,9 +227,10 @@ def patch_multiboot(elf: Path, mb1_header: int) -> None:
 DEFAULT_CONFIG = ROOT / "configs" / "demo.toml"
 
 
-def build_partitions(paths: Paths, system: config.SystemConfig, config_path: Path) -> None:
+def build_partitions(paths: Paths, system: config.SystemConfig, config_path: Path,
+                     modules: list[user_modules.UserModule]) -> None:
     """The signed partition table for the system description, as an object for the link."""
-    ptable.write(system, paths.ptable, config_path=config_path)
+    ptable.write(system, paths.ptable, config_path=config_path, modules=modules)
     _write_if_changed(paths.gen / "ptable.h", ptable.c_header())
     _binary_object(paths.ptable / "ptable.bin", ".partitions", "contents,alloc,load,readonly,data",
                    paths.ptable / "ptable.o")
@@ -235,9 +248,13 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
     # A bad description (config keys, or a guest refusing its params) stops the
     # build before it writes anything.
     system = config.load(config_path, test_hooks)
-    ptable.build_table(system, config_path=config_path)
     paths = Paths((build_dir or ROOT / "build").resolve(), image)
     jobs = jobs or os.cpu_count() or 1
+    # The user's Python is compiled by the mpy-cross MicroPython's build uses,
+    # so the bytes match the interpreter that loads them.
+    modules = user_modules.compile_all(
+        system, lambda: micropython.mpy_cross(micropython.source_tree(paths.build), jobs))
+    ptable.build_table(system, config_path=config_path, modules=modules)
     for folder in (paths.gen, paths.obj, paths.mp):
         folder.mkdir(parents=True, exist_ok=True)
     _write_if_changed(paths.gen / "layout.h", layout_header())
@@ -246,7 +263,7 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
     vmcs.generate_headers(paths.gen)
     msrs.generate_headers(paths.gen)
     cpuid.generate_headers(paths.gen)
-    build_partitions(paths, system, config_path)
+    build_partitions(paths, system, config_path, modules)
     generated = build_stub(paths)
     libmp = build_micropython(paths, jobs)
     core = build_core(paths)

@@ -96,6 +96,9 @@ class PartitionConfig:
     restart_limit: int = 3
     slice_ms: int = SCHEDULER.key("slice_ms").default  # its own or the scheduler's
     module_names: list[str] = field(default_factory=list)  # as written
+    policy: str | None = None         # the user's policy module, as written
+    policy_path: Path | None = None   # that file, resolved
+    python_failures: int = PARTITIONS.key("python_failures").default
 
     def key(self, name: str) -> str:
         """The key path of one of this partition's keys, as errors spell it."""
@@ -119,7 +122,8 @@ class PartitionConfig:
                 "console_size": self.console_size, "autostart": self.autostart,
                 "restart": self.restart, "restart_limit": self.restart_limit,
                 "slice_ms": self.slice_ms,
-                "params": self.params if self.builtin is not None else None}
+                "params": self.params if self.builtin is not None else None,
+                "policy": self.policy, "python_failures": self.python_failures}
 
 
 @dataclass
@@ -139,6 +143,7 @@ class SchedulerConfig:
     management_ms: int | None = None
     management_min_percent: int = SCHEDULER.key("management_min_percent").default
     upcall_timeout_ms: int = SCHEDULER.key("upcall_timeout_ms").default
+    python_budget_ms: int = SCHEDULER.key("python_budget_ms").default
 
 
 @dataclass
@@ -458,6 +463,15 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
 
     ports = _ports(check, v["ports"], prefix, claims, index) if v["ports"] is not None else []
 
+    policy = v["policy"]
+    policy_path = None
+    if policy is not None:
+        policy_path = (check.path.parent / policy).resolve()
+        if not policy.endswith(".py"):
+            check.error(prefix + "policy", policy, "must be a Python file (.py)")
+        elif not policy_path.is_file():
+            check.error(prefix + "policy", policy, f"no such file ({policy_path})")
+
     if len(check.errors) != before:
         return None
     return PartitionConfig(
@@ -468,7 +482,8 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         ports=ports, restart=v["restart"],
         restart_limit=v["restart_limit"],
         slice_ms=v["slice_ms"] if v["slice_ms"] is not None else scheduler.slice_ms,
-        module_names=list(table.get("modules", [])))
+        module_names=list(table.get("modules", [])),
+        policy=policy, policy_path=policy_path, python_failures=v["python_failures"])
 
 
 def _table(check: _Checker, data: dict[str, Any], section: schema.Section) -> dict[str, Any]:

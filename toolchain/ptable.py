@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolchain import bitmaps, guest_image, layout, nested_paging, partition_layout, schema
+from toolchain import bitmaps, guest_image, layout, nested_paging, partition_layout, schema, user_modules
 from toolchain.config import ConfigError, SystemConfig, plan
 from toolchain.tables_region import PAGE, TablesRegion
 
@@ -17,7 +17,8 @@ MAGIC = b"TAIPANPT"
 # 3: the CPU count, management's minimum share and a scheduling plan per CPU
 # in the header, which the signature now covers too; per partition `vcpus`
 # (was `cpus`) and its home `cpu`.
-VERSION = 3
+# 4: the user's Python modules (compiled .mpy bytes, their sha256 and path).
+VERSION = 4
 MAX_CHUNKS = 8
 # A partition's passed-through I/O ports as inclusive ranges; the config
 # refuses more than fit here, after merging adjacent ports.
@@ -25,7 +26,9 @@ MAX_PORT_RANGES = schema.PORT_RANGES_MAX
 RESTARTS = {name: number for number, name in enumerate(schema.RESTARTS)}
 FLAG_AUTOSTART = 1
 FLAG_CPUID_UPCALL = 2  # the config's cpuid_upcall bench knob: CPUID exits go to policy
+FLAG_MSR_UPCALL = 4    # a user policy: MSRs the virtual CPU lacks go to it, not #GP
 KINDS = {"raw": 0, "multiboot": 1}
+MODULE_KINDS = {name: number for number, name in enumerate(user_modules.KINDS)}
 MODE_LONG64 = guest_image.MODE_LONG64
 MODE_PROT32 = guest_image.MODE_PROT32
 # The scheduling plan's limits and encodings come from hv/py/plan.py, the
@@ -45,6 +48,8 @@ DEFINES: list[tuple[str, str]] = [
     ("PT_MAX_CHUNKS", str(MAX_CHUNKS)),
     ("PT_FLAG_AUTOSTART", f"{FLAG_AUTOSTART}u"),
     ("PT_FLAG_CPUID_UPCALL", f"{FLAG_CPUID_UPCALL}u"),
+    ("PT_FLAG_MSR_UPCALL", f"{FLAG_MSR_UPCALL}u"),
+    ("PT_MODULE_POLICY", f"{MODULE_KINDS['policy']}u"),
     ("PT_KIND_RAW", f"{KINDS['raw']}u"),
     ("PT_KIND_MULTIBOOT", f"{KINDS['multiboot']}u"),
     ("PT_MODE_LONG64", f"{MODE_LONG64}u"),
@@ -110,6 +115,17 @@ STRUCTS: dict[str, list[Field]] = {
         Field("windows", "pt_window", WINDOWS_MAX,
               "in order; round-robin CPU 0 starts with management's"),
     ],
+    "pt_module": [
+        Field("kind", "uint8_t", comment="PT_MODULE_*"),
+        Field("owner", "uint8_t", comment="the partition it serves"),
+        Field("failure_limit", "uint16_t", comment="failures before that partition is stopped"),
+        Field("budget_ms", "uint32_t", comment="how long one call may run"),
+        Field("reserved", "uint8_t", 8),
+        Field("blob_offset", "uint64_t", comment="its .mpy bytes in the blob"),
+        Field("size", "uint64_t"),
+        Field("sha256", "uint8_t", 32, "of the .mpy bytes"),
+        Field("path", "char", 96, "as the TOML names it, NUL-terminated"),
+    ],
     "pt_header": [
         Field("magic", "char", 8, "PT_MAGIC, not NUL-terminated"),
         Field("version", "uint32_t", comment="PT_VERSION"),
@@ -129,7 +145,8 @@ STRUCTS: dict[str, list[Field]] = {
               comment="management's guaranteed share of CPU 0"),
         Field("upcall_timeout_ms", "uint32_t",
               comment="how long an exit may wait for policy before its CPU stops the partition"),
-        Field("reserved", "uint8_t", 12),
+        Field("module_count", "uint32_t", comment="user Python modules"),
+        Field("modules_offset", "uint64_t", comment="their struct pt_module records in the blob"),
         Field("plans", "pt_cpu_plan", CPUS_MAX, "per CPU; those from cpu_count on are idle"),
     ],
     "pt_partition": [
@@ -302,6 +319,20 @@ class PartitionTable:
         start = self.header["config_offset"]
         return self.blob[start:start + self.header["config_size"]].decode()
 
+    def modules(self) -> list[dict[str, Any]]:
+        """The user modules: kind, owner, path, sha256 (hex), failure_limit, budget_ms, mpy bytes."""
+        out = []
+        for number in range(self.header["module_count"]):
+            record = unpack("pt_module", self.blob, self.header["modules_offset"]
+                            + number * sizeof("pt_module"))
+            mpy = self.blob[record["blob_offset"]:record["blob_offset"] + record["size"]]
+            out.append({"kind": user_modules.KINDS[record["kind"]], "owner": record["owner"],
+                        "path": record["path"].split(b"\0", 1)[0].decode(),
+                        "sha256": bytes(record["sha256"]).hex(),
+                        "failure_limit": record["failure_limit"], "budget_ms": record["budget_ms"],
+                        "mpy": mpy})
+        return out
+
     def ports(self, index: int) -> list[tuple[int, int]]:
         part = self.partitions[index]
         return [(r["first"], r["last"]) for r in part["port_ranges"][:part["port_range_count"]]]
@@ -354,6 +385,16 @@ def parse(blob: bytes) -> PartitionTable:
         if part["chunk_count"] > MAX_CHUNKS or any(
                 c["blob_offset"] + c["size"] > end for c in part["chunks"][:part["chunk_count"]]):
             raise TableError(f"partition {part['name']!r}: chunks outside the blob")
+    modules_end = header["modules_offset"] + header["module_count"] * sizeof("pt_module")
+    if header["module_count"] and not HEADER_SIZE <= header["modules_offset"] <= modules_end <= end:
+        raise TableError("modules_offset / module_count lie outside the blob")
+    for number in range(header["module_count"]):
+        record = unpack("pt_module", blob, header["modules_offset"] + number * sizeof("pt_module"))
+        if record["kind"] >= len(MODULE_KINDS) or record["owner"] >= count \
+                or record["blob_offset"] + record["size"] > end \
+                or hashlib.sha256(blob[record["blob_offset"]:record["blob_offset"] + record["size"]]
+                                  ).digest() != bytes(record["sha256"]):
+            raise TableError(f"modules[{number}]: kind, owner, bytes or sha256 out of place")
     cpus = header["cpu_count"]
     if not 1 <= cpus <= CPUS_MAX:
         raise TableError(f"cpu_count {cpus}: not 1 to {CPUS_MAX}")
@@ -374,8 +415,13 @@ def _boot_values(boot: guest_image.BootState) -> dict[str, Any]:
     return {name: getattr(boot, name) for name in names}
 
 
-def build_table(config: SystemConfig, *, config_path: Path | str | None = None) -> PartitionTable:
-    """Lay out, prove, and sign everything the hypervisor needs to create `config`'s partitions."""
+def build_table(config: SystemConfig, *, config_path: Path | str | None = None,
+                modules: list[user_modules.UserModule] | None = None) -> PartitionTable:
+    """Lay out, prove, and sign everything the hypervisor needs to create `config`'s partitions.
+
+    `modules` are the user's compiled Python modules (user_modules.compile_all).
+    """
+    modules = modules or []
     source = Path(config_path) if config_path is not None else config.path
     placements = partition_layout.place(config)
     partition_layout.prove_isolation(placements)
@@ -397,7 +443,8 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
             "npt_cr3": nested_paging.build_npt(region, placed.host_base, placed.size),
             **vars(placed_bitmaps),
             "flags": (FLAG_AUTOSTART if part.autostart else 0)
-                     | (FLAG_CPUID_UPCALL if part.cpuid_upcall else 0),
+                     | (FLAG_CPUID_UPCALL if part.cpuid_upcall else 0)
+                     | (FLAG_MSR_UPCALL if part.policy else 0),
             "kind": KINDS[loaded.kind], "console_size": part.console_size,
             "chunk_count": len(loaded.chunks), "boot": _boot_values(loaded.boot),
             "restart": RESTARTS[part.restart], "restart_limit": part.restart_limit,
@@ -425,6 +472,19 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
     body += struct.pack("<Q", len(text))
     config_offset = HEADER_SIZE + len(body)
     body += text + b"\0"
+    # The user's modules after it: their bytes, then one record each.
+    records = []
+    for module in modules:
+        body += bytes(-(HEADER_SIZE + len(body)) % CHUNK_ALIGN)
+        records.append(pack("pt_module", {
+            "kind": MODULE_KINDS[module.kind], "owner": module.owner,
+            "failure_limit": module.failure_limit, "budget_ms": module.budget_ms,
+            "blob_offset": HEADER_SIZE + len(body), "size": len(module.mpy),
+            "sha256": list(hashlib.sha256(module.mpy).digest()), "path": module.path.encode()}))
+        body += module.mpy
+    body += bytes(-(HEADER_SIZE + len(body)) % CHUNK_ALIGN)
+    modules_offset = HEADER_SIZE + len(body)
+    body += b"".join(records)
     for number, desc in enumerate(descs):
         at = number * sizeof("pt_partition")
         body[at:at + sizeof("pt_partition")] = pack("pt_partition", desc)
@@ -438,6 +498,7 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
         "cpu_count": config.platform.cpus,
         "management_min_percent": config.scheduler.management_min_percent,
         "upcall_timeout_ms": config.scheduler.upcall_timeout_ms,
+        "module_count": len(records), "modules_offset": modules_offset if records else 0,
         "plans": [_plan_record(p) for p in config.plans],
     })
     unsigned = header + bytes(body)
@@ -453,10 +514,10 @@ def _plan_record(cpu_plan: dict[str, Any]) -> dict[str, Any]:
             "frame_us": cpu_plan["frame_us"], "windows": windows}
 
 
-def write(config: SystemConfig, gen_dir: Path, *, config_path: Path | str | None = None
-          ) -> PartitionTable:
+def write(config: SystemConfig, gen_dir: Path, *, config_path: Path | str | None = None,
+          modules: list[user_modules.UserModule] | None = None) -> PartitionTable:
     """Write gen_dir/ptable.h and gen_dir/ptable.bin; return the table."""
-    table = build_table(config, config_path=config_path)
+    table = build_table(config, config_path=config_path, modules=modules)
     gen_dir.mkdir(parents=True, exist_ok=True)
     for path, data in ((gen_dir / "ptable.h", c_header().encode()), (gen_dir / "ptable.bin", table.blob)):
         if not path.exists() or path.read_bytes() != data:

@@ -114,6 +114,9 @@ SCHEDULER = Section("scheduler", False, (
     Key("upcall_timeout_ms", "integer", "how long a partition's exit may wait for policy's "
         "answer (an up-call to MicroPython on CPU 0) before its CPU stops it with the reason",
         default=2000, minimum=10, maximum=60000),
+    Key("python_budget_ms", "integer", "how long one call into a user's Python module "
+        "(`policy`) may run before it is stopped and counted as a failure",
+        default=100, minimum=1, maximum=10000),
 ))
 
 PARTITIONS = Section("partitions", True, (
@@ -163,6 +166,12 @@ PARTITIONS = Section("partitions", True, (
         maximum=SLICE_MS_MAX, default_doc="`[scheduler] slice_ms`"),
     Key("params", "table", "built-in guests only: keyword parameters of the guest's builder",
         default={}),
+    Key("policy", "string", "a Python file (beside the TOML) that answers the exits the C fast "
+        "path hands up: its `on_io`, `on_msr`, `on_cpuid`... (docs/python-api.md); compiled "
+        "by mpy-cross and signed into the table with its sha256"),
+    Key("python_failures", "integer", "failures of its `policy` (an exception, MemoryError, "
+        "a run past `[scheduler] python_budget_ms`) before the partition is stopped with "
+        "the reason", default=3, minimum=1, maximum=1000),
 ))
 
 SCHEDULE = Section("schedule", True, (

@@ -33,11 +33,37 @@ static void rx_take(int c)
     }
 }
 
+// The innermost running guard (port_api.h). Past its deadline its overrun is
+// raised at every hook, so code that catches it and loops on still ends.
+static struct port_guard *guard_now;
+
+void port_guard_begin(struct port_guard *guard, uint64_t deadline_tsc, mp_obj_t overrun)
+{
+    guard->deadline_tsc = deadline_tsc;
+    guard->overrun = overrun;
+    guard->outer = guard_now;
+    guard_now = guard;
+}
+
+void port_guard_end(struct port_guard *guard)
+{
+    // An overrun raised as the guarded code returned must not land in its caller.
+    if (MP_STATE_MAIN_THREAD(mp_pending_exception) == guard->overrun) {
+        MP_STATE_MAIN_THREAD(mp_pending_exception) = MP_OBJ_NULL;
+    }
+    guard_now = guard->outer;
+}
+
+// The VM hook (mpconfigport.h), every 256 bytecodes: Ctrl-C and a guard's deadline.
 void mp_hal_poll_input(void)
 {
     int c;
     while ((c = uart_poll()) >= 0) {
         rx_take(c);
+    }
+    if (guard_now && MP_STATE_MAIN_THREAD(mp_pending_exception) == MP_OBJ_NULL &&
+        tsc_read() >= guard_now->deadline_tsc) {
+        mp_sched_exception(guard_now->overrun);
     }
 }
 

@@ -23,3 +23,13 @@ int port_input(struct _vstr_t *line, const char *prompt, mp_obj_t first_words, m
 // Around the TAB readline is handed (mphalport.c): the shell's words in place of __main__'s.
 void port_completion_begin(void);
 void port_completion_end(void);
+
+// A time budget around user Python (hv.run_guarded): past deadline_tsc the VM
+// hook raises `overrun` in it. Guards nest; each end restores the one before.
+struct port_guard {
+    uint64_t deadline_tsc;
+    mp_obj_t overrun;
+    struct port_guard *outer;
+};
+void port_guard_begin(struct port_guard *guard, uint64_t deadline_tsc, mp_obj_t overrun);
+void port_guard_end(struct port_guard *guard);

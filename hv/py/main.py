@@ -8,9 +8,10 @@ micropython.kbd_intr(-1)
 import manager  # noqa: E402 - after the line above, so nothing before it can be interrupted
 import scheduler  # noqa: E402
 import shell  # noqa: E402
+import usermods  # noqa: E402
 
 shell.banner()
 scheduler.start()
-manager.init()
+manager.init(usermods.init)
 shell.partitions_summary()
 shell.run()

@@ -29,6 +29,8 @@ unseen = 0
 restarts = {}
 started_at = {}
 ended_at = {}
+# Called with a partition's index each time it starts (usermods: a user policy's on_start).
+on_started = None
 
 
 def event(text, show=False):
@@ -113,6 +115,8 @@ def restart_policy(part):
 def _started(index):
     started_at[index] = hv.ticks()
     ended_at.pop(index, None)
+    if on_started is not None:
+        on_started(index)
 
 
 def start(index):
@@ -123,10 +127,10 @@ def start(index):
     event("%s started" % hv.part_info(index)["name"])
 
 
-def stop(index, why="stopped from the console"):
+def stop(index, why="stopped from the console", show=False):
     hv.part_stop(index, why)
     ended_at[index] = hv.ticks()
-    event("%s stopped: %s" % (hv.part_info(index)["name"], why))
+    event("%s stopped: %s" % (hv.part_info(index)["name"], why), show=show)
 
 
 def restart(index):
@@ -174,8 +178,11 @@ def uptime_us(index, tsc_khz):
     return (end - begin) * 1000 // tsc_khz
 
 
-def init():
+def init(before_start=None):
     """Check the table, then start every partition marked autostart; says what it refused.
+
+    before_start runs once the table is trusted, before any partition starts
+    (main.py: the user's modules load there).
 
     After a soft reset of MicroPython the partitions are still where they were:
     only those never started are started.
@@ -190,6 +197,8 @@ def init():
     if hv.backend() is None:
         event("partitions cannot run: this CPU has no usable VT-x+EPT or AMD-V+NPT", show=True)
         return
+    if before_start is not None:
+        before_start()
     for i in range(hv.part_count()):
         part = hv.part_info(i)
         if part["state"] == "unusable":

@@ -3,6 +3,7 @@ import hv
 import manager
 import plan
 import policy
+import usermods
 
 _failures = 0
 FAILURES_SHOWN = 3  # a scheduler bug repeats every tick: announce only the first few
@@ -15,19 +16,24 @@ def _handle(index, event, detail):
     name = hv.part_info(index)["name"]
     if event == "upcall":
         try:
-            action, value = policy.decide(name, detail)
+            # The user's policy first (guarded: its failure is a deny), then ours.
+            answer = usermods.answer(index, name, detail)
+            action, value = answer if answer is not None else policy.decide(name, detail)
         except Exception as e:  # a policy bug must not take the hypervisor down: deny
             manager.unexpected("policy for %s" % name, e)
             action, value = "deny", 0
         hv.part_resolve(index, action, value)
+        usermods.enforce()
         if action == "stop":
             manager.ended(index, True, "stopped by policy (%s exit)" % detail["kind"])
-    elif event == "exited":
-        manager.ended(index, False, "exited with code %d" % detail)
-    elif event == "faulted":
-        manager.ended(index, True, "faulted: %s" % detail)
-    elif event == "timeout":
-        manager.ended(index, True, "stopped: %s" % detail)
+        return
+    if event not in ("exited", "faulted", "timeout"):
+        return
+    why = ("exited with code %d" % detail if event == "exited" else
+           "faulted: %s" % detail if event == "faulted" else "stopped: %s" % detail)
+    usermods.notify(index, "on_fault" if event == "faulted" else "on_stop", (name, why))
+    usermods.enforce()
+    manager.ended(index, event != "exited", why)
 
 
 # Messages taken while a command ran, kept for the prompt: their handling

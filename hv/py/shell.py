@@ -4,6 +4,7 @@ import sys
 import hv
 import manager
 import scheduler
+import usermods
 
 PROMPT = "taipan> "
 GIB = 1 << 30
@@ -402,6 +403,8 @@ def _record(index, tsc_khz):
         "console_bytes": part["console_bytes"],
         "console_dropped": part["console_dropped"],
         "exits": part["exits"],
+        "python_runs": usermods.counts(index)[0],
+        "python_failures": usermods.counts(index)[1],
     }
 
 
@@ -455,12 +458,51 @@ def cmd_stats(args):
         print("  time      %s in the guest, %s since its last start" % (
             _seconds(rec["cpu_us"]), _seconds(rec["uptime_us"])))
         print("  cpu       %d; %d halts, %d up-calls to policy" % (rec["cpu"], rec["halts"], rec["upcalls"]))
+        print("  python    %d calls into its own modules, %d failed" % (
+            rec["python_runs"], rec["python_failures"]))
         print("  starts    %d, %d restarted by its policy (%s, limit %d)" % (
             rec["starts"], rec["restarts"], rec["restart_policy"], rec["restart_limit"]))
         print("  console   %d bytes written, %d dropped" % (rec["console_bytes"], rec["console_dropped"]))
         print("  vm exits  %s" % _exits(rec["exits"]))
         if rec["reason"]:
             print("  reason    %s" % rec["reason"])
+
+
+def cmd_devices(args):
+    args, opts = _options(args, "devices [--json]", flags=("--json",))
+    if args:
+        raise UsageError("devices [--json]")
+    recs = [{"partition": hv.part_info(m.owner)["name"], "kind": m.kind, "path": m.path,
+             "sha256": m.sha256, "loaded": m.module is not None, "loads": m.loads,
+             "runs": m.runs, "failures": m.failures, "failure_limit": m.failure_limit,
+             "last_error": m.last_error} for m in usermods.modules]
+    if "--json" in opts:
+        _json({"modules": recs})
+        return
+    if not recs:
+        print("no user modules: a partition's `policy` in the configuration adds one")
+        return
+    print("%-12s %-8s %-28s %-12s %-8s %6s %9s" % ("PARTITION", "KIND", "PATH", "SHA256", "STATE", "RUNS", "FAILURES"))
+    for rec in recs:
+        print("%-12s %-8s %-28s %-12s %-8s %6d %5d/%-3d" % (
+            rec["partition"], rec["kind"], rec["path"], rec["sha256"][:12],
+            "loaded" if rec["loaded"] else "failed", rec["runs"], rec["failures"], rec["failure_limit"]))
+        if rec["last_error"]:
+            print("%-12s %s" % ("", rec["last_error"]))
+
+
+def cmd_policy(args):
+    if len(args) != 2 or args[1] != "reload":
+        raise UsageError("policy NAME reload")
+    index = manager.find(args[0])
+    mod = usermods.policies.get(index)
+    if mod is None:
+        raise ValueError("%s has no policy module (its `policy` key)" % args[0])
+    if usermods.load(mod):
+        manager.event("%s: %s reloaded from the table (sha256 %s)" % (args[0], mod.path, mod.sha256[:12]))
+        print("%s: %s reloaded (sha256 %s)" % (args[0], mod.path, mod.sha256[:12]))
+    else:
+        raise ValueError("%s: %s did not load: %s" % (args[0], mod.path, mod.last_error))
 
 
 def cmd_start(args):
@@ -753,6 +795,15 @@ COMMANDS = {
         "--json: one line {\"cpus\": [...]} (docs/console.md)",
     )),
     "config": (cmd_config, "config", "the active configuration, as the hypervisor holds it", ()),
+    "devices": (cmd_devices, "devices [--json]", "the user's Python modules: partition, file, sha256, runs, failures", (
+        "each module the configuration names (a partition's `policy`), as signed into the",
+        "table: its sha256, whether it loaded, calls made into it and failures against its limit.",
+        "--json: one line {\"modules\": [...]} (docs/console.md)",
+    )),
+    "policy": (cmd_policy, "policy NAME reload", "load a partition's policy module again from the table", (
+        "a fresh module from the signed bytes, its failures forgiven; between two exits",
+        "(MicroPython answers one up-call at a time), so no exit sees half of each",
+    )),
     "debug": (cmd_debug, "debug [on|off]", "the last unexpected exception's traceback", (
         "on: also print the traceback after every unexpected exception's error line",
     )),

@@ -1,0 +1,172 @@
+# The user's Python from the system description: the modules the signed table lists, loaded from their .mpy bytes, called under a guard.
+import hv
+import manager
+
+# struct pt_header and struct pt_module (toolchain/ptable.py; tests/test_user_modules.py
+# checks these against it).
+MODULE_COUNT_AT = 116
+MODULES_OFFSET_AT = 120
+MODULE_SIZE = 160
+MODULE_PATH_AT = 64
+MODULE_PATH_SIZE = 96
+KINDS = ("policy",)
+# What a policy may answer, beside None (ours decides).
+ACTIONS = ("emulate", "deny", "stop")
+
+
+class UserModule:
+    """One module of the table: where it came from, its loaded module, how often it ran and failed."""
+
+    def __init__(self, kind, owner, path, sha256, mpy, failure_limit, budget_ms):
+        self.kind = kind
+        self.owner = owner
+        self.path = path
+        self.sha256 = sha256
+        self.mpy = mpy
+        self.failure_limit = failure_limit
+        self.budget_us = budget_ms * 1000
+        self.module = None
+        self.runs = 0
+        self.failures = 0
+        self.last_error = ""
+        self.loads = 0
+
+
+modules = []  # every UserModule, in table order
+policies = {}  # partition index -> its policy's UserModule
+# (index, why) of partitions whose modules reached their failure limit: stopped
+# by enforce(), once the up-call that failed has been answered.
+_to_stop = []
+
+
+def _u16(blob, at):
+    return blob[at] | blob[at + 1] << 8
+
+
+def _u32(blob, at):
+    return _u16(blob, at) | _u16(blob, at + 2) << 16
+
+
+def _u64(blob, at):
+    return _u32(blob, at) | _u32(blob, at + 4) << 32
+
+
+def _records(blob):
+    count = _u32(blob, MODULE_COUNT_AT)
+    base = _u64(blob, MODULES_OFFSET_AT)
+    for number in range(count):
+        at = base + number * MODULE_SIZE
+        offset, size = _u64(blob, at + 16), _u64(blob, at + 24)
+        path = bytes(blob[at + MODULE_PATH_AT:at + MODULE_PATH_AT + MODULE_PATH_SIZE])
+        yield UserModule(KINDS[blob[at]], blob[at + 1], path.split(b"\0", 1)[0].decode(),
+                         bytes(blob[at + 32:at + 64]).hex(), bytes(blob[offset:offset + size]),
+                         _u16(blob, at + 2), _u32(blob, at + 4))
+
+
+def init():
+    """Load every module the (already checked) table lists; a module that fails to load stays unloaded."""
+    global modules
+    modules = list(_records(hv.ptable()))
+    for mod in modules:
+        policies[mod.owner] = mod
+        load(mod)
+    manager.on_started = lambda index: notify(index, "on_start", (hv.part_info(index)["name"],))
+
+
+def load(mod):
+    """(Re)load mod from its signed bytes: a fresh module, its failures forgiven. True when it loaded."""
+    name = mod.path.rsplit("/", 1)[-1].split(".")[0]
+    ok, result = hv.run_guarded(hv.load_module, (name, mod.mpy), mod.budget_us)
+    mod.loads += 1
+    mod.failures = 0
+    if ok:
+        mod.module = result
+        return True
+    mod.module = None
+    _failed(mod, "loading", result)
+    return False
+
+
+def where(e):
+    """'FILE line N' of the innermost frame in the traceback of e, or '' when it has none."""
+    found = ""
+    for line in manager.traceback_text(e).split("\n"):
+        line = line.strip()
+        if line.startswith('File "'):
+            parts = line.split('"')
+            rest = parts[2].split(",")
+            found = "%s %s" % (parts[1], rest[1].strip() if len(rest) > 1 else "")
+    return found
+
+
+def _failed(mod, what, e):
+    mod.failures += 1
+    name = hv.part_info(mod.owner)["name"]
+    mod.last_error = "%s raised %s: %s%s" % (what, type(e).__name__, e, (" at " + where(e)) if where(e) else "")
+    manager.last_traceback = "%s (%s):\n%s" % (mod.path, what, manager.traceback_text(e))
+    manager.event("%s: %s %s (failure %d of %d; answered deny)" % (
+        name, mod.path, mod.last_error, mod.failures, mod.failure_limit), show=True)
+    if mod.failures >= mod.failure_limit:
+        _to_stop.append((mod.owner, "its %s %s failed %d times (last: %s)" % (
+            mod.kind, mod.path, mod.failures, mod.last_error)))
+
+
+def enforce():
+    """Stop the partitions whose modules reached their failure limit, saying why."""
+    while _to_stop:
+        index, why = _to_stop.pop(0)
+        if hv.part_state(index) == "running":
+            manager.stop(index, why, show=True)
+
+
+def call(mod, callback, args):
+    """(True, what mod's callback returned), or (False, None): no such callback, or it failed."""
+    fn = getattr(mod.module, callback, None) if mod.module is not None else None
+    if fn is None:
+        return False, None
+    mod.runs += 1
+    ok, result = hv.run_guarded(fn, args, mod.budget_us)
+    if not ok:
+        _failed(mod, callback, result)
+        return False, None
+    return True, result
+
+
+# The callback each up-call kind goes to (docs/python-api.md).
+CALLBACKS = {"io": "on_io", "msr_read": "on_msr", "msr_write": "on_msr", "cpuid": "on_cpuid",
+             "mmio": "on_mmio"}
+
+
+def answer(index, name, exit):
+    """A user policy's answer to one up-call as (action, value), or None when ours decides."""
+    mod = policies.get(index)
+    callback = CALLBACKS.get(exit["kind"])
+    if mod is None or callback is None:
+        return None
+    had = mod.failures
+    ok, result = call(mod, callback, (name, exit))
+    if not ok:
+        # No such callback: ours decides; a failure: the exit is denied.
+        return ("deny", 0) if mod.failures > had else None
+    if result is None:
+        return None
+    if isinstance(result, int) and not isinstance(result, bool):
+        return ("emulate", result)
+    if isinstance(result, tuple) and len(result) in (1, 2) and result[0] in ACTIONS:
+        return (result[0], result[1] if len(result) == 2 else 0)
+    _failed(mod, callback, ValueError("answered %r: not None, an int or (%s, value)" % (
+        result, "|".join(ACTIONS))))
+    return ("deny", 0)
+
+
+def notify(index, callback, args):
+    """Tell a partition's policy about a lifecycle event (on_start, on_stop, on_fault); answers are ignored."""
+    mod = policies.get(index)
+    if mod is not None:
+        call(mod, callback, args)
+
+
+def counts(index):
+    """(runs, failures) of a partition's modules, for `stats`."""
+    mod = policies.get(index)
+    return (mod.runs, mod.failures) if mod is not None else (0, 0)
