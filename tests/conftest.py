@@ -34,7 +34,10 @@ _images: dict[str, Path] = {}
 
 
 def config_path(name: str) -> Path:
-    """configs/tests/NAME.toml, or configs/NAME.toml for the examples there (demo, smp, cyclic)."""
+    """configs/tests/NAME.toml, configs/NAME.toml for the examples there (demo, smp, cyclic),
+    or examples/X/system.toml for NAME "examples/X"."""
+    if name.startswith("examples/"):
+        return CONFIGS.parent / name / "system.toml"
     example = CONFIGS / f"{name}.toml"
     return example if example.exists() else CONFIGS / "tests" / f"{name}.toml"
 
@@ -42,8 +45,8 @@ def config_path(name: str) -> Path:
 def config_image(name: str) -> Path:
     """build/cfg-NAME.elf for config_path(NAME), built once."""
     if name not in _images:
-        _images[name] = build.build(quiet=True, config_path=config_path(name), image=f"cfg-{name}",
-                                    test_hooks=True)
+        _images[name] = build.build(quiet=True, config_path=config_path(name),
+                                    image=f"cfg-{name.replace('/', '-')}", test_hooks=True)
     return _images[name]
 
 

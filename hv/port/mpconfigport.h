@@ -68,7 +68,11 @@
         vm_hook_divisor = MICROPY_VM_HOOK_COUNT; \
         mp_hal_poll_input(); \
 }
-#define MICROPY_VM_HOOK_LOOP                MICROPY_VM_HOOK_POLL
+// Loops also check the time budget of user Python (hv.run_guarded).
+#define MICROPY_VM_HOOK_LOOP                if (--vm_hook_divisor == 0) { \
+        vm_hook_divisor = MICROPY_VM_HOOK_COUNT; \
+        port_vm_loop_hook(); \
+}
 #define MICROPY_VM_HOOK_RETURN              MICROPY_VM_HOOK_POLL
 
 typedef int64_t mp_int_t;
@@ -95,3 +99,4 @@ int port_readline(struct _vstr_t *line, const char *prompt);
 
 uint32_t mp_hal_random_seed(void);
 void mp_hal_poll_input(void);
+void port_vm_loop_hook(void);

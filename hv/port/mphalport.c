@@ -4,6 +4,7 @@
 #include "py/runtime.h"
 #include "py/stream.h"
 #include "py/mpstate.h"
+#include "py/objexcept.h"
 #include "mgmt.h"
 #include "port.h"
 #include "port_api.h"
@@ -33,8 +34,7 @@ static void rx_take(int c)
     }
 }
 
-// The innermost running guard (port_api.h). Past its deadline its overrun is
-// raised at every hook, so code that catches it and loops on still ends.
+// The innermost running guard (port_api.h).
 static struct port_guard *guard_now;
 
 void port_guard_begin(struct port_guard *guard, uint64_t deadline_tsc, mp_obj_t overrun)
@@ -47,23 +47,30 @@ void port_guard_begin(struct port_guard *guard, uint64_t deadline_tsc, mp_obj_t 
 
 void port_guard_end(struct port_guard *guard)
 {
-    // An overrun raised as the guarded code returned must not land in its caller.
-    if (MP_STATE_MAIN_THREAD(mp_pending_exception) == guard->overrun) {
-        MP_STATE_MAIN_THREAD(mp_pending_exception) = MP_OBJ_NULL;
-    }
     guard_now = guard->outer;
 }
 
-// The VM hook (mpconfigport.h), every 256 bytecodes: Ctrl-C and a guard's deadline.
 void mp_hal_poll_input(void)
 {
     int c;
     while ((c = uart_poll()) >= 0) {
         rx_take(c);
     }
-    if (guard_now && MP_STATE_MAIN_THREAD(mp_pending_exception) == MP_OBJ_NULL &&
-        tsc_read() >= guard_now->deadline_tsc) {
-        mp_sched_exception(guard_now->overrun);
+}
+
+// At a loop's backward jump (MICROPY_VM_HOOK_LOOP), inside the VM's own
+// exception handler: raised here, the overrun is an exception of the running
+// frame. Not through mp_sched_exception, which waits while the scheduler is
+// locked, as it is when up-calls are answered from a scheduled callback. Past
+// the deadline it is raised at every check, so code that catches it and loops
+// on still ends.
+void port_vm_loop_hook(void)
+{
+    mp_hal_poll_input();
+    if (guard_now && tsc_read() >= guard_now->deadline_tsc) {
+        mp_obj_exception_t *e = MP_OBJ_TO_PTR(guard_now->overrun);
+        e->traceback_len = 0;
+        nlr_raise(guard_now->overrun);
     }
 }
 

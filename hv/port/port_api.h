@@ -24,8 +24,8 @@ int port_input(struct _vstr_t *line, const char *prompt, mp_obj_t first_words, m
 void port_completion_begin(void);
 void port_completion_end(void);
 
-// A time budget around user Python (hv.run_guarded): past deadline_tsc the VM
-// hook raises `overrun` in it. Guards nest; each end restores the one before.
+// A time budget around user Python (hv.run_guarded): past deadline_tsc the VM's
+// loop hook raises `overrun` in it. Guards nest; each end restores the one before.
 struct port_guard {
     uint64_t deadline_tsc;
     mp_obj_t overrun;
