@@ -168,7 +168,7 @@ PARTITIONS = Section("partitions", True, (
         default={}),
     Key("policy", "string", "a Python file (beside the TOML) that answers the exits the C fast "
         "path hands up: its `on_io`, `on_msr`, `on_cpuid`... (docs/python-api.md); compiled "
-        "by mpy-cross and signed into the table with its sha256"),
+        "by mpy-cross and signed into the table with its sha256", default_doc="none"),
     Key("python_failures", "integer", "failures of its `policy` (an exception, MemoryError, "
         "a run past `[scheduler] python_budget_ms`) before the partition is stopped with "
         "the reason", default=3, minimum=1, maximum=1000),

@@ -192,12 +192,14 @@ static mp_obj_t hv_peek(size_t n_args, const mp_obj_t *args)
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(hv_peek_obj, 1, 2, hv_peek);
 
+// hv.ticks() -> the TSC now (its rate: hv.clock()["tsc_khz"]).
 static mp_obj_t hv_ticks(void)
 {
     return mp_obj_new_int_from_ull(tsc_read());
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(hv_ticks_obj, hv_ticks);
 
+// hv.repl(): MicroPython's REPL on the console until Ctrl-D (the shell's `py`).
 static mp_obj_t hv_repl(void)
 {
     port_repl();
@@ -205,6 +207,7 @@ static mp_obj_t hv_repl(void)
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(hv_repl_obj, hv_repl);
 
+// hv.reboot(): reset the machine.
 static mp_obj_t hv_reboot(void)
 {
     machine_reboot();
@@ -303,6 +306,7 @@ static mp_obj_t hv_interruptible(mp_obj_t fn, mp_obj_t arg)
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(hv_interruptible_obj, hv_interruptible);
 
+// hv.VERSION: Taipan's version, as the banner shows it.
 static MP_DEFINE_STR_OBJ(hv_version_obj, TAIPAN_VERSION);
 
 static const mp_rom_map_elem_t hv_module_globals_table[] = {

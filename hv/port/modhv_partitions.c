@@ -219,13 +219,14 @@ static mp_obj_t hv_console_input(mp_obj_t index, mp_obj_t data)
 }
 MP_DEFINE_CONST_FUN_OBJ_2(hv_console_input_obj, hv_console_input);
 
-// hv.journal_read(max) / hv.journal_tail(max): the merged "[name] line" records.
+// hv.journal_read(max) -> the merged "[name] line" records written since the last read.
 static mp_obj_t hv_journal_read(mp_obj_t max)
 {
     return ring_bytes(journal_ring(), true, mp_obj_get_int(max));
 }
 MP_DEFINE_CONST_FUN_OBJ_1(hv_journal_read_obj, hv_journal_read);
 
+// hv.journal_tail(max) -> the last merged "[name] line" records the journal still holds.
 static mp_obj_t hv_journal_tail(mp_obj_t max)
 {
     return ring_bytes(journal_ring(), false, mp_obj_get_int(max));

@@ -38,9 +38,9 @@ static mp_obj_t hv_load_module(mp_obj_t name_in, mp_obj_t mpy_in)
 MP_DEFINE_CONST_FUN_OBJ_2(hv_load_module_obj, hv_load_module);
 
 // hv.run_guarded(fn, args, budget_us) -> (True, fn(*args)) or (False, the exception it raised).
-// Past the budget the interpreter raises RuntimeError in fn at its next VM hook (a loop's
-// backward jump or a call), so code that runs forever ends there; MemoryError and any other
-// exception end up here the same way, never in the caller.
+// Past the budget the interpreter raises RuntimeError in fn at a loop's backward jump (the VM's
+// loop hook, port_vm_loop_hook), so code that runs forever ends there; MemoryError and any
+// other exception end up here the same way, never in the caller.
 static mp_obj_t hv_run_guarded(mp_obj_t fn, mp_obj_t args_in, mp_obj_t budget_in)
 {
     size_t count;

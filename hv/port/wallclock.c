@@ -42,6 +42,8 @@ static mp_obj_t str_obj(const char *s)
     return mp_obj_new_str(s, strlen(s));
 }
 
+// hv.clock() -> dict: the TSC rate and where it came from (tsc_khz, tsc_source, PIT and CPUID
+// figures), and the CMOS clock read at boot (rtc: valid, the time, its epoch seconds).
 static mp_obj_t wallclock_info(void)
 {
     const struct tsc_calibration *cal = tsc_calibration_get();

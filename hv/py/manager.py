@@ -81,14 +81,17 @@ def table_problem():
 
 
 def count():
+    """How many partitions the table holds; they are numbered 0 to count() - 1."""
     return hv.part_count()
 
 
 def info(index):
+    """hv.part_info(index): one partition's state and counters, read-only."""
     return hv.part_info(index)
 
 
 def find(name):
+    """The index of the partition called name; ValueError naming it if there is none."""
     for i in range(hv.part_count()):
         if hv.part_info(i)["name"] == name:
             return i
@@ -101,6 +104,7 @@ def _shown(word):
 
 
 def names():
+    """Every partition's name, in table order."""
     return [hv.part_info(i)["name"] for i in range(hv.part_count())]
 
 

@@ -138,7 +138,28 @@ CALLBACKS = {"io": "on_io", "msr_read": "on_msr", "msr_write": "on_msr", "cpuid"
 
 
 def answer(index, name, exit):
-    """A user policy's answer to one up-call as (action, value), or None when ours decides."""
+    """A user policy's answer to one up-call as (action, value), or None when ours decides.
+
+    The exit goes to the callback CALLBACKS names for its kind, called as
+    `callback(name, exit)`: `name` is the partition's, `exit` a dict with `kind`
+    ("io", "msr_read", "msr_write", "cpuid"), `reason` (the vendor's exit code),
+    `rip`, `port`, `size` and `input` (I/O), `msr`, and `value` (the guest's RAX:
+    what an OUT or WRMSR writes). The callback may answer:
+
+    - None: Taipan's own policy decides (deny, logged once);
+    - an int: emulate, with that value as what an IN or RDMSR reads;
+    - ("emulate", value), ("deny",) or ("stop",): deny reads all ones for an IN,
+      drops an OUT, and raises #GP for an MSR, as a CPU without it would; stop
+      stops the partition.
+
+    An exception, a MemoryError, a run past `[scheduler] python_budget_ms` or any
+    other answer is a failure: logged with the file and line, the exit denied;
+    after the partition's `python_failures` it is stopped with the reason.
+    MSR exits reach a policy only for MSRs the virtual CPU does not own
+    (docs/vcpu.md); CPUID only from partitions built with the cpuid_upcall test
+    hook. `on_mmio` is for MMIO exits handed up: none are today, since an EPT or
+    NPT violation stops the partition in C.
+    """
     mod = policies.get(index)
     callback = CALLBACKS.get(exit["kind"])
     if mod is None or callback is None:
@@ -160,7 +181,13 @@ def answer(index, name, exit):
 
 
 def notify(index, callback, args):
-    """Tell a partition's policy about a lifecycle event (on_start, on_stop, on_fault); answers are ignored."""
+    """Tell a partition's policy about a lifecycle event; answers are ignored, failures count.
+
+    `on_start(name)` each time it starts (at boot, by its restart policy, from
+    the console); `on_stop(name, why)` when it exits or its up-call times out;
+    `on_fault(name, why)` when the hypervisor stops it for a fault. The
+    partition's restart policy then applies as usual.
+    """
     mod = policies.get(index)
     if mod is not None:
         call(mod, callback, args)
