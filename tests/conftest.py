@@ -152,7 +152,7 @@ def boot_config(request, tmp_path: Path) -> Iterator:
         missing = emulator.bochs_missing()
         if missing:
             pytest.fail(missing)
-        workdir = tmp_path / f"bochs-{name}"
+        workdir = tmp_path / f"bochs-{name.replace('/', '-')}"
         workdir.mkdir()
         image = iso.make_iso(elf, workdir / "taipan.iso")
         run = emulator.BochsRun(image, workdir, cpu_model="corei7_skylake_x", memory_mb=256,
