@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENDORS = [pytest.param("amd", id="amd-qemu"),
            pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 MSR_EXAMPLE = "examples/msr-policy"
+LOAD_EXAMPLE = "examples/load-scheduler"
 HELLO = '[[partitions]]\nname = "a"\nmemory = "4M"\nimage = "guest:hello"\n'
 
 
@@ -70,6 +71,15 @@ def test_the_table_signs_each_module_with_its_hash_and_flags_its_partition() -> 
     # Without a policy, the flag stays clear: MSRs the vCPU lacks raise #GP in C.
     plain = ptable.build_table(config.load(ROOT / "configs" / "demo.toml"))
     assert plain.modules() == [] and not any(p["flags"] & ptable.FLAG_MSR_UPCALL for p in plain.partitions)
+
+
+def test_a_scheduler_module_belongs_to_the_platform() -> None:
+    path = config_path(LOAD_EXAMPLE)
+    table = ptable.build_table(config.load(path), modules=_modules(path))
+    [record] = table.modules()
+    assert (record["kind"], record["owner"], record["path"]) == (
+        "scheduler", user_modules.OWNER_PLATFORM, "sched/load.py")
+    assert 'scheduler = "sched/load.py"' in table.config_text()
 
 
 def test_the_metal_reader_uses_the_table_layout() -> None:
@@ -133,6 +143,8 @@ def test_msr_policy_grants_one_partition_its_msr_and_denies_the_rest(boot_config
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_failing_user_python_is_contained(boot_config, vendor) -> None:
     console = boot_config(vendor, "bad-policy")
+    for name in ("raiser", "looper", "hog"):
+        assert f"{name} started" in console.command(f"start {name}", timeout=120)
     parts = wait_ps(console, lambda p: all(p[n]["state"] == "stopped" for n in ("raiser", "looper", "hog")),
                     240, "the three failing policies' partitions to be stopped")
     for name, path in (("raiser", "policies/raises.py"), ("looper", "policies/loops.py"),
@@ -154,3 +166,28 @@ def test_failing_user_python_is_contained(boot_config, vendor) -> None:
     time.sleep(2)
     assert ps_json(console)["hello"]["console_bytes"] > before
     assert "hog" in console.command("devices")
+
+
+def _slices(console) -> dict[str, int]:
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^  (\w+)\s+(\d+) ms", console.command("sched"), re.MULTILINE)}
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_load_scheduler_moves_slices_to_the_busy_partition(boot_config, vendor) -> None:
+    console = boot_config(vendor, LOAD_EXAMPLE)
+    deadline = time.monotonic() + 120
+    while True:
+        slices = _slices(console)
+        # As configured, both had 10 ms; by load, busy gets most of the 20 ms and quiet its minimum.
+        if slices.get("busy", 0) >= 15 and slices.get("quiet") == 2:
+            break
+        assert time.monotonic() < deadline, f"slices never followed the load: {slices}"
+        time.sleep(2)
+    assert slices["management"] == 10
+    assert re.search(r"load\.py: CPU 0 slices management 10 ms, busy \d+ ms, quiet 2 ms", console.command("events"))
+    [module] = _json_line(console.command("devices --json"))["modules"]
+    assert (module["partition"], module["kind"], module["loaded"], module["failures"]) == (
+        "platform", "scheduler", True, 0)
+    assert module["runs"] >= 2

@@ -133,6 +133,8 @@ class PlatformConfig:
     serial: str = PLATFORM.key("serial").default
     baud: int = PLATFORM.key("baud").default
     console_escape: str = PLATFORM.key("console_escape").default
+    scheduler: str | None = None        # the user's scheduler module, as written
+    scheduler_path: Path | None = None  # that file, resolved
 
 
 @dataclass
@@ -464,13 +466,7 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
     ports = _ports(check, v["ports"], prefix, claims, index) if v["ports"] is not None else []
 
     policy = v["policy"]
-    policy_path = None
-    if policy is not None:
-        policy_path = (check.path.parent / policy).resolve()
-        if not policy.endswith(".py"):
-            check.error(prefix + "policy", policy, "must be a Python file (.py)")
-        elif not policy_path.is_file():
-            check.error(prefix + "policy", policy, f"no such file ({policy_path})")
+    policy_path = _python_file(check, prefix + "policy", policy)
 
     if len(check.errors) != before:
         return None
@@ -509,10 +505,25 @@ def _platform(check: _Checker, data: dict[str, Any]) -> PlatformConfig:
                     + " ".join(_ESCAPE_TAKEN) + " (editing, line-end and arrow keys)")
         escape = None
     defaults = PlatformConfig()
+    scheduler = v["scheduler"]
     return PlatformConfig(memory=memory, cpus=v["cpus"] or defaults.cpus,
                           serial=v["serial"] or defaults.serial,
                           baud=v["baud"] or defaults.baud,
-                          console_escape=escape or defaults.console_escape)
+                          console_escape=escape or defaults.console_escape,
+                          scheduler=scheduler,
+                          scheduler_path=_python_file(check, "platform.scheduler", scheduler))
+
+
+def _python_file(check: _Checker, key: str, value: str | None) -> Path | None:
+    """A user module's file beside the TOML, resolved; an error unless it is a .py file that exists."""
+    if value is None:
+        return None
+    path = (check.path.parent / value).resolve()
+    if not value.endswith(".py"):
+        check.error(key, value, "must be a Python file (.py)")
+    elif not path.is_file():
+        check.error(key, value, f"no such file ({path})")
+    return path
 
 
 def _place(check: _Checker, partitions: list[PartitionConfig], platform: PlatformConfig) -> None:

@@ -50,6 +50,8 @@ DEFINES: list[tuple[str, str]] = [
     ("PT_FLAG_CPUID_UPCALL", f"{FLAG_CPUID_UPCALL}u"),
     ("PT_FLAG_MSR_UPCALL", f"{FLAG_MSR_UPCALL}u"),
     ("PT_MODULE_POLICY", f"{MODULE_KINDS['policy']}u"),
+    ("PT_MODULE_SCHEDULER", f"{MODULE_KINDS['scheduler']}u"),
+    ("PT_MODULE_OWNER_PLATFORM", f"{user_modules.OWNER_PLATFORM:#x}u"),
     ("PT_KIND_RAW", f"{KINDS['raw']}u"),
     ("PT_KIND_MULTIBOOT", f"{KINDS['multiboot']}u"),
     ("PT_MODE_LONG64", f"{MODE_LONG64}u"),
@@ -117,7 +119,7 @@ STRUCTS: dict[str, list[Field]] = {
     ],
     "pt_module": [
         Field("kind", "uint8_t", comment="PT_MODULE_*"),
-        Field("owner", "uint8_t", comment="the partition it serves"),
+        Field("owner", "uint8_t", comment="the partition it serves, or PT_MODULE_OWNER_PLATFORM"),
         Field("failure_limit", "uint16_t", comment="failures before that partition is stopped"),
         Field("budget_ms", "uint32_t", comment="how long one call may run"),
         Field("reserved", "uint8_t", 8),
@@ -390,7 +392,9 @@ def parse(blob: bytes) -> PartitionTable:
         raise TableError("modules_offset / module_count lie outside the blob")
     for number in range(header["module_count"]):
         record = unpack("pt_module", blob, header["modules_offset"] + number * sizeof("pt_module"))
-        if record["kind"] >= len(MODULE_KINDS) or record["owner"] >= count \
+        owner_ok = record["owner"] < count or (record["owner"] == user_modules.OWNER_PLATFORM
+                                               and record["kind"] == MODULE_KINDS["scheduler"])
+        if record["kind"] >= len(MODULE_KINDS) or not owner_ok \
                 or record["blob_offset"] + record["size"] > end \
                 or hashlib.sha256(blob[record["blob_offset"]:record["blob_offset"] + record["size"]]
                                   ).digest() != bytes(record["sha256"]):

@@ -22,7 +22,8 @@ ACTIONS = ("part_start", "part_stop", "part_resolve", "plan_set", "sched_yield",
            "load_module", "run_guarded")
 # hv/py functions shown, by section.
 POLICY = (("usermods", "answer"), ("usermods", "notify"))
-PLAN = (("scheduler", "install"), ("plan", "check"), ("plan", "check_change"), ("plan", "describe"))
+PLAN = (("usermods", "tick"), ("scheduler", "change"), ("scheduler", "install"), ("plan", "check"),
+        ("plan", "check_change"), ("plan", "describe"))
 READ = (("manager", "count"), ("manager", "names"), ("manager", "find"), ("manager", "info"),
         ("manager", "event"))
 
@@ -34,8 +35,9 @@ _INTRO = """\
      this file and the code disagree. -->
 
 Taipan's decisions beyond the C fast path are MicroPython on CPU 0. A system
-description may add its own: a partition's `policy = "policies/lab.py"` names a
-Python file beside the TOML (docs/config.md). `taipan build` compiles it with the
+description may add its own: a partition's `policy = "policies/lab.py"` and the
+platform's `scheduler = "sched/load.py"` name Python files beside the TOML
+(docs/config.md). `taipan build` compiles it with the
 mpy-cross of the MicroPython it builds (a syntax error names the file and line,
 exit 2), puts the `.mpy` bytes into the signed partition table with their sha256
 (`devices` on the console lists them, with the hash), and the hypervisor loads
@@ -46,22 +48,25 @@ The module runs under the same guard as Taipan's own policy. Each call into it
 (its top level when it loads, then every callback) has `[scheduler]
 python_budget_ms` (100 ms by default); an exception, a MemoryError or a run past
 the budget is logged with the file and line, the exit is denied, and after the
-partition's `python_failures` (3) the partition is stopped with the reason. The
+partition's `python_failures` (3) the partition is stopped with the reason (a
+scheduler module is unloaded after 3, and the plans in force stay). The
 hypervisor and the other partitions go on. `stats` counts the calls into a
 partition's module and their failures; `policy NAME reload` loads it again from
 the table's bytes, between two exits.
 
 A port or MSR handed to Python is the slow path by design: each one is a VM exit,
 a message to CPU 0 and an answer back, against microseconds on the C fast path
-(docs/performance.md). `examples/msr-policy/` is a complete example: a policy
-that grants one partition the read of one MSR and logs and denies the rest.
+(docs/performance.md). Two complete examples, each tested on both vendors
+(tests/test_user_python.py): `examples/msr-policy/`, a policy that grants one
+partition the read of one MSR and logs and denies the rest, and
+`examples/load-scheduler/`, a scheduler that gives CPU 0's slices by the
+partitions' measured load.
 
 Not built yet (issue 11): the device-model class (`devices = [{ model = ..., ports
 = ... }]` with read and write handlers and timers through `time`; a port device
 today is the policy's `on_io`), raising a guest interrupt (it needs the virtual
-IOAPIC of the virtual-platform work), a user scheduler module (`[platform]
-scheduler`; the plan API below is what it would call), and `taipan ctl TARGET
-push FILE` under `taipan run --dev`.
+IOAPIC of the virtual-platform work), the watchdog example that needs them, and
+`taipan ctl TARGET push FILE` under `taipan run --dev`.
 """
 
 
@@ -154,6 +159,8 @@ def markdown() -> str:
     out += ["| a start, stop or fault | `on_start(name)`, `on_stop(name, why)`, `on_fault(name, why)` |", ""]
     out += _python_section(POLICY)
     out += ["## The scheduler's plan API", "",
+            "A scheduler module defines `on_tick(now_ms)` and, if it likes, `PERIOD_MS`; "
+            "it reads the load from `hv.plan_get(cpu)` and writes plans with `scheduler.change`.", "",
             "Each CPU follows a plan in hv/py/plan.py's form: `{\"cpu\": k, \"kind\": \"idle\" | "
             "\"dedicated\" | \"round-robin\" | \"cyclic\", \"frame_us\": int, \"windows\": [(owner, us), "
             "...]}` with owner a partition index or `\"management\"`. `scheduler.plans` holds the plans "

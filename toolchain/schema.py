@@ -96,6 +96,9 @@ PLATFORM = Section("platform", False, (
         rule=f"must be {UART_BAUD}: the hypervisor's UART is fixed at {UART_BAUD} baud today"),
     Key("console_escape", "string", "the key that ends `console NAME` and returns to "
         "`taipan> `, as a caret form: `^]` is Ctrl-]", default="^]"),
+    Key("scheduler", "string", "a Python file (beside the TOML) whose `on_tick(now_ms)` may change "
+        "the CPUs' plans while they run, by the rules `sched set` obeys (docs/python-api.md)",
+        default_doc="none"),
 ))
 
 SCHEDULER = Section("scheduler", False, (

@@ -1,4 +1,4 @@
-"""The user's Python next to the TOML (a partition's `policy`), compiled by mpy-cross into the bytes the table signs."""
+"""The user's Python next to the TOML (a partition's `policy`, the platform's `scheduler`), compiled by mpy-cross into the bytes the table signs."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,11 @@ from pathlib import Path
 
 from toolchain.config import ConfigError, SystemConfig
 
-KINDS = ("policy",)
+KINDS = ("policy", "scheduler")
+# The owner of the platform's scheduler module, which serves no one partition.
+OWNER_PLATFORM = 0xFF
+# Failures of the scheduler module before it is unloaded (the plans in force stay).
+SCHEDULER_FAILURES = 3
 # The name the module's code objects carry, shown in tracebacks on the metal.
 SHOWN_MAX = 95
 _LOCATION = re.compile(r'File "([^"]*)", line (\d+)')
@@ -20,7 +24,7 @@ _LOCATION = re.compile(r'File "([^"]*)", line (\d+)')
 @dataclass(frozen=True)
 class UserModule:
     kind: str          # one of KINDS
-    owner: int         # the partition's index
+    owner: int         # the partition's index, or OWNER_PLATFORM
     path: str          # as written in the TOML, relative to it
     mpy: bytes         # mpy-cross's output
     failure_limit: int
@@ -29,11 +33,6 @@ class UserModule:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.mpy).hexdigest()
-
-
-def wanted(config: SystemConfig) -> bool:
-    """Whether the system names any user module (then mpy-cross is needed)."""
-    return any(p.policy for p in config.partitions)
 
 
 def _compile(mpy_cross: Path, source: Path, shown: str, key: str, config_path: Path) -> bytes:
@@ -52,22 +51,24 @@ def _compile(mpy_cross: Path, source: Path, shown: str, key: str, config_path: P
 
 def compile_all(config: SystemConfig, mpy_cross: Callable[[], Path]) -> list[UserModule]:
     """Every user module of `config`, compiled; ConfigError naming the file and line of a syntax error."""
+    wanted = [("policy", p.index, p.policy, p.policy_path, p.key("policy"), p.python_failures)
+              for p in config.partitions if p.policy and p.policy_path]
+    if config.platform.scheduler and config.platform.scheduler_path:
+        wanted.append(("scheduler", OWNER_PLATFORM, config.platform.scheduler,
+                       config.platform.scheduler_path, "platform.scheduler", SCHEDULER_FAILURES))
     modules: list[UserModule] = []
     errors: list[str] = []
-    for part in config.partitions:
-        if part.policy is None or part.policy_path is None:
-            continue
-        if len(part.policy) > SHOWN_MAX:
-            errors.append(f"{config.path}: {part.key('policy')} = \"{part.policy}\": "
-                          f"the path must be at most {SHOWN_MAX} characters")
+    for kind, owner, shown, source, key, failures in wanted:
+        if len(shown) > SHOWN_MAX:
+            errors.append(f"{config.path}: {key} = \"{shown}\": the path must be at most "
+                          f"{SHOWN_MAX} characters")
             continue
         try:
-            mpy = _compile(mpy_cross(), part.policy_path, part.policy, part.key("policy"), config.path)
+            mpy = _compile(mpy_cross(), source, shown, key, config.path)
         except ConfigError as error:
             errors += error.errors
             continue
-        modules.append(UserModule("policy", part.index, part.policy, mpy, part.python_failures,
-                                  config.scheduler.python_budget_ms))
+        modules.append(UserModule(kind, owner, shown, mpy, failures, config.scheduler.python_budget_ms))
     if errors:
         raise ConfigError(errors)
     return modules

@@ -62,6 +62,8 @@ def tick(in_command=False):
         except Exception as e:  # one message's failure loses none of the others
             _failures += 1
             manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)
+    if not in_command:
+        usermods.tick()
     return False
 
 
@@ -74,6 +76,20 @@ def install(cpu_plan):
     hv.plan_set(cpu_plan["cpu"], cpu_plan["kind"], cpu_plan["frame_us"],
                 [(_owner_id(owner), us) for owner, us in cpu_plan["windows"]])
     plans[cpu_plan["cpu"]] = cpu_plan
+
+
+def change(cpu_plan):
+    """Put cpu_plan in place of its CPU's plan, if the configuration's rules allow the change.
+
+    The rules are plan.check_change's, as for `sched set`; ValueError lists
+    what the change breaks, and nothing changes then.
+    """
+    proposed = [cpu_plan if p["cpu"] == cpu_plan["cpu"] else p for p in plans]
+    table = hv.plan_table(0)
+    errors = plan.check_change(plans, proposed, table["min_percent"] if table else 0, manager.names())
+    if errors:
+        raise ValueError("; ".join("%s = %s: %s" % e for e in errors))
+    install(cpu_plan)
 
 
 def start():

@@ -472,7 +472,7 @@ def cmd_devices(args):
     args, opts = _options(args, "devices [--json]", flags=("--json",))
     if args:
         raise UsageError("devices [--json]")
-    recs = [{"partition": hv.part_info(m.owner)["name"], "kind": m.kind, "path": m.path,
+    recs = [{"partition": usermods.owner_name(m), "kind": m.kind, "path": m.path,
              "sha256": m.sha256, "loaded": m.module is not None, "loads": m.loads,
              "runs": m.runs, "failures": m.failures, "failure_limit": m.failure_limit,
              "last_error": m.last_error} for m in usermods.modules]
@@ -494,10 +494,14 @@ def cmd_devices(args):
 def cmd_policy(args):
     if len(args) != 2 or args[1] != "reload":
         raise UsageError("policy NAME reload")
-    index = manager.find(args[0])
-    mod = usermods.policies.get(index)
-    if mod is None:
-        raise ValueError("%s has no policy module (its `policy` key)" % args[0])
+    if args[0] == "platform":
+        mod = usermods.sched
+        if mod is None:
+            raise ValueError("the platform has no scheduler module ([platform] scheduler)")
+    else:
+        mod = usermods.policies.get(manager.find(args[0]))
+        if mod is None:
+            raise ValueError("%s has no policy module (its `policy` key)" % args[0])
     if usermods.load(mod):
         manager.event("%s: %s reloaded from the table (sha256 %s)" % (args[0], mod.path, mod.sha256[:12]))
         print("%s: %s reloaded (sha256 %s)" % (args[0], mod.path, mod.sha256[:12]))
@@ -740,12 +744,7 @@ def _sched_set(args):
     if kind == "round-robin":
         frame_us = sum(us for _, us in windows)
     new = {"cpu": cpu, "kind": kind, "frame_us": frame_us, "windows": windows}
-    plans = [new if p["cpu"] == cpu else p for p in scheduler.plans]
-    table = hv.plan_table(0)
-    errors = plan.check_change(scheduler.plans, plans, table["min_percent"] if table else 0, manager.names())
-    if errors:
-        raise ValueError("; ".join("%s = %s: %s" % e for e in errors))
-    scheduler.install(new)
+    scheduler.change(new)
     print(plan.describe([new], manager.names())[0])
 
 
@@ -796,11 +795,12 @@ COMMANDS = {
     )),
     "config": (cmd_config, "config", "the active configuration, as the hypervisor holds it", ()),
     "devices": (cmd_devices, "devices [--json]", "the user's Python modules: partition, file, sha256, runs, failures", (
-        "each module the configuration names (a partition's `policy`), as signed into the",
+        "each module the configuration names (a partition's `policy`, [platform] scheduler), as signed into the",
         "table: its sha256, whether it loaded, calls made into it and failures against its limit.",
         "--json: one line {\"modules\": [...]} (docs/console.md)",
     )),
     "policy": (cmd_policy, "policy NAME reload", "load a partition's policy module again from the table", (
+        "NAME 'platform' is the scheduler module ([platform] scheduler).",
         "a fresh module from the signed bytes, its failures forgiven; between two exits",
         "(MicroPython answers one up-call at a time), so no exit sees half of each",
     )),

@@ -9,7 +9,11 @@ MODULES_OFFSET_AT = 120
 MODULE_SIZE = 160
 MODULE_PATH_AT = 64
 MODULE_PATH_SIZE = 96
-KINDS = ("policy",)
+KINDS = ("policy", "scheduler")
+# struct pt_module's owner for the platform's scheduler module (no partition).
+OWNER_PLATFORM = 0xFF
+# How often a scheduler module's on_tick runs unless it sets PERIOD_MS.
+PERIOD_MS_DEFAULT = 1000
 # What a policy may answer, beside None (ours decides).
 ACTIONS = ("emulate", "deny", "stop")
 
@@ -34,6 +38,8 @@ class UserModule:
 
 modules = []  # every UserModule, in table order
 policies = {}  # partition index -> its policy's UserModule
+sched = None  # the platform's scheduler module, if the configuration names one
+_next_tick = 0
 # (index, why) of partitions whose modules reached their failure limit: stopped
 # by enforce(), once the up-call that failed has been answered.
 _to_stop = []
@@ -67,8 +73,12 @@ def init():
     """Load every module the (already checked) table lists; a module that fails to load stays unloaded."""
     global modules
     modules = list(_records(hv.ptable()))
+    global sched
     for mod in modules:
-        policies[mod.owner] = mod
+        if mod.owner == OWNER_PLATFORM:
+            sched = mod
+        else:
+            policies[mod.owner] = mod
         load(mod)
     manager.on_started = lambda index: notify(index, "on_start", (hv.part_info(index)["name"],))
 
@@ -99,14 +109,23 @@ def where(e):
     return found
 
 
+def owner_name(mod):
+    return "platform" if mod.owner == OWNER_PLATFORM else hv.part_info(mod.owner)["name"]
+
+
 def _failed(mod, what, e):
     mod.failures += 1
-    name = hv.part_info(mod.owner)["name"]
+    name = owner_name(mod)
     mod.last_error = "%s raised %s: %s%s" % (what, type(e).__name__, e, (" at " + where(e)) if where(e) else "")
     manager.last_traceback = "%s (%s):\n%s" % (mod.path, what, manager.traceback_text(e))
     manager.event("%s: %s %s (failure %d of %d; answered deny)" % (
         name, mod.path, mod.last_error, mod.failures, mod.failure_limit), show=True)
-    if mod.failures >= mod.failure_limit:
+    if mod.failures >= mod.failure_limit and mod.owner == OWNER_PLATFORM:
+        # No partition to stop: the plans stay as they are, the module runs no more.
+        mod.module = None
+        manager.event("platform: scheduler %s failed %d times and is unloaded; the plans in force "
+                      "stay ('policy platform reload' loads it again)" % (mod.path, mod.failures), show=True)
+    elif mod.failures >= mod.failure_limit:
         _to_stop.append((mod.owner, "its %s %s failed %d times (last: %s)" % (
             mod.kind, mod.path, mod.failures, mod.last_error)))
 
@@ -191,6 +210,38 @@ def notify(index, callback, args):
     mod = policies.get(index)
     if mod is not None:
         call(mod, callback, args)
+
+
+def tick():
+    """Run the scheduler module's on_tick(now_ms) when its period is up.
+
+    Called from the scheduler's idle tick, so at most as often as the console
+    waits for a key, every `PERIOD_MS` of the module (1000 by default) on the
+    TSC clock; now_ms is the TSC in milliseconds. What on_tick answers is
+    ignored; it changes plans through scheduler.change, and a plan the rules
+    refuse raises ValueError there, which counts as a failure.
+    """
+    global _next_tick
+    if sched is None or sched.module is None:
+        return
+    khz = _khz()
+    if not khz:
+        return
+    now_ms = hv.ticks() // khz
+    if now_ms < _next_tick:
+        return
+    _next_tick = now_ms + getattr(sched.module, "PERIOD_MS", PERIOD_MS_DEFAULT)
+    call(sched, "on_tick", (now_ms,))
+
+
+_tsc_khz = 0
+
+
+def _khz():
+    global _tsc_khz
+    if not _tsc_khz:
+        _tsc_khz = hv.clock()["tsc_khz"]
+    return _tsc_khz
 
 
 def counts(index):
