@@ -351,6 +351,7 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_config_text), MP_ROM_PTR(&hv_config_text_obj) },
     { MP_ROM_QSTR(MP_QSTR_load_module), MP_ROM_PTR(&hv_load_module_obj) },
     { MP_ROM_QSTR(MP_QSTR_run_guarded), MP_ROM_PTR(&hv_run_guarded_obj) },
+    { MP_ROM_QSTR(MP_QSTR_wake_at), MP_ROM_PTR(&hv_wake_at_obj) },
 };
 static MP_DEFINE_CONST_DICT(hv_module_globals, hv_module_globals_table);
 

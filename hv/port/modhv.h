@@ -25,3 +25,4 @@ MP_DECLARE_CONST_FUN_OBJ_0(hv_backend_obj);
 MP_DECLARE_CONST_FUN_OBJ_0(hv_config_text_obj);
 MP_DECLARE_CONST_FUN_OBJ_2(hv_load_module_obj);
 MP_DECLARE_CONST_FUN_OBJ_3(hv_run_guarded_obj);
+MP_DECLARE_CONST_FUN_OBJ_1(hv_wake_at_obj);

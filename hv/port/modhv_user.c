@@ -66,3 +66,12 @@ static mp_obj_t hv_run_guarded(mp_obj_t fn, mp_obj_t args_in, mp_obj_t budget_in
     return mp_obj_new_tuple(2, result);
 }
 MP_DEFINE_CONST_FUN_OBJ_3(hv_run_guarded_obj, hv_run_guarded);
+
+// hv.wake_at(ticks): the console's idle wait ends at that TSC even with no key or mail, so
+// the scheduler's tick runs then (a scheduler module's next on_tick); 0 clears it.
+static mp_obj_t hv_wake_at(mp_obj_t ticks)
+{
+    port_wake_at((uint64_t)mp_obj_get_int_truncated(ticks));
+    return mp_const_none;
+}
+MP_DEFINE_CONST_FUN_OBJ_1(hv_wake_at_obj, hv_wake_at);

@@ -9,6 +9,9 @@ size_t port_heap_bytes(void);
 void port_repl(void);
 // The console's idle hook: a Python callable run while input is awaited (None to clear).
 void port_set_idle(mp_obj_t fn);
+// The console's idle wait also ends at this TSC (0: only for a key or mail),
+// so the idle hook runs then (hv.wake_at).
+void port_wake_at(uint64_t tsc);
 // A byte typed at the console, or -1; never blocks.
 int mp_hal_stdin_poll_chr(void);
 // Waits until the TSC reaches deadline_tsc while the partitions run, or less

@@ -231,6 +231,8 @@ def tick():
     if now_ms < _next_tick:
         return
     _next_tick = now_ms + getattr(sched.module, "PERIOD_MS", PERIOD_MS_DEFAULT)
+    # An idle console sleeps until a key or mail: wake it for the next tick too.
+    hv.wake_at(_next_tick * khz)
     call(sched, "on_tick", (now_ms,))
 
 
