@@ -12,6 +12,7 @@ from guests import (
     hello,
     hypercall,
     jitter,
+    kicker,
     longmode,
     mbtest,
     msrprobe,
@@ -46,6 +47,7 @@ BUILTIN: dict[str, Callable[..., GuestImage]] = {
     "bench": bench.build,
     "longmode": longmode.build,
     "msrprobe": msrprobe.build,
+    "kicker": kicker.build,
 }
 
 

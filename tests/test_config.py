@@ -229,7 +229,7 @@ ERROR_CASES: dict[str, tuple[str, str]] = {
                            "partitions[1].ports[0] = \"0x71-0x72\": already passed through to "
                            "partitions[0] (partitions[0].ports[1])"),
     "reserved port": (_hello(extra="ports = [\"0x3f0-0x3f8\"]"),
-                      "partitions[0].ports[0] = \"0x3f0-0x3f8\": may not be passed through: "
+                      "partitions[0].ports[0] = \"0x3f0-0x3f8\": may not be given to a guest: "
                       "0x3f8-0x3ff is the hypervisor's UART"),
     "bad port": (_hello(extra="ports = [\"sixty\"]"),
                  "partitions[0].ports[0] = \"sixty\": must be a port number or a range string"),

@@ -17,6 +17,7 @@ VENDORS = [pytest.param("amd", id="amd-qemu"),
            pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 MSR_EXAMPLE = "examples/msr-policy"
 LOAD_EXAMPLE = "examples/load-scheduler"
+WATCHDOG_EXAMPLE = "examples/watchdog"
 HELLO = '[[partitions]]\nname = "a"\nmemory = "4M"\nimage = "guest:hello"\n'
 
 
@@ -71,6 +72,28 @@ def test_the_table_signs_each_module_with_its_hash_and_flags_its_partition() -> 
     # Without a policy, the flag stays clear: MSRs the vCPU lacks raise #GP in C.
     plain = ptable.build_table(config.load(ROOT / "configs" / "demo.toml"))
     assert plain.modules() == [] and not any(p["flags"] & ptable.FLAG_MSR_UPCALL for p in plain.partitions)
+
+
+def test_device_models_take_a_port_range_no_one_else_has(tmp_path: Path, capsys) -> None:
+    (tmp_path / "wd.py").write_text("class Device:\n    pass\n")
+    path = tmp_path / "system.toml"
+    path.write_text(HELLO + 'ports = ["0x510-0x511"]\n'
+                    'devices = [{ model = "wd.py", ports = "0x511-0x512" }, { model = "wd.py", ports = "0x3f8" },'
+                    ' { model = "wd.py" }, { model = "wd.py", ports = "0x520" }, { model = "wd.py", ports = 0x520 }]\n')
+    assert config.check(path) == 2
+    errors = [line.split(": ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert errors == [
+        'partitions[0].devices[0].ports = "0x511-0x512": overlaps this partition\'s ports 0x510-0x511',
+        'partitions[0].devices[1].ports = "0x3f8": may not be given to a guest: 0x3f8-0x3ff is '
+        "the hypervisor's UART (COM1), each guest's virtual UART",
+        "partitions[0].devices[2] = {'model': 'wd.py'}: must be a table "
+        '{ model = "FILE.py", ports = "0xA-0xB" }',
+        "partitions[0].devices[4].ports = 0x520: overlaps this partition's devices[0]"]
+    table = ptable.build_table(config.load(config_path(WATCHDOG_EXAMPLE)),
+                               modules=_modules(config_path(WATCHDOG_EXAMPLE)))
+    assert [(m["kind"], m["owner"], m["ports"]) for m in table.modules()] == [
+        ("device", 0, (0x510, 0x510)), ("device", 1, (0x510, 0x510))]
+    assert 'devices = [{ model = "devices/watchdog.py", ports = "0x510" }]' in table.config_text()
 
 
 def test_a_scheduler_module_belongs_to_the_platform() -> None:
@@ -194,3 +217,20 @@ def test_load_scheduler_moves_slices_to_the_busy_partition(boot_config, vendor) 
     assert (module["partition"], module["kind"], module["loaded"], module["failures"]) == (
         "platform", "scheduler", True, 0)
     assert module["runs"] >= 2
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_watchdog_restarts_the_guest_that_stops_kicking_and_not_the_one_that_kicks(boot_config, vendor) -> None:
+    console = boot_config(vendor, WATCHDOG_EXAMPLE)
+    parts = wait_ps(console, lambda p: p["stops"]["starts"] >= 3, 180, "the watchdog to restart 'stops' twice")
+    assert parts["keeps"]["starts"] == 1 and parts["keeps"]["state"] == "running"
+    assert parts["keeps"]["python_runs"] > 0 and parts["keeps"]["python_failures"] == 0
+    events = console.command("events")
+    assert "stops: devices/watchdog.py asks for a restart" in events
+    assert "stops stopped: restarted by its device devices/watchdog.py" in events
+    assert "keeps: devices/watchdog.py" not in events
+    assert "stops stops kicking" in console.command("log stops")
+    shown = _json_line(console.command("devices --json"))["modules"]
+    assert [(m["partition"], m["kind"], m["loaded"]) for m in shown] == [
+        ("stops", "device", True), ("keeps", "device", True)]

@@ -68,6 +68,20 @@ class ConfigError(Exception):
 
 
 @dataclass
+class DeviceConfig:
+    """One of a partition's `devices`: a Python model answering a port range."""
+
+    model: str        # as written
+    path: Path        # resolved
+    first: int
+    last: int
+
+    def values(self) -> dict[str, Any]:
+        span = f"{self.first:#x}" if self.first == self.last else f"{self.first:#x}-{self.last:#x}"
+        return {"model": self.model, "ports": span}
+
+
+@dataclass
 class PartitionConfig:
     index: int
     name: str
@@ -99,6 +113,7 @@ class PartitionConfig:
     policy: str | None = None         # the user's policy module, as written
     policy_path: Path | None = None   # that file, resolved
     python_failures: int = PARTITIONS.key("python_failures").default
+    devices: list[DeviceConfig] = field(default_factory=list)
 
     def key(self, name: str) -> str:
         """The key path of one of this partition's keys, as errors spell it."""
@@ -123,7 +138,9 @@ class PartitionConfig:
                 "restart": self.restart, "restart_limit": self.restart_limit,
                 "slice_ms": self.slice_ms,
                 "params": self.params if self.builtin is not None else None,
-                "policy": self.policy, "python_failures": self.python_failures}
+                "policy": self.policy,
+                "devices": [d.values() for d in self.devices] or None,
+                "python_failures": self.python_failures}
 
 
 @dataclass
@@ -210,7 +227,7 @@ def builtin_guests() -> dict[str, Callable[..., Any]]:
 
 _PY_TYPES: dict[str, type] = {"string": str, "integer": int, "address": int, "bool": bool,
                               "size": str, "paths": list, "ports": list, "table": dict,
-                              "cpus": list, "windows": list, "names": list}
+                              "cpus": list, "windows": list, "names": list, "devices": list}
 
 
 class _Checker:
@@ -307,6 +324,56 @@ def _image_kind(check: _Checker, path: str, image: str, data: bytes, kind: str) 
                         "a.out-kludge addresses (kind = \"multiboot\")")
 
 
+def _port_span(check: _Checker, path: str, item: Any) -> tuple[int, int] | None:
+    """One port or "0xA-0xB" range as (first, last), or None after saying what is wrong."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        first = last = item
+    elif isinstance(item, str) and (match := _PORTS.fullmatch(item)):
+        first = int(match.group(1), 0)
+        last = int(match.group(2), 0) if match.group(2) else first
+    else:
+        check.error(path, item, "must be a port number or a range string such as "
+                    "\"0x60-0x64\"")
+        return None
+    if not 0 <= first <= last <= PORT_MAX:
+        check.error(path, item, f"must lie in 0 to {PORT_MAX:#x}, the first port no higher "
+                    "than the last")
+        return None
+    reserved = next(((lo, hi, what) for lo, hi, what in schema.RESERVED_PORTS
+                     if first <= hi and lo <= last), None)
+    if reserved is not None:
+        lo, hi, what = reserved
+        shown = f"{lo:#x}" if lo == hi else f"{lo:#x}-{hi:#x}"
+        check.error(path, item, f"may not be given to a guest: {shown} is {what}")
+        return None
+    return first, last
+
+
+def _devices(check: _Checker, items: list[Any], prefix: str,
+             passed: list[tuple[int, int]]) -> list[DeviceConfig]:
+    """The partition's device models: each a .py file and a port range no one else has."""
+    devices: list[DeviceConfig] = []
+    for number, item in enumerate(items):
+        path = f"{prefix}devices[{number}]"
+        if not isinstance(item, dict) or set(item) != {"model", "ports"} \
+                or not isinstance(item["model"], str):
+            check.error(path, item, "must be a table { model = \"FILE.py\", ports = \"0xA-0xB\" }")
+            continue
+        model = _python_file(check, path + ".model", item["model"])
+        span = _port_span(check, path + ".ports", item["ports"])
+        if model is None or span is None:
+            continue
+        first, last = span
+        clash = next((f"ports {lo:#x}-{hi:#x}" for lo, hi in passed if first <= hi and lo <= last), None)
+        clash = clash or next((f"devices[{n}]" for n, d in enumerate(devices)
+                               if first <= d.last and d.first <= last), None)
+        if clash:
+            check.error(path + ".ports", item["ports"], f"overlaps this partition's {clash}")
+            continue
+        devices.append(DeviceConfig(item["model"], model, first, last))
+    return devices
+
+
 def _ports(check: _Checker, items: list[Any], prefix: str,
            claims: list[tuple[int, str, Any, int, int]], index: int) -> list[tuple[int, int]]:
     """Parse and check `ports`; return the merged ranges and add each item to `claims`."""
@@ -314,26 +381,10 @@ def _ports(check: _Checker, items: list[Any], prefix: str,
     mine: list[tuple[str, int, int]] = []
     for number, item in enumerate(items):
         path = f"{prefix}ports[{number}]"
-        if isinstance(item, int) and not isinstance(item, bool):
-            first = last = item
-        elif isinstance(item, str) and (match := _PORTS.fullmatch(item)):
-            first = int(match.group(1), 0)
-            last = int(match.group(2), 0) if match.group(2) else first
-        else:
-            check.error(path, item, "must be a port number or a range string such as "
-                        "\"0x60-0x64\"")
+        span = _port_span(check, path, item)
+        if span is None:
             continue
-        if not 0 <= first <= last <= PORT_MAX:
-            check.error(path, item, f"must lie in 0 to {PORT_MAX:#x}, the first port no higher "
-                        "than the last")
-            continue
-        reserved = next(((lo, hi, what) for lo, hi, what in schema.RESERVED_PORTS
-                         if first <= hi and lo <= last), None)
-        if reserved is not None:
-            lo, hi, what = reserved
-            span = f"{lo:#x}" if lo == hi else f"{lo:#x}-{hi:#x}"
-            check.error(path, item, f"may not be passed through: {span} is {what}")
-            continue
+        first, last = span
         twice = next((other for other, lo, hi in mine if first <= hi and lo <= last), None)
         if twice is not None:
             check.error(path, item, f"listed twice (also {twice})")
@@ -467,6 +518,7 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
 
     policy = v["policy"]
     policy_path = _python_file(check, prefix + "policy", policy)
+    devices = _devices(check, v["devices"], prefix, ports) if v["devices"] else []
 
     if len(check.errors) != before:
         return None
@@ -479,7 +531,8 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         restart_limit=v["restart_limit"],
         slice_ms=v["slice_ms"] if v["slice_ms"] is not None else scheduler.slice_ms,
         module_names=list(table.get("modules", [])),
-        policy=policy, policy_path=policy_path, python_failures=v["python_failures"])
+        policy=policy, policy_path=policy_path, python_failures=v["python_failures"],
+        devices=devices)
 
 
 def _table(check: _Checker, data: dict[str, Any], section: schema.Section) -> dict[str, Any]:

@@ -51,6 +51,7 @@ DEFINES: list[tuple[str, str]] = [
     ("PT_FLAG_MSR_UPCALL", f"{FLAG_MSR_UPCALL}u"),
     ("PT_MODULE_POLICY", f"{MODULE_KINDS['policy']}u"),
     ("PT_MODULE_SCHEDULER", f"{MODULE_KINDS['scheduler']}u"),
+    ("PT_MODULE_DEVICE", f"{MODULE_KINDS['device']}u"),
     ("PT_MODULE_OWNER_PLATFORM", f"{user_modules.OWNER_PLATFORM:#x}u"),
     ("PT_KIND_RAW", f"{KINDS['raw']}u"),
     ("PT_KIND_MULTIBOOT", f"{KINDS['multiboot']}u"),
@@ -122,7 +123,9 @@ STRUCTS: dict[str, list[Field]] = {
         Field("owner", "uint8_t", comment="the partition it serves, or PT_MODULE_OWNER_PLATFORM"),
         Field("failure_limit", "uint16_t", comment="failures before that partition is stopped"),
         Field("budget_ms", "uint32_t", comment="how long one call may run"),
-        Field("reserved", "uint8_t", 8),
+        Field("first_port", "uint16_t", comment="a device's ports, inclusive"),
+        Field("last_port", "uint16_t"),
+        Field("reserved", "uint8_t", 4),
         Field("blob_offset", "uint64_t", comment="its .mpy bytes in the blob"),
         Field("size", "uint64_t"),
         Field("sha256", "uint8_t", 32, "of the .mpy bytes"),
@@ -332,7 +335,7 @@ class PartitionTable:
                         "path": record["path"].split(b"\0", 1)[0].decode(),
                         "sha256": bytes(record["sha256"]).hex(),
                         "failure_limit": record["failure_limit"], "budget_ms": record["budget_ms"],
-                        "mpy": mpy})
+                        "ports": (record["first_port"], record["last_port"]), "mpy": mpy})
         return out
 
     def ports(self, index: int) -> list[tuple[int, int]]:
@@ -483,6 +486,7 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None,
         records.append(pack("pt_module", {
             "kind": MODULE_KINDS[module.kind], "owner": module.owner,
             "failure_limit": module.failure_limit, "budget_ms": module.budget_ms,
+            "first_port": module.ports[0], "last_port": module.ports[1],
             "blob_offset": HEADER_SIZE + len(body), "size": len(module.mpy),
             "sha256": list(hashlib.sha256(module.mpy).digest()), "path": module.path.encode()}))
         body += module.mpy

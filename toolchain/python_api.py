@@ -22,6 +22,7 @@ ACTIONS = ("part_start", "part_stop", "part_resolve", "plan_set", "sched_yield",
            "load_module", "run_guarded", "wake_at")
 # hv/py functions shown, by section.
 POLICY = (("usermods", "answer"), ("usermods", "notify"))
+DEVICE = (("usermods", "device_answer"),)
 PLAN = (("usermods", "tick"), ("scheduler", "change"), ("scheduler", "install"), ("plan", "check"),
         ("plan", "check_change"), ("plan", "describe"))
 READ = (("manager", "count"), ("manager", "names"), ("manager", "find"), ("manager", "info"),
@@ -35,7 +36,8 @@ _INTRO = """\
      this file and the code disagree. -->
 
 Taipan's decisions beyond the C fast path are MicroPython on CPU 0. A system
-description may add its own: a partition's `policy = "policies/lab.py"` and the
+description may add its own: a partition's `policy = "policies/lab.py"` and
+`devices = [{ model = "devices/watchdog.py", ports = "0x510" }]`, and the
 platform's `scheduler = "sched/load.py"` name Python files beside the TOML
 (docs/config.md). `taipan build` compiles it with the
 mpy-cross of the MicroPython it builds (a syntax error names the file and line,
@@ -56,17 +58,16 @@ the table's bytes, between two exits.
 
 A port or MSR handed to Python is the slow path by design: each one is a VM exit,
 a message to CPU 0 and an answer back, against microseconds on the C fast path
-(docs/performance.md). Two complete examples, each tested on both vendors
-(tests/test_user_python.py): `examples/msr-policy/`, a policy that grants one
-partition the read of one MSR and logs and denies the rest, and
+(docs/performance.md). Three complete examples, each tested on both vendors
+(tests/test_user_python.py): `examples/watchdog/`, a port device that restarts
+its partition when the guest stops kicking it; `examples/msr-policy/`, a policy
+that grants one partition the read of one MSR and logs and denies the rest; and
 `examples/load-scheduler/`, a scheduler that gives CPU 0's slices by the
 partitions' measured load.
 
-Not built yet (issue 11): the device-model class (`devices = [{ model = ..., ports
-= ... }]` with read and write handlers and timers through `time`; a port device
-today is the policy's `on_io`), raising a guest interrupt (it needs the virtual
-IOAPIC of the virtual-platform work), the watchdog example that needs them, and
-`taipan ctl TARGET push FILE` under `taipan run --dev`.
+Not built yet (issue 11): a device model raising a guest interrupt (it needs the
+virtual IOAPIC of the virtual-platform work), MMIO device models, and `taipan ctl
+TARGET push FILE` under `taipan run --dev`.
 """
 
 
@@ -158,6 +159,8 @@ def markdown() -> str:
     out += [f"| `{kind}` | `{cb}(name, exit)` |" for kind, cb in table.items()]
     out += ["| a start, stop or fault | `on_start(name)`, `on_stop(name, why)`, `on_fault(name, why)` |", ""]
     out += _python_section(POLICY)
+    out += ["## Device models", ""]
+    out += _python_section(DEVICE)
     out += ["## The scheduler's plan API", "",
             "A scheduler module defines `on_tick(now_ms)` and, if it likes, `PERIOD_MS`; "
             "it reads the load from `hv.plan_get(cpu)` and writes plans with `scheduler.change`.", "",

@@ -13,7 +13,7 @@ TYPES = {
     "string": "string", "integer": "integer", "bool": "bool", "size": "size",
     "address": "integer", "paths": "array of strings", "ports": "array of ports",
     "table": "table", "cpus": "array of integers", "windows": "array of tables",
-    "names": "array of partition names",
+    "names": "array of partition names", "devices": "array of tables",
 }
 
 
@@ -172,6 +172,9 @@ PARTITIONS = Section("partitions", True, (
     Key("policy", "string", "a Python file (beside the TOML) that answers the exits the C fast "
         "path hands up: its `on_io`, `on_msr`, `on_cpuid`... (docs/python-api.md); compiled "
         "by mpy-cross and signed into the table with its sha256", default_doc="none"),
+    Key("devices", "devices", "Python device models (docs/python-api.md), each `{ model = "
+        "\"devices/watchdog.py\", ports = \"0x510-0x51f\" }`: the guest's IN and OUT there go "
+        "to the model's `Device`; ports as for `ports`, never also passed through", default=[]),
     Key("python_failures", "integer", "failures of its `policy` (an exception, MemoryError, "
         "a run past `[scheduler] python_budget_ms`) before the partition is stopped with "
         "the reason", default=3, minimum=1, maximum=1000),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from toolchain.config import ConfigError, SystemConfig
 
-KINDS = ("policy", "scheduler")
+KINDS = ("policy", "scheduler", "device")
 # The owner of the platform's scheduler module, which serves no one partition.
 OWNER_PLATFORM = 0xFF
 # Failures of the scheduler module before it is unloaded (the plans in force stay).
@@ -29,6 +29,7 @@ class UserModule:
     mpy: bytes         # mpy-cross's output
     failure_limit: int
     budget_ms: int
+    ports: tuple[int, int] = (0, 0)   # a device's first and last port
 
     @property
     def sha256(self) -> str:
@@ -51,14 +52,16 @@ def _compile(mpy_cross: Path, source: Path, shown: str, key: str, config_path: P
 
 def compile_all(config: SystemConfig, mpy_cross: Callable[[], Path]) -> list[UserModule]:
     """Every user module of `config`, compiled; ConfigError naming the file and line of a syntax error."""
-    wanted = [("policy", p.index, p.policy, p.policy_path, p.key("policy"), p.python_failures)
+    wanted = [("policy", p.index, p.policy, p.policy_path, p.key("policy"), p.python_failures, (0, 0))
               for p in config.partitions if p.policy and p.policy_path]
+    wanted += [("device", p.index, d.model, d.path, f"{p.key('devices')}[{n}].model", p.python_failures,
+                (d.first, d.last)) for p in config.partitions for n, d in enumerate(p.devices)]
     if config.platform.scheduler and config.platform.scheduler_path:
         wanted.append(("scheduler", OWNER_PLATFORM, config.platform.scheduler,
-                       config.platform.scheduler_path, "platform.scheduler", SCHEDULER_FAILURES))
+                       config.platform.scheduler_path, "platform.scheduler", SCHEDULER_FAILURES, (0, 0)))
     modules: list[UserModule] = []
     errors: list[str] = []
-    for kind, owner, shown, source, key, failures in wanted:
+    for kind, owner, shown, source, key, failures, ports in wanted:
         if len(shown) > SHOWN_MAX:
             errors.append(f"{config.path}: {key} = \"{shown}\": the path must be at most "
                           f"{SHOWN_MAX} characters")
@@ -68,7 +71,8 @@ def compile_all(config: SystemConfig, mpy_cross: Callable[[], Path]) -> list[Use
         except ConfigError as error:
             errors += error.errors
             continue
-        modules.append(UserModule(kind, owner, shown, mpy, failures, config.scheduler.python_budget_ms))
+        modules.append(UserModule(kind, owner, shown, mpy, failures, config.scheduler.python_budget_ms,
+                                  ports))
     if errors:
         raise ConfigError(errors)
     return modules

@@ -137,10 +137,10 @@ def stop(index, why="stopped from the console", show=False):
     event("%s stopped: %s" % (hv.part_info(index)["name"], why), show=show)
 
 
-def restart(index):
+def restart(index, why="restarted from the console"):
     """Stop it if it runs, then start it from its image again."""
     if hv.part_state(index) == "running":
-        stop(index, "restarted from the console")
+        stop(index, why)
     start(index)
 
 

@@ -9,11 +9,12 @@ MODULES_OFFSET_AT = 120
 MODULE_SIZE = 160
 MODULE_PATH_AT = 64
 MODULE_PATH_SIZE = 96
-KINDS = ("policy", "scheduler")
+KINDS = ("policy", "scheduler", "device")
 # struct pt_module's owner for the platform's scheduler module (no partition).
 OWNER_PLATFORM = 0xFF
-# How often a scheduler module's on_tick runs unless it sets PERIOD_MS.
+# How often a scheduler module's on_tick and a Device's tick run unless they set PERIOD_MS.
 PERIOD_MS_DEFAULT = 1000
+DEVICE_PERIOD_MS = 100
 # What a policy may answer, beside None (ours decides).
 ACTIONS = ("emulate", "deny", "stop")
 
@@ -21,7 +22,7 @@ ACTIONS = ("emulate", "deny", "stop")
 class UserModule:
     """One module of the table: where it came from, its loaded module, how often it ran and failed."""
 
-    def __init__(self, kind, owner, path, sha256, mpy, failure_limit, budget_ms):
+    def __init__(self, kind, owner, path, sha256, mpy, failure_limit, budget_ms, ports):
         self.kind = kind
         self.owner = owner
         self.path = path
@@ -29,7 +30,10 @@ class UserModule:
         self.mpy = mpy
         self.failure_limit = failure_limit
         self.budget_us = budget_ms * 1000
+        self.ports = ports  # a device's (first, last)
         self.module = None
+        self.device = None  # a device model's Device instance
+        self.next_tick = 0  # ms: when its Device.tick is due
         self.runs = 0
         self.failures = 0
         self.last_error = ""
@@ -38,8 +42,8 @@ class UserModule:
 
 modules = []  # every UserModule, in table order
 policies = {}  # partition index -> its policy's UserModule
+devices = {}  # partition index -> its device models' UserModules
 sched = None  # the platform's scheduler module, if the configuration names one
-_next_tick = 0
 # (index, why) of partitions whose modules reached their failure limit: stopped
 # by enforce(), once the up-call that failed has been answered.
 _to_stop = []
@@ -66,7 +70,7 @@ def _records(blob):
         path = bytes(blob[at + MODULE_PATH_AT:at + MODULE_PATH_AT + MODULE_PATH_SIZE])
         yield UserModule(KINDS[blob[at]], blob[at + 1], path.split(b"\0", 1)[0].decode(),
                          bytes(blob[at + 32:at + 64]).hex(), bytes(blob[offset:offset + size]),
-                         _u16(blob, at + 2), _u32(blob, at + 4))
+                         _u16(blob, at + 2), _u32(blob, at + 4), (_u16(blob, at + 8), _u16(blob, at + 10)))
 
 
 def init():
@@ -77,6 +81,8 @@ def init():
     for mod in modules:
         if mod.owner == OWNER_PLATFORM:
             sched = mod
+        elif mod.kind == "device":
+            devices.setdefault(mod.owner, []).append(mod)
         else:
             policies[mod.owner] = mod
         load(mod)
@@ -89,12 +95,25 @@ def load(mod):
     ok, result = hv.run_guarded(hv.load_module, (name, mod.mpy), mod.budget_us)
     mod.loads += 1
     mod.failures = 0
+    mod.device = None
+    if ok and mod.kind == "device":
+        # A model's state is one Device per partition, made as the module loads.
+        made, device = hv.run_guarded(getattr(result, "Device", _no_device), (owner_name(mod),), mod.budget_us)
+        if not made:
+            mod.module = None
+            _failed(mod, "Device()", device)
+            return False
+        mod.device = device
     if ok:
         mod.module = result
         return True
     mod.module = None
     _failed(mod, "loading", result)
     return False
+
+
+def _no_device(name):
+    raise TypeError("a device model defines class Device(name) with read and write")
 
 
 def where(e):
@@ -139,8 +158,12 @@ def enforce():
 
 
 def call(mod, callback, args):
-    """(True, what mod's callback returned), or (False, None): no such callback, or it failed."""
-    fn = getattr(mod.module, callback, None) if mod.module is not None else None
+    """(True, what mod's callback returned), or (False, None): no such callback, or it failed.
+
+    A device model's callbacks are its Device's methods.
+    """
+    owner = mod.device if mod.kind == "device" else mod.module
+    fn = getattr(owner, callback, None) if mod.module is not None else None
     if fn is None:
         return False, None
     mod.runs += 1
@@ -154,6 +177,35 @@ def call(mod, callback, args):
 # The callback each up-call kind goes to (docs/python-api.md).
 CALLBACKS = {"io": "on_io", "msr_read": "on_msr", "msr_write": "on_msr", "cpuid": "on_cpuid",
              "mmio": "on_mmio"}
+
+
+def device_answer(mod, exit):
+    """A device model's answer to an IN or OUT on its ports, as (action, value).
+
+    A device model (a partition's `devices = [{ model = FILE, ports = RANGE }]`)
+    defines `class Device`, made once per partition as `Device(name)` when the
+    module loads. An IN on its ports calls `read(port, size)`, which answers
+    the int the guest reads; an OUT calls `write(port, size, value)`, whose
+    answer is ignored. Its `tick(now_ms)`, if it has one, runs every
+    `PERIOD_MS` of the class (100 by default) and may answer "restart" or
+    "stop" for its partition; timers are `time.ticks_ms()` and
+    `time.ticks_diff` against a deadline kept in the Device. Failures count
+    against the partition's `python_failures` as a policy's do; a failed IN
+    reads all ones, a failed OUT is dropped. Raising a guest interrupt needs the
+    virtual IOAPIC of the virtual-platform work and is not offered yet.
+    """
+    had = mod.failures
+    if exit["input"]:
+        ok, value = call(mod, "read", (exit["port"], exit["size"]))
+        if ok and isinstance(value, int) and not isinstance(value, bool):
+            return ("emulate", value)
+        if ok:
+            _failed(mod, "read", ValueError("answered %r: not an int" % (value,)))
+    else:
+        ok, _ = call(mod, "write", (exit["port"], exit["size"], exit["value"]))
+        if ok:
+            return ("emulate", 0)
+    return ("deny", 0) if mod.failures > had or not ok else None
 
 
 def answer(index, name, exit):
@@ -179,6 +231,10 @@ def answer(index, name, exit):
     hook. `on_mmio` is for MMIO exits handed up: none are today, since an EPT or
     NPT violation stops the partition in C.
     """
+    if exit["kind"] == "io":
+        for dev in devices.get(index, ()):
+            if dev.ports[0] <= exit["port"] <= dev.ports[1]:
+                return device_answer(dev, exit)
     mod = policies.get(index)
     callback = CALLBACKS.get(exit["kind"])
     if mod is None or callback is None:
@@ -213,27 +269,51 @@ def notify(index, callback, args):
 
 
 def tick():
-    """Run the scheduler module's on_tick(now_ms) when its period is up.
+    """Run what is due: the scheduler module's on_tick(now_ms), each device's tick(now_ms).
 
     Called from the scheduler's idle tick, so at most as often as the console
-    waits for a key, every `PERIOD_MS` of the module (1000 by default) on the
-    TSC clock; now_ms is the TSC in milliseconds. What on_tick answers is
-    ignored; it changes plans through scheduler.change, and a plan the rules
-    refuse raises ValueError there, which counts as a failure.
+    waits for a key; the idle console is woken for the next one due
+    (hv.wake_at). The scheduler module runs every `PERIOD_MS` of the module
+    (1000 by default), a Device every `PERIOD_MS` of its class (100), on the
+    TSC clock; now_ms is the TSC in milliseconds. on_tick changes plans through
+    scheduler.change (a plan the rules refuse raises ValueError there, a
+    failure). A Device's tick may answer "restart" or "stop" for its
+    partition, or None.
     """
-    global _next_tick
-    if sched is None or sched.module is None:
-        return
     khz = _khz()
     if not khz:
         return
     now_ms = hv.ticks() // khz
-    if now_ms < _next_tick:
+    due = []
+    if sched is not None and sched.module is not None:
+        due.append((sched, "on_tick", getattr(sched.module, "PERIOD_MS", PERIOD_MS_DEFAULT)))
+    for mods in devices.values():
+        due += [(m, "tick", getattr(m.device, "PERIOD_MS", DEVICE_PERIOD_MS)) for m in mods
+                if m.device is not None and hasattr(m.device, "tick")]
+    wake = 0
+    for mod, callback, period in due:
+        if now_ms >= mod.next_tick:
+            mod.next_tick = now_ms + period
+            ok, result = call(mod, callback, (now_ms,))
+            if ok and mod.kind == "device":
+                _device_action(mod, result)
+        wake = mod.next_tick if not wake else min(wake, mod.next_tick)
+    # An idle console sleeps until a key or mail: wake it for the next one due too.
+    hv.wake_at(wake * khz)
+    enforce()
+
+
+def _device_action(mod, action):
+    if action is None or hv.part_state(mod.owner) != "running":
         return
-    _next_tick = now_ms + getattr(sched.module, "PERIOD_MS", PERIOD_MS_DEFAULT)
-    # An idle console sleeps until a key or mail: wake it for the next tick too.
-    hv.wake_at(_next_tick * khz)
-    call(sched, "on_tick", (now_ms,))
+    name = owner_name(mod)
+    if action == "restart":
+        manager.event("%s: %s asks for a restart" % (name, mod.path), show=True)
+        manager.restart(mod.owner, "restarted by its device %s" % mod.path)
+    elif action == "stop":
+        manager.stop(mod.owner, "stopped by its device %s" % mod.path, show=True)
+    else:
+        _failed(mod, "tick", ValueError("answered %r: not None, \"restart\" or \"stop\"" % (action,)))
 
 
 _tsc_khz = 0
@@ -247,6 +327,6 @@ def _khz():
 
 
 def counts(index):
-    """(runs, failures) of a partition's modules, for `stats`."""
-    mod = policies.get(index)
-    return (mod.runs, mod.failures) if mod is not None else (0, 0)
+    """(runs, failures) of a partition's modules, its policy's and devices', for `stats`."""
+    mods = devices.get(index, []) + ([policies[index]] if index in policies else [])
+    return sum(m.runs for m in mods), sum(m.failures for m in mods)
