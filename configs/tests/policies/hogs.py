@@ -2,4 +2,4 @@
 def on_msr(name, exit):
     kept = []
     while True:
-        kept.append(bytearray(1 << 16))
+        kept.append(bytearray(1 << 20))
