@@ -23,7 +23,6 @@ def _handle(index, event, detail):
             manager.unexpected("policy for %s" % name, e)
             action, value = "deny", 0
         hv.part_resolve(index, action, value)
-        usermods.enforce()
         if action == "stop":
             manager.ended(index, True, "stopped by policy (%s exit)" % detail["kind"])
         return
@@ -32,7 +31,6 @@ def _handle(index, event, detail):
     why = ("exited with code %d" % detail if event == "exited" else
            "faulted: %s" % detail if event == "faulted" else "stopped: %s" % detail)
     usermods.notify(index, "on_fault" if event == "faulted" else "on_stop", (name, why))
-    usermods.enforce()
     manager.ended(index, event != "exited", why)
 
 
@@ -63,6 +61,8 @@ def tick(in_command=False):
             _failures += 1
             manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)
     if not in_command:
+        # Partitions whose modules failed too often are stopped here, at the
+        # prompt, never from inside a command's mail callback.
         usermods.tick()
     return False
 

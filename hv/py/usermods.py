@@ -45,7 +45,7 @@ policies = {}  # partition index -> its policy's UserModule
 devices = {}  # partition index -> its device models' UserModules
 sched = None  # the platform's scheduler module, if the configuration names one
 # (index, why) of partitions whose modules reached their failure limit: stopped
-# by enforce(), once the up-call that failed has been answered.
+# by enforce() from the idle tick, once the up-call that failed has been answered.
 _to_stop = []
 
 
