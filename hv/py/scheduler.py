@@ -22,9 +22,12 @@ def _handle(index, event, detail):
         except Exception as e:  # a policy bug must not take the hypervisor down: deny
             manager.unexpected("policy for %s" % name, e)
             action, value = "deny", 0
+        why = usermods.limit_reached(index)
+        if why is not None:
+            action, value = "stop", 0
         hv.part_resolve(index, action, value)
         if action == "stop":
-            manager.ended(index, True, "stopped by policy (%s exit)" % detail["kind"])
+            manager.ended(index, True, why or "stopped by policy (%s exit)" % detail["kind"])
         return
     if event not in ("exited", "faulted", "timeout"):
         return

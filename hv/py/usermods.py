@@ -149,6 +149,19 @@ def _failed(mod, what, e):
             mod.kind, mod.path, mod.failures, mod.last_error)))
 
 
+def limit_reached(index):
+    """Why a partition's modules failed too often, taken from the stop list, or None.
+
+    An up-call that failed for the last time is answered "stop" (the C side
+    stops the partition before its next entry), so no request has to wait.
+    """
+    for number, (owner, why) in enumerate(_to_stop):
+        if owner == index:
+            _to_stop.pop(number)
+            return "stopped: " + why
+    return None
+
+
 def enforce():
     """Stop the partitions whose modules reached their failure limit, saying why."""
     while _to_stop:
