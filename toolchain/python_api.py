@@ -65,11 +65,6 @@ that grants one partition the read of one MSR and logs and denies the rest; and
 `examples/load-scheduler/`, a scheduler that gives CPU 0's slices by the
 partitions' measured load.
 
-Known problem: a module that allocates until MemoryError is caught and logged
-as above, but in some runs the console stopped taking input after its second
-failure (under Bochs at an idle prompt; under QEMU after a looping module);
-tests/test_user_python.py does not cover it until that is found.
-
 Not built yet (issue 11): a device model raising a guest interrupt (it needs the
 virtual IOAPIC of the virtual-platform work), MMIO device models, and `taipan ctl
 TARGET push FILE` under `taipan run --dev`.
