@@ -161,6 +161,12 @@ int mp_hal_stdin_rx_chr(void)
         if (c >= 0) {
             return c;
         }
+        // Keys that came while the idle hook ran (a long policy call) were
+        // taken off the UART into rx_ring by the VM hook: no key would wake
+        // the wait below for them.
+        if (rx_head != rx_tail) {
+            continue;
+        }
         // Nothing typed, nothing posted: CPU 0 is its partitions' until a key or
         // mail comes, or the time Python asked to be woken at (hv.wake_at).
         mgmt_wait(wake_tsc ? wake_tsc : UINT64_MAX, true);
