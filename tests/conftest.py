@@ -71,7 +71,7 @@ class Console:
         return self
 
     def type(self, text: str) -> None:
-        # A terminal's Enter key sends CR, which is what MicroPython's readline takes.
+        # A terminal's Enter key sends CR; the shell takes LF and CR LF as Enter too.
         if not self.char_delay:
             self.child.send(text)
             return
@@ -89,6 +89,25 @@ class Console:
     def expect(self, pattern: str, timeout: float = 60) -> re.Match[str]:
         self.child.expect(pattern, timeout=timeout)
         return self.child.match
+
+
+ENTER_FORMS = {"cr": "\r", "lf": "\n", "crlf": "\r\n"}
+
+
+def check_enter_forms(console: Console, timeout: float = 60) -> None:
+    """CR, LF and CR LF each end exactly one line: one unknown command typed with each, an empty
+    line with each, then a last command. Every line gets one answer and one prompt, and no
+    line end is taken twice (an extra empty line would show as an extra prompt). The empty
+    lines end LF, CR, CR LF: a CR then an LF would be one CR LF."""
+    lines = [f"enter{name}" for name in ENTER_FORMS] + [""] * len(ENTER_FORMS)
+    ends = list(ENTER_FORMS.values()) + [ENTER_FORMS[name] for name in ("lf", "cr", "crlf")]
+    console.type("".join(line + end for line, end in zip(lines, ends, strict=True)) + "enterlast\r")
+    console.expect(re.escape("error: unknown command 'enterlast'"), timeout=timeout)
+    seen = console.child.before.replace("\r", "")
+    console.wait_prompt(timeout)
+    for name in ENTER_FORMS:
+        assert seen.count(f"error: unknown command 'enter{name}'") == 1, seen
+    assert seen.count(PROMPT) == len(lines), seen
 
 
 def ps_json(console: Console, timeout: float = 60) -> dict[str, dict]:

@@ -5,7 +5,7 @@ import re
 
 import pexpect
 import pytest
-from conftest import REPL_PROMPT, Console
+from conftest import REPL_PROMPT, Console, check_enter_forms
 
 pytestmark = pytest.mark.boot
 
@@ -72,6 +72,10 @@ def test_mem_shows_allocator_owners_and_heap(qemu):
 def test_unknown_command_prints_one_error_line_and_the_prompt_returns(qemu):
     assert qemu.command("frobnicate now") == "error: unknown command 'frobnicate' (try 'help')\n"
     assert "memory map:" in qemu.command("info")
+
+
+def test_cr_lf_and_crlf_each_end_exactly_one_line(qemu):
+    check_enter_forms(qemu)
 
 
 def test_repl_does_arithmetic_survives_an_exception_and_ctrl_d_returns(qemu):

@@ -16,7 +16,7 @@ import pexpect
 import pytest
 from conftest import config_cpus, config_image
 
-from toolchain import ctl, emulator, host_console
+from toolchain import client, ctl, emulator, host_console
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -238,30 +238,30 @@ def test_ctl_drops_announcements_around_the_command_and_keeps_its_output(fake_li
 def test_output_after_echo_skips_announcements_only_before_the_line_is_entered():
     announce = "\ntaipan: hello1 restarted\n"
     text = announce + "p" + announce + "s\nNAME\ntaipan: guest text\ntaipan> " + announce
-    assert ctl.output_after_echo(text, "ps") == "NAME\ntaipan: guest text\n"
-    assert ctl.output_after_echo("ps\ntaipan> ", "ps") == ""
-    assert ctl.output_after_echo("\ntaipan> ps\nerror: x\ntaipan> ", "ps") == "error: x\n"
-    assert ctl.output_after_echo("p" + announce[:12], "ps") is None  # an announcement half-arrived
-    assert ctl.output_after_echo("ps\nNAME\n", "ps") is None  # no prompt yet
+    assert client.output_after_echo(text, "ps") == "NAME\ntaipan: guest text\n"
+    assert client.output_after_echo("ps\ntaipan> ", "ps") == ""
+    assert client.output_after_echo("\ntaipan> ps\nerror: x\ntaipan> ", "ps") == "error: x\n"
+    assert client.output_after_echo("p" + announce[:12], "ps") is None  # an announcement half-arrived
+    assert client.output_after_echo("ps\nNAME\n", "ps") is None  # no prompt yet
 
 
 def test_prompt_shown_allows_announcements_after_it():
-    assert ctl.prompt_shown("taipan> ")
-    assert ctl.prompt_shown("boot\ntaipan> \ntaipan: hello2 started\n")
-    assert not ctl.prompt_shown("boot\ntaipan> \ntaipan: hello2 sta")
-    assert not ctl.prompt_shown("taipan> \nstill booting")
-    assert not ctl.prompt_shown("not a taipan> ")
+    assert client.prompt_shown("taipan> ")
+    assert client.prompt_shown("boot\ntaipan> \ntaipan: hello2 started\n")
+    assert not client.prompt_shown("boot\ntaipan> \ntaipan: hello2 sta")
+    assert not client.prompt_shown("taipan> \nstill booting")
+    assert not client.prompt_shown("not a taipan> ")
 
 
 def test_split_error_takes_the_closing_error_line_and_debugs_traceback():
-    assert ctl.split_error("a\nerror: nope\n") == ctl.Result("a\n", "error: nope")
-    assert ctl.split_error("error: nope\n") == ctl.Result("", "error: nope")
-    assert ctl.split_error("ok\n") == ctl.Result("ok\n", None)
-    assert ctl.split_error("") == ctl.Result("", None)
+    assert client.split_error("a\nerror: nope\n") == client.Result("a\n", "error: nope")
+    assert client.split_error("error: nope\n") == client.Result("", "error: nope")
+    assert client.split_error("ok\n") == client.Result("ok\n", None)
+    assert client.split_error("") == client.Result("", None)
     # A guest's line in `log` that happens to start with "error:" is output, not a failure.
-    assert ctl.split_error("error: from a guest\nok\n") == ctl.Result("error: from a guest\nok\n", None)
+    assert client.split_error("error: from a guest\nok\n") == client.Result("error: from a guest\nok\n", None)
     debug = "error: KeyError: x (in 'ps')\nTraceback (most recent call last):\n  File \"shell.py\"\nKeyError: x\n"
-    assert ctl.split_error(debug) == ctl.Result("", debug.rstrip("\n"))
+    assert client.split_error(debug) == client.Result("", debug.rstrip("\n"))
 
 
 def test_ctl_refuses_interactive_and_unprintable_commands_before_connecting():
