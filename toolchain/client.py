@@ -29,6 +29,8 @@ TRACEBACK = "Traceback (most recent call last):"
 # Commands that hand the line to a person until a key: they never come back by themselves.
 INTERACTIVE = {"console": "taipan console TARGET, then 'console NAME'", "tail": "'log NAME' or taipan console",
                "py": "taipan console TARGET, then 'py'"}
+# A telnet server's first bytes: IAC WILL/WONT/DO/DONT. Taipan never sends 0xff.
+TELNET_IAC, TELNET_OFFERS = b"\xff", (b"\xfb", b"\xfc", b"\xfd", b"\xfe")
 PROMPT_RETRY_S = 5.0  # then the line may be held by a partition's console: escape once
 DEFAULT_TIMEOUT = 30.0
 
@@ -215,8 +217,10 @@ class Console:
     def _exchange(self, line: Line, command: str, timeout: float | None) -> Result:
         """Bring the shell to its prompt, type `command`, return what it printed."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while line.read(0.05):  # bytes from before us (a partition's escape, old output) mean nothing
-            pass
+        while waiting := line.read(0.05):  # bytes from before us (a partition's escape, old output) mean nothing
+            if waiting[:1] == TELNET_IAC and waiting[1:2] in TELNET_OFFERS:
+                raise LineError(f"{line.target}: the far end opens with telnet option negotiation: a telnet "
+                                "or RFC 2217 port (use rfc2217://HOST:PORT for it)")
         # Enter shows a fresh prompt whatever was on screen, and waits for a booting machine.
         line.write(b"\r")
         _read_until(line, prompt_shown, deadline,

@@ -186,9 +186,13 @@ def _open_rfc2217(target: str, baud: int) -> Line:
     host, sep, port = target[len("rfc2217://"):].partition("?")[0].rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise LineError(f"{target}: expected rfc2217://HOST:PORT with a port from 1 to 65535")
+    # pyserial raises DTR and RTS on opening and by default waits for the server to confirm
+    # each. Taipan's line uses no modem control, and a server in front of a port without
+    # those lines (a pty, a 3-wire cable) may never confirm: don't wait.
+    url = target if "ign_set_control" in target else target + ("&" if "?" in target else "?") + "ign_set_control"
     try:
         # 8N1 at `baud`, no flow control, as for a device: the server programs its port so.
-        line = serial.serial_for_url(target, baudrate=baud, timeout=0.2)
+        line = serial.serial_for_url(url, baudrate=baud, timeout=0.2)
     except serial.SerialException as e:
         cause = e.__context__
         if isinstance(cause, ConnectionRefusedError):
