@@ -294,8 +294,56 @@ def _closed_port() -> int:
 def test_missing_targets_fail_in_one_line(tool, tmp_path):
     cases = {"/dev/ttyNOPE": "no such serial device",
              f"tcp:127.0.0.1:{_closed_port()}": "connection refused",
+             f"rfc2217://127.0.0.1:{_closed_port()}": "connection refused",
              f"unix:{tmp_path / 'none.sock'}": "no such socket"}
     for target, why in cases.items():
         run = taipan(tool, target, *(["ps"] if tool == "ctl" else []))
         assert run.returncode == ctl.EXIT_LINE, (target, run.stderr)
         assert run.stderr.count("\n") == 1 and why in run.stderr and target in run.stderr, run.stderr
+
+
+# --- taipan fleet: the file, the rows, the document and the exit status, against fake lines
+
+def test_fleet_runs_on_every_machine_and_an_unreachable_one_makes_a_row_and_exit_3(fake_line, tmp_path):
+    listed = tmp_path / "fleet.txt"
+    gone = f"tcp:127.0.0.1:{_closed_port()}"
+    listed.write_text(f"# a rack\nfake {fake_line}\n\n{gone}   # named by its target\n")
+    run = taipan("fleet", str(listed), "ps")
+    assert run.returncode == ctl.EXIT_LINE, run.stderr
+    rows = run.stdout.splitlines()
+    assert rows[0].split() == ["MACHINE", "STATUS", "OUTPUT"]
+    assert rows[1].split() == ["fake", "ok", "NAME", "STATE"]
+    at = rows[1].index("NAME")
+    assert rows[2] == " " * at + "taipan: is a word a guest may print"  # a second line stays in its column
+    assert rows[3].split()[:2] == [gone, "unreachable"] and "connection refused" in rows[3]
+    run = taipan("fleet", "--json", str(listed), "ps", "--json")
+    doc = json.loads(run.stdout)
+    assert doc["command"] == "ps --json"
+    fake, down = doc["machines"]
+    assert (fake["name"], fake["status"], fake["document"]) == ("fake", "ok", FakeConsole.DOCUMENT)
+    assert (down["target"], down["status"], down["document"]) == (gone, "unreachable", None)
+    assert "connection refused" in down["error"]
+
+
+def test_fleet_exit_status_is_1_when_a_command_fails_and_0_when_all_ran(fake_line, tmp_path):
+    listed = tmp_path / "fleet.txt"
+    listed.write_text(f"one {fake_line}\n")
+    run = taipan("fleet", str(listed), "nosuch")
+    assert run.returncode == ctl.EXIT_FAILED
+    assert run.stdout.splitlines()[1].split(None, 2) == ["one", "failed", "error: unknown command 'nosuch' (try 'help')"]
+    assert taipan("fleet", str(listed), "ps").returncode == 0
+
+
+@pytest.mark.parametrize("text, why", [
+    ("a tcp:h:1 extra\n", ":1: expected NAME TARGET or TARGET, got 3 words"),
+    ("a tcp:h:1\n# ok\na tcp:h:2\n", ":3: a second machine named 'a'"),
+    ("# nothing\n\n", "lists no machines"),
+])
+def test_fleet_files_with_mistakes_are_refused_with_the_line_and_exit_2(tmp_path, text, why):
+    listed = tmp_path / "fleet.txt"
+    listed.write_text(text)
+    run = taipan("fleet", str(listed), "ps")
+    assert run.returncode == ctl.EXIT_USAGE and run.stdout == ""
+    assert run.stderr.startswith("taipan fleet: ") and why in run.stderr and len(run.stderr.splitlines()) == 1
+    run = taipan("fleet", str(tmp_path / "none.txt"), "ps")
+    assert run.returncode == ctl.EXIT_USAGE and "No such file" in run.stderr

@@ -32,6 +32,7 @@ INTERACTIVE = {"console": "taipan console TARGET, then 'console NAME'", "tail": 
 # A telnet server's first bytes: IAC WILL/WONT/DO/DONT. Taipan never sends 0xff.
 TELNET_IAC, TELNET_OFFERS = b"\xff", (b"\xfb", b"\xfc", b"\xfd", b"\xfe")
 PROMPT_RETRY_S = 5.0  # then the line may be held by a partition's console: escape once
+CTRL_B = b"\x02"
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -223,8 +224,11 @@ class Console:
                                 "or RFC 2217 port (use rfc2217://HOST:PORT for it)")
         # Enter shows a fresh prompt whatever was on screen, and waits for a booting machine.
         line.write(b"\r")
+        # No prompt yet: the escape takes the line back from a partition's console (or ends a
+        # `tail`), and Ctrl-B leaves the raw REPL, where stray bytes may have put the shell
+        # (Ctrl-A on an empty line enters it: a telnet client's negotiation, say).
         _read_until(line, prompt_shown, deadline,
-                    retry=(time.monotonic() + PROMPT_RETRY_S, bytes([self.escape]) + b"\r"))
+                    retry=(time.monotonic() + PROMPT_RETRY_S, bytes([self.escape]) + CTRL_B + b"\r"))
         line.write(command.encode("ascii") + b"\r")
         found: list[str] = []
 
