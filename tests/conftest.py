@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +34,8 @@ def taipan_iso(taipan_elf: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return iso.make_iso(taipan_elf, tmp_path_factory.mktemp("iso") / "taipan.iso")
 
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
 _images: dict[str, Path] = {}
 
 
@@ -197,3 +203,32 @@ def bochs(taipan_iso: Path, tmp_path: Path) -> Iterator[Console]:
                            cpus=config_cpus("demo")) as run:
         child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
         yield Console(child, char_delay=BOCHS_CHAR_DELAY).boot()
+
+
+# --- the host tools (taipan ctl, console, fleet) as a user runs them
+
+HOST_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+TAIPAN = [sys.executable, "-m", "toolchain.cli"]
+
+
+def taipan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`taipan ARGS...` in a process of its own: its status, stdout and stderr."""
+    return subprocess.run(TAIPAN + list(args), capture_output=True, text=True, env=HOST_ENV, cwd=ROOT,
+                          timeout=timeout, check=False)
+
+
+def closed_port() -> int:
+    """A loopback TCP port nobody listens on (bound, never listened, closed), free to hand out."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def wait_raw(child: pexpect.spawn) -> None:
+    """Until the pty is raw: `taipan console` prints its first note just before it turns so."""
+    deadline = time.monotonic() + 10
+    while termios.tcgetattr(child.child_fd)[3] & termios.ICANON:
+        assert time.monotonic() < deadline, "the terminal never turned raw"
+        time.sleep(0.05)

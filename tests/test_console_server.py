@@ -3,12 +3,10 @@ loopback in front of QEMU-run Taipans' serial lines (a pty each), by raw TCP and
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,30 +15,14 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import config_cpus, config_image
+from conftest import HOST_ENV, ROOT, TAIPAN, closed_port, config_cpus, config_image, taipan, wait_raw
 
 from toolchain import ctl, emulator
 from toolchain.client import CommandError, Console
 
 pytestmark = pytest.mark.boot
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-TAIPAN = [sys.executable, "-m", "toolchain.cli"]
 BOOT_S = 60  # the first exchange waits for the shell: QEMU boots Taipan in a few seconds, slower when busy
-
-
-def taipan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(TAIPAN + list(args), capture_output=True, text=True, env=ENV, cwd=ROOT,
-                          timeout=timeout, check=False)
-
-
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 @dataclass
@@ -77,7 +59,7 @@ def served(config: str, workdir: Path) -> Iterator[Served]:
             return bool(pty)
 
         _wait_for("QEMU named no pty", pty_named, 10, lambda: qemu.poll() is None)
-        raw, rfc = free_port(), free_port()
+        raw, rfc = closed_port(), closed_port()
         # Two ways into one line, as a console server exports a port: raw TCP and telnet with
         # RFC 2217. ser2net opens the pty only while a client is connected. -u: no UUCP lock
         # files, which a pty needs no more than the test needs left behind.
@@ -143,19 +125,10 @@ def test_client_returns_documents_and_raises_for_error_lines(demo):
         assert "usage: ps" in machine.run("help ps")
 
 
-def wait_raw(child: pexpect.spawn) -> None:
-    import termios
-
-    deadline = time.monotonic() + 10
-    while termios.tcgetattr(child.child_fd)[3] & termios.ICANON:
-        assert time.monotonic() < deadline, "the terminal never turned raw"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("protocol", ["raw", "rfc2217"])
 def test_console_through_ser2net_runs_a_command_and_ctrl_bracket_leaves(demo, protocol):
     target = getattr(demo, protocol)
-    child = pexpect.spawn(TAIPAN[0], TAIPAN[1:] + ["console", target], env=ENV, cwd=str(ROOT),
+    child = pexpect.spawn(TAIPAN[0], TAIPAN[1:] + ["console", target], env=HOST_ENV, cwd=str(ROOT),
                           encoding="utf-8", timeout=BOOT_S)
     try:
         child.expect_exact("Ctrl-] leaves")
@@ -183,7 +156,7 @@ def test_fleet_runs_one_command_on_two_machines_and_reports_the_unreachable(demo
         machine_rows = [row.split()[:3] for row in rows[1:] if row[:1].strip()]
         assert machine_rows == [["demo", "ok", "NAME"], ["second", "ok", "NAME"]], run.stdout
         assert "hypercall" in run.stdout and "hello2" in run.stdout
-        closed = free_port()
+        closed = closed_port()
         listed.write_text(listed.read_text() + f"gone tcp:127.0.0.1:{closed}\n")
         run = taipan("fleet", "--json", str(listed), "ps", "--json")
         assert run.returncode == ctl.EXIT_LINE, run.stdout + run.stderr

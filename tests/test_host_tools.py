@@ -5,8 +5,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
-import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -14,19 +12,9 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import config_cpus, config_image
+from conftest import HOST_ENV, ROOT, TAIPAN, closed_port, config_cpus, config_image, taipan, wait_raw
 
 from toolchain import client, ctl, emulator, host_console
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-TAIPAN = [sys.executable, "-m", "toolchain.cli"]
-
-
-def taipan(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(TAIPAN + list(args), capture_output=True, text=True, env=ENV, cwd=ROOT,
-                          timeout=timeout, check=False)
-
 
 # --- a QEMU-run Taipan reachable as unix:PATH, as `taipan run --serial unix:PATH` starts it
 
@@ -110,18 +98,10 @@ def test_ctl_takes_the_line_back_from_a_partition_console_left_attached(qemu_soc
     assert "hello1" in run.stdout
 
 
-def wait_raw(child: pexpect.spawn) -> None:
-    """Until the pty is raw: the console's first note is printed just before it turns so."""
-    deadline = time.monotonic() + 5
-    while termios.tcgetattr(child.child_fd)[3] & termios.ICANON:
-        assert time.monotonic() < deadline, "the terminal never turned raw"
-        time.sleep(0.05)
-
-
 @pytest.mark.boot
 def test_console_attaches_shows_help_and_ctrl_bracket_leaves_with_the_terminal_restored(qemu_socket):
     script = (f"stty -g; {' '.join(TAIPAN)} console {qemu_socket}; echo rc=$?; stty -g")
-    child = pexpect.spawn("sh", ["-c", script], env=ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
+    child = pexpect.spawn("sh", ["-c", script], env=HOST_ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
     try:
         child.expect(r"(\S+)\r\n")
         before = child.match.group(1)
@@ -141,7 +121,7 @@ def test_console_attaches_shows_help_and_ctrl_bracket_leaves_with_the_terminal_r
 @pytest.mark.boot
 def test_console_restores_the_terminal_when_killed(qemu_socket):
     script = (f"stty -g; {' '.join(TAIPAN)} console {qemu_socket}; echo rc=$?; stty -g")
-    child = pexpect.spawn("sh", ["-c", script], env=ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
+    child = pexpect.spawn("sh", ["-c", script], env=HOST_ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
     try:
         child.expect(r"(\S+)\r\n")
         before = child.match.group(1)
@@ -282,19 +262,11 @@ def test_escape_keys_are_written_as_control_keys():
 
 # --- targets that are not there: one line, non-zero, for both tools
 
-def _closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # bound, never listened, closed: connecting is refused
-    return port
-
-
 @pytest.mark.parametrize("tool", ["ctl", "console"])
 def test_missing_targets_fail_in_one_line(tool, tmp_path):
     cases = {"/dev/ttyNOPE": "no such serial device",
-             f"tcp:127.0.0.1:{_closed_port()}": "connection refused",
-             f"rfc2217://127.0.0.1:{_closed_port()}": "connection refused",
+             f"tcp:127.0.0.1:{closed_port()}": "connection refused",
+             f"rfc2217://127.0.0.1:{closed_port()}": "connection refused",
              f"unix:{tmp_path / 'none.sock'}": "no such socket"}
     for target, why in cases.items():
         run = taipan(tool, target, *(["ps"] if tool == "ctl" else []))
@@ -306,7 +278,7 @@ def test_missing_targets_fail_in_one_line(tool, tmp_path):
 
 def test_fleet_runs_on_every_machine_and_an_unreachable_one_makes_a_row_and_exit_3(fake_line, tmp_path):
     listed = tmp_path / "fleet.txt"
-    gone = f"tcp:127.0.0.1:{_closed_port()}"
+    gone = f"tcp:127.0.0.1:{closed_port()}"
     listed.write_text(f"# a rack\nfake {fake_line}\n\n{gone}   # named by its target\n")
     run = taipan("fleet", str(listed), "ps")
     assert run.returncode == ctl.EXIT_LINE, run.stderr
