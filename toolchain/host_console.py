@@ -49,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=f"Join this terminal to the Taipan at TARGET, {TARGET_FORMS}. "
                        "Every key, Ctrl-C included, goes to Taipan until the escape key. "
                        "Exit status: 0 left by the escape key, 3 the line failed or was closed.")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"serial device speed (default {DEFAULT_BAUD})")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"serial device (or RFC 2217 port) speed (default {DEFAULT_BAUD})")
     p.add_argument("--escape", type=parse_escape, default=terminal.ESCAPE, metavar="KEY",
                    help="the key that leaves, as ^X or Ctrl-X (default Ctrl-])")
     p.add_argument("target", help=TARGET_HELP)

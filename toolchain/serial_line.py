@@ -101,8 +101,8 @@ class _Rfc2217Line(Line):
     def close(self) -> None:
         if self._closer is not None:
             super().close()
+            os.close(self._pipe_r)  # a pump blocked on a full pipe gets EPIPE and ends
             self._pump_thread.join()
-            os.close(self._pipe_r)
 
 
 def open_line(target: str, *, baud: int = DEFAULT_BAUD) -> Line:
