@@ -84,6 +84,9 @@ def test_repl_does_arithmetic_survives_an_exception_and_ctrl_d_returns(qemu):
     out = qemu.command("1 / 0", prompt=REPL_PROMPT)
     assert "ZeroDivisionError" in out and "Traceback" in out
     assert qemu.command("2 ** 70", prompt=REPL_PROMPT).strip() == str(2**70)
+    qemu.type("3 * 3\n")  # LF is Enter in the REPL too
+    qemu.child.expect_exact(REPL_PROMPT)
+    assert qemu.child.before.replace("\r", "").split("\n")[1:] == ["9", ""]
     qemu.type(CTRL_D)
     qemu.wait_prompt()
     assert "error: unknown command" in qemu.command("nope")

@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+from conftest import taipan
 
 from toolchain import micropython
 from toolchain.progress import Progress
@@ -57,3 +58,17 @@ def test_the_download_is_measured_by_the_bytes_arrived(tmp_path):
         micropython._measure_download(tmp_path)(step)
     assert step.fraction == pytest.approx(0.5, abs=0.001)
     assert "(3.0 of 6.0 MB)" in out.getvalue()
+
+
+def test_taipan_build_in_a_log_prints_each_step_then_where_the_image_is(taipan_elf):
+    run = taipan("build", timeout=900)  # the session's build is done: this one finds little to do
+    assert run.returncode == 0, run.stderr
+    steps = run.stderr.splitlines()
+    assert [line.split(":")[0] for line in steps] == [
+        "generated headers and the partition table", "boot stub (keystone)", "MicroPython cross-build",
+        "C core", "link and verify"], run.stderr
+    assert all(re.search(r": done in \d+\.\ds", line) for line in steps) and "\r" not in run.stderr
+    assert re.search(r"C core: done in .*\(\d+ files compiled\)", run.stderr)
+    last = run.stdout.splitlines()[-1]
+    assert re.fullmatch(r"taipan build: build/taipan\.elf for configs/demo\.toml, built and verified in "
+                        r"\d+\.\ds", last), run.stdout
