@@ -114,6 +114,15 @@ def test_targets_of_the_other_protocol_are_named_in_one_line(demo):
     assert len(run.stderr.splitlines()) == 1
 
 
+def test_ser2net_refuses_a_second_client_and_ctl_says_what_it_said(demo):
+    host, port = demo.raw.split(":")[1:]
+    with socket.create_connection((host, int(port))):  # a first client holds the port
+        time.sleep(0.5)
+        run = taipan("ctl", demo.raw, "ps")
+    assert run.returncode == ctl.EXIT_LINE
+    assert run.stderr.endswith("the other end closed the connection (it said 'Port already in use')\n"), run.stderr
+
+
 def test_client_returns_documents_and_raises_for_error_lines(demo):
     doc = Console(demo.rfc2217, timeout=BOOT_S).run("ps --json")
     assert {p["name"] for p in doc["partitions"]} == {"hello1", "hello2"}

@@ -218,10 +218,17 @@ class Console:
     def _exchange(self, line: Line, command: str, timeout: float | None) -> Result:
         """Bring the shell to its prompt, type `command`, return what it printed."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while waiting := line.read(0.05):  # bytes from before us (a partition's escape, old output) mean nothing
-            if waiting[:1] == TELNET_IAC and waiting[1:2] in TELNET_OFFERS:
-                raise LineError(f"{line.target}: the far end opens with telnet option negotiation: a telnet "
-                                "or RFC 2217 port (use rfc2217://HOST:PORT for it)")
+        waiting = b""
+        try:
+            while more := line.read(0.05):  # bytes from before us (a partition's escape, old output) mean nothing
+                waiting += more
+        except LineError as e:
+            # A console server that refuses a second client says why before it hangs up.
+            said = _normal(waiting).strip()
+            raise LineError(f"{e} (it said {said[-120:]!r})" if said else str(e)) from None
+        if waiting[:1] == TELNET_IAC and waiting[1:2] in TELNET_OFFERS:
+            raise LineError(f"{line.target}: the far end opens with telnet option negotiation: a telnet "
+                            "or RFC 2217 port (use rfc2217://HOST:PORT for it)")
         # Enter shows a fresh prompt whatever was on screen, and waits for a booting machine.
         line.write(b"\r")
         # No prompt yet: the escape takes the line back from a partition's console (or ends a
