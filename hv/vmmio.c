@@ -64,6 +64,16 @@ static bool mmio_decode(const uint8_t *b, uint32_t got, bool long64, struct mmio
     if (i + 2 > got)
         return false;
     uint8_t op = b[i];
+    if (op >= 0xa0 && op <= 0xa3) {
+        /* MOV AL/eAX to or from moffs: the address follows the opcode (8 bytes in 64-bit mode). */
+        uint32_t moffs = long64 ? (addrsize ? 4 : 8) : (addrsize ? 2 : 4);
+        d->size = (op & 1) ? ((rex & 8) ? 8 : opsize ? 2 : 4) : 1;
+        d->reg = 0;
+        d->has_imm = false;
+        d->write = op >= 0xa2;
+        d->len = i + 1 + moffs;
+        return d->len <= got;
+    }
     uint8_t modrm = b[i + 1];
     bool byte_op = op == 0x88 || op == 0x8a || op == 0xc6;
     d->size = byte_op ? 1 : (rex & 8) ? 8 : opsize ? 2 : 4;
