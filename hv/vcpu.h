@@ -134,7 +134,6 @@ struct vlapic {
     uint64_t deadline;        /* host TSC of the timer's next interrupt, 0 when it is not armed */
     uint64_t tsc_deadline;    /* IA32_TSC_DEADLINE as the guest wrote it (its own TSC), 0 when disarmed */
     bool nmi_pending;
-    uint64_t delivered;       /* interrupts injected, for ps */
 };
 
 struct vcpu {

@@ -80,8 +80,8 @@ def test_gcc_kernel_takes_timer_ipi_nmi_and_uart_interrupts_and_a_halted_vcpu_co
     assert later["spin"]["state"] == "running", later["spin"]
     assert max(counters(console, "hello")) > hello, "hello stopped printing beside virq"
     assert int(later["virq"]["halts"]) > 0, later["virq"]
-    # 2 x (1 one-shot + 20 periodic + 3 IPIs) + TSC-deadline + THR empty + receive, at least.
-    assert later["virq"]["interrupts"] >= 2 * 24 + 3, later["virq"]
+    # 2 x (1 one-shot + 20 periodic + 2 IPIs) + TSC-deadline + THR empty + receive, at least (NMIs are not counted).
+    assert later["virq"]["interrupts"] >= 2 * 23 + 3, later["virq"]
     assert later["spin"]["interrupts"] == 0 and later["hello"]["interrupts"] == 0, later
     # The windows: an interrupt raised with IF=0 was taken at the window STI opened.
     assert int(later["virq"]["exits"].get("intr_window", 0)) >= 1, later["virq"]["exits"]
