@@ -20,12 +20,12 @@ CHECKS = [
     "x2APIC one-shot fires after its count", "x2APIC periodic timer keeps its period", "x2APIC self-IPI waits while IF=0",
     "x2APIC self-IPI delivered after STI", "x2APIC TPR holds the IPI back", "TSC-deadline timer fires at the deadline",
     "TSC_DEADLINE reads 0 after firing", "xAPIC SVR at its reset value after re-enabling",
-    "IOAPIC version 0x11 with 24 pins", "UART THR-empty interrupt when enabled", "UART IIR clear after reporting THR empty",
+    "CR8 writes TPR[7:4]", "CR8 reads TPR[7:4]", "CR8 0 clears TPR", "IOAPIC version 0x11 with 24 pins", "UART THR-empty interrupt when enabled", "UART IIR clear after reporting THR empty",
 ]
 GP = [
     "rdmsr x2APIC ID in xAPIC mode", "wrmsr x2APIC ID (read-only)", "rdmsr x2APIC EOI (write-only)",
     "wrmsr x2APIC EOI with a nonzero value", "rdmsr x2APIC 0x831 (no ICR high in x2APIC)",
-    "wrmsr x2APIC TPR with bits 63:32", "wrmsr APIC_BASE x2APIC to xAPIC directly",
+    "wrmsr x2APIC TPR with bits 63:32", "wrmsr APIC_BASE x2APIC to xAPIC directly", "mov cr8 with reserved bit 4",
 ]
 
 

@@ -100,6 +100,33 @@ static uint32_t ioapic_read(uint32_t reg)
     return *(volatile uint32_t *)(IOAPIC_PAGE + 0x10);
 }
 
+static int write_cr8_probe(uint64_t value)
+{
+    fault_vector = NO_FAULT;
+    __asm__ volatile("lea 1f(%%rip), %%r11\n\tmov %%r11, recover_rip(%%rip)\n\tmov %0, %%cr8\n1:\n\tmovq $0, recover_rip(%%rip)"
+                     : : "r"(value) : "r11", "memory");
+    return fault_vector;
+}
+
+static uint64_t read_cr8(void)
+{
+    uint64_t v;
+    __asm__ volatile("mov %%cr8, %0" : "=r"(v));
+    return v;
+}
+
+/* CR8 is the APIC's TPR[7:4], the virtual one: the host's own TPR never changes. */
+static void cr8_checks(void)
+{
+    expect("mov cr8, 5", write_cr8_probe(5), NO_FAULT);
+    check("CR8 writes TPR[7:4]", apic_read(APIC_TPR) == 0x50, "tpr=", apic_read(APIC_TPR));
+    apic_write(APIC_TPR, 0x3f);
+    check("CR8 reads TPR[7:4]", read_cr8() == 3, "cr8=", read_cr8());
+    expect("mov cr8 with reserved bit 4", write_cr8_probe(0x10), VEC_GP);
+    write_cr8_probe(0);
+    check("CR8 0 clears TPR", apic_read(APIC_TPR) == 0, "tpr=", apic_read(APIC_TPR));
+}
+
 /* Called by the stubs in entry.S with interrupts off. */
 void irq_handler(uint64_t vector)
 {
@@ -231,6 +258,7 @@ static void xapic_checks(void)
     check("xAPIC LVT timer masked at reset", apic_read(APIC_LVT_TIMER) == LVT_MASKED, "lvt=", apic_read(APIC_LVT_TIMER));
     timer_checks("xAPIC");
     ipi_checks();
+    cr8_checks();
     /* An NMI to its own APIC ID (the self shorthand takes fixed IPIs only): its handler runs, no EOI. */
     uint32_t before = counts[VEC_NMI];
     apic_write(APIC_ICR_HI, 0);
