@@ -158,6 +158,20 @@ static void wait_for(unsigned vector, uint32_t want)
         __asm__ volatile("sti; hlt; cli" : : : "memory");
 }
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+
+/* "virq: MODE WHAT after N us": how long the wait for an interrupt took, for the log. */
+static void report_wait(const char *mode, const char *what, uint64_t tsc)
+{
+    puts("virq: ");
+    puts(mode);
+    puts(what);
+    puts(" after ");
+    putdec((int64_t)(tsc * 1000 / tsc_khz));
+    puts(" us\n");
+}
+
 static void timer_checks(const char *mode)
 {
     /* One-shot: 1 ms at the TSC's rate (divide by 1). */
@@ -170,11 +184,7 @@ static void timer_checks(const char *mode)
           apic_read(APIC_TIMER_CURRENT) <= tsc_khz, "current=", apic_read(APIC_TIMER_CURRENT));
     wait_for(VEC_TIMER, before + 1);
     uint64_t waited = rdtsc() - t0;
-    puts("virq: ");
-    puts(mode);
-    puts(" one-shot timer interrupt after ");
-    putdec((int64_t)(waited * 1000 / tsc_khz));
-    puts(" us\n");
+    report_wait(mode, " one-shot timer interrupt", waited);
     check(x2 ? "x2APIC one-shot fires after its count" : "xAPIC one-shot fires after its count",
           waited >= tsc_khz, "tsc=", waited);
     check(x2 ? "x2APIC one-shot current count 0 after firing" : "xAPIC one-shot current count 0 after firing",
@@ -197,13 +207,7 @@ static void timer_checks(const char *mode)
     waited = rdtsc() - t0;
     apic_write(APIC_LVT_TIMER, VEC_TIMER | LVT_PERIODIC | LVT_MASKED);
     apic_write(APIC_TIMER_INITIAL, 0);
-    puts("virq: ");
-    puts(mode);
-    puts(" periodic timer: ");
-    putdec(PERIODS);
-    puts(" interrupts in ");
-    putdec((int64_t)(waited * 1000 / tsc_khz));
-    puts(" us\n");
+    report_wait(mode, " periodic timer, " STRINGIFY(PERIODS) " interrupts,", waited);
     check(x2 ? "x2APIC periodic timer keeps its period" : "xAPIC periodic timer keeps its period",
           waited >= (PERIODS - 1) * tsc_khz, "tsc=", waited);
 }
@@ -301,9 +305,7 @@ static void x2apic_checks(void)
     check("TSC_DEADLINE reads back until it fires", armed == t0 + 2 * tsc_khz || (armed == 0 && fired), "deadline=", armed);
     wait_for(VEC_TIMER, before + 1);
     uint64_t waited = rdtsc() - t0;
-    puts("virq: TSC-deadline timer interrupt after ");
-    putdec((int64_t)(waited * 1000 / tsc_khz));
-    puts(" us\n");
+    report_wait("x2APIC", " TSC-deadline timer interrupt", waited);
     check("TSC-deadline timer fires at the deadline", waited >= 2 * tsc_khz, "tsc=", waited);
     check("TSC_DEADLINE reads 0 after firing", rdmsr(MSR_TSC_DEADLINE) == 0, "deadline=", rdmsr(MSR_TSC_DEADLINE));
 
