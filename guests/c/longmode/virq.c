@@ -277,6 +277,12 @@ static void x2apic_checks(void)
     uint64_t base = rdmsr(MSR_APIC_BASE);
     check("CPUID offers x2APIC", has_bit(1, 0, 2, 21), "bit=", (uint64_t)has_bit(1, 0, 2, 21));
     check("CPUID offers the TSC-deadline timer", has_bit(1, 0, 2, 24), "bit=", (uint64_t)has_bit(1, 0, 2, 24));
+    uint32_t r[4];
+    cpuid(0, 0, r);
+    if (r[0] >= 0xb) {
+        cpuid(0xb, 0, r);
+        check("CPUID.0xB:EDX is the x2APIC ID 0", r[3] == 0, "edx=", r[3]);
+    }
     expect("rdmsr x2APIC ID in xAPIC mode", rdmsr_probe(X2APIC_MSR(APIC_ID), 0), VEC_GP);
     expect("wrmsr APIC_BASE.EXTD", wrmsr_probe(MSR_APIC_BASE, base | APIC_BASE_EXTD), NO_FAULT);
     x2 = 1;
