@@ -21,6 +21,7 @@ CHECKS = [
     "x2APIC self-IPI delivered after STI", "x2APIC TPR holds the IPI back", "TSC-deadline timer fires at the deadline",
     "TSC_DEADLINE reads 0 after firing", "xAPIC SVR at its reset value after re-enabling",
     "CR8 writes TPR[7:4]", "CR8 reads TPR[7:4]", "CR8 0 clears TPR", "IOAPIC version 0x11 with 24 pins", "UART THR-empty interrupt when enabled", "UART IIR clear after reporting THR empty",
+    "IOAPIC level pin: one interrupt, TMR set", "IOAPIC level pin: remote IRR until the EOI",
 ]
 GP = [
     "rdmsr x2APIC ID in xAPIC mode", "wrmsr x2APIC ID (read-only)", "rdmsr x2APIC EOI (write-only)",

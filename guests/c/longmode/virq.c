@@ -14,6 +14,7 @@
 #define APIC_EOI 0xb0
 #define APIC_SVR 0xf0
 #define APIC_ISR 0x100
+#define APIC_TMR 0x180
 #define APIC_IRR 0x200
 #define APIC_ICR_LO 0x300
 #define APIC_ICR_HI 0x310
@@ -53,6 +54,7 @@ static uint64_t pd_high[512] __attribute__((aligned(4096)));
 static volatile uint32_t counts[256];
 static volatile uint8_t uart_byte;
 static volatile uint8_t uart_iir;
+static volatile uint32_t uart_rte, uart_tmr;   /* pin 4's entry and the vector's TMR word, seen by the handler */
 static int x2;
 static uint64_t tsc_khz;
 
@@ -132,6 +134,8 @@ void irq_handler(uint64_t vector)
 {
     counts[vector & 0xff]++;
     if (vector == VEC_UART) {
+        uart_rte = ioapic_read(0x10 + 2 * 4);
+        uart_tmr = apic_read(APIC_TMR + (VEC_UART / 32) * 0x10);
         uart_iir = inb(COM1 + UART_IIR);
         while (inb(COM1 + UART_LSR) & 1)
             uart_byte = inb(COM1);
@@ -341,6 +345,18 @@ static void uart_checks(void)
     outb(COM1 + UART_IER, 0);
     check("UART THR-empty interrupt when enabled", taken == 1 && uart_iir == 0xc2, "iir=", uart_iir);
     check("UART IIR clear after reporting THR empty", iir == 0xc1, "iir=", iir);
+
+    /* Level-triggered: TMR set and remote IRR held from delivery to the EOI, once per assertion. */
+    ioapic_write(0x10 + 2 * 4, VEC_UART | (1u << 15));
+    before = counts[VEC_UART];
+    outb(COM1 + UART_IER, 0x02);
+    __asm__ volatile("sti; nop; nop; nop; cli" ::: "memory");
+    taken = counts[VEC_UART] - before;
+    uint32_t rte = ioapic_read(0x10 + 2 * 4);
+    outb(COM1 + UART_IER, 0);
+    check("IOAPIC level pin: one interrupt, TMR set", taken == 1 && ((uart_tmr >> (VEC_UART % 32)) & 1), "tmr=", uart_tmr);
+    check("IOAPIC level pin: remote IRR until the EOI", (uart_rte & (1u << 14)) && !(rte & (1u << 14)), "rte=", uart_rte);
+    ioapic_write(0x10 + 2 * 4, VEC_UART);
 }
 
 __attribute__((noreturn)) void virq_mode(void)
