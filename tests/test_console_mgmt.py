@@ -98,7 +98,7 @@ def test_ps_and_stats_json_parse_and_hold_the_states(boot_config, vendor):
     (hello,) = doc["partitions"]
     assert set(hello) >= {"name", "state", "exit_code", "reason", "memory", "cpu_us", "uptime_us", "starts",
                           "restarts", "restart_policy", "restart_limit", "slice_us", "console_bytes",
-                          "console_dropped", "exits", "cpu", "upcalls", "halts"}
+                          "console_dropped", "exits", "cpu", "upcalls", "halts", "interrupts"}
     assert hello["name"] == "hello" and hello["uptime_us"] >= hello["cpu_us"] and hello["starts"] == 1
     assert hello["memory"] == 16 << 20
     assert console.command("stop hello") == "hello stopped\n"
@@ -189,11 +189,13 @@ def _send_raw(console, data: bytes, drain: bool = True) -> None:
 
 
 def _recover(console) -> None:
-    """Whatever state garbage left (a half line, the raw REPL), come back to the prompt and prove it."""
-    console.type(CTRL_C + "\x02" + CTRL_C)
-    time.sleep(1)
-    _drain(console)
-    console.type("\r")
+    """Whatever state garbage left (a half line, the raw REPL), come back to the prompt and prove it.
+
+    The noise may still be in flight (each of its CRs and LFs runs a line), so
+    the way back ends with a line of its own: once its answer comes, all the
+    noise before it has been read."""
+    console.type(CTRL_C + "\x02" + CTRL_C + "\r" + "recovered\r")
+    console.expect(re.escape("error: unknown command 'recovered'"), timeout=120)
     console.wait_prompt()
     out = console.command("help")
     assert re.search(r"^  ps +\S", out, re.MULTILINE), out

@@ -11,7 +11,7 @@ PACKAGES = ("toolchain", "boot", "arch", "guests")
 # layout arithmetic, table encodings, host I/O.
 LEAVES = {
     "asm_offsets", "bitmaps", "cpuid", "emulator", "fb_font", "hwcheck", "iso", "keystone_asm",
-    "layout", "micropython", "msrs", "nested_paging", "placement", "schema", "serial_line",
+    "layout", "micropython", "msrs", "nested_paging", "placement", "progress", "schema", "serial_line",
     "tables_region", "terminal", "vmcb", "vmcs",
 }
 GENERATORS = ("boot", "arch", "guests")
