@@ -1,0 +1,122 @@
+"""Hostile kinds that misuse the CPU's event machinery and its time: a triple fault, a stack
+at a non-canonical address, IPIs and NMIs aimed outside, spins and HLT with interrupts off,
+a serial flood, an interrupt storm, and hypercalls with random registers."""
+
+from __future__ import annotations
+
+from guests.common import HC_CONSOLE_WRITE, HC_SHUTDOWN
+from guests.hostile.memory import LAPIC, touch_fault
+from guests.hostile.runtime import VEC, check, fail_unless, guarded
+
+X2APIC_ICR = 0x830
+ICR_NMI_ALL_BUT_SELF = 0x000C0400   # delivery mode NMI, shorthand all excluding self
+XAPIC_ICR = LAPIC + 0x300
+# console_write's longest answer in one call (hv/vcpu_run.c): the rest is the guest's to resend.
+CONSOLE_WRITE_MAX = 4096
+HYPERCALLS = 2000
+
+
+def triple_fault() -> str:
+    """An IDT of limit 0, then INT3: #GP, #DF, shutdown. It must end `faulted`."""
+    return """\
+    mov eax, null_idt
+    lidt [rax]
+    int3
+    jmp still_alive
+"""
+
+
+def stack_noncanonical() -> str:
+    """RSP at a non-canonical address: the push raises #SS, whose delivery on the same stack
+    faults again, then #DF likewise: shutdown, so it ends `faulted`."""
+    return """\
+    mov rsp, 0x8000000000000000
+    push rax
+    jmp still_alive
+"""
+
+
+def ipi_nmi() -> tuple[str, str]:
+    """An NMI to every other CPU through the x2APIC ICR (#GP: no x2APIC mode), then through
+    the xAPIC page (no APIC page is mapped: it must fault)."""
+    code, data = check("x2APIC ICR NMI", f"""\
+    mov ecx, {X2APIC_ICR:#x}
+    mov eax, {ICR_NMI_ALL_BUT_SELF:#x}
+    mov edx, 0xff000000
+    wrmsr
+""", VEC["GP"])
+    return code + f"    mov eax, {ICR_NMI_ALL_BUT_SELF:#x}\n" + touch_fault(XAPIC_ICR, write=True), data
+
+
+def cli_spin() -> str:
+    return "    cli\n.Lcli_spin:\n    jmp .Lcli_spin\n"
+
+
+def cli_hlt() -> str:
+    return "    cli\n.Lcli_hlt:\n    hlt\n    jmp .Lcli_hlt\n"
+
+
+def serial_flood() -> str:
+    """Bytes into the UART's data port as fast as the CPU goes, never waiting for room."""
+    return """\
+.Lserial_flood_line:
+    mov ecx, 72
+.Lserial_flood_byte:
+    mov al, 0x23
+    call uart_raw
+    dec ecx
+    jnz .Lserial_flood_byte
+    mov al, 10
+    call uart_raw
+    jmp .Lserial_flood_line
+"""
+
+
+def interrupt_storm() -> str:
+    """Software interrupts on every vector from 32 up, round and round: the guest's own IDT
+    takes them, nothing leaves the partition."""
+    stubs = "".join(f"    int {v}\n" for v in range(32, 256, 7))
+    return f".Linterrupt_storm:\n{stubs}    jmp .Linterrupt_storm\n"
+
+
+def hypercall_random(memory: int) -> tuple[str, str]:
+    """Hypercalls with registers from a seeded generator (never shutdown): each returns.
+    Then console_write of its whole memory: the answer is a partial count, at most
+    CONSOLE_WRITE_MAX, so one call cannot hold the CPU for seconds."""
+    loop = guarded("""\
+    mov rax, r13
+    imul rax, rax, 0x5851f42d
+    add rax, 0x14057b7f
+    mov r13, rax
+    mov rbx, rax
+    rol rbx, 17
+    mov rcx, rax
+    rol rcx, 41
+    test r13, 0x100
+    jz .Lhypercall_random_wide
+    and eax, 7
+    and ecx, 0xfff
+.Lhypercall_random_wide:
+    cmp rax, {shutdown}
+    jne .Lhypercall_random_call
+    inc eax
+.Lhypercall_random_call:
+    call hypercall
+""".format(shutdown=HC_SHUTDOWN))
+    big, big_data = fail_unless(f"console_write of all memory answered more than {CONSOLE_WRITE_MAX}", "jbe")
+    code = f"""\
+    call detect_vendor
+    mov r13, 0x2545f491
+    mov r12d, {HYPERCALLS}
+.Lhypercall_random_next:
+{loop}
+    dec r12d
+    jnz .Lhypercall_random_next
+    mov eax, {HC_CONSOLE_WRITE}
+    xor ebx, ebx
+    mov rcx, {memory:#x}
+    call hypercall
+    cmp rax, {CONSOLE_WRITE_MAX}
+{big}
+"""
+    return code, big_data
