@@ -33,6 +33,7 @@ enum exit_kind {
     EXIT_OTHER,         /* anything else: raw_reason says what */
     EXIT_CR_WRITE,      /* MOV to CR0/CR4 or LMSW the backend intercepts (VMX): cr, cr_value, insn_len set */
     EXIT_XSETBV,        /* XSETBV: index in regs.rcx, value in regs.rdx:regs.rax; insn_len set */
+    EXIT_INVALID_OPCODE, /* a VMX or SVM instruction: the vCPU has neither, so the guest gets #UD */
     EXIT_KIND_COUNT
 };
 

@@ -3,6 +3,7 @@
 #include "cpus.h"
 #include "spinlock.h"
 #include "libc.h"
+#include "mailbox.h"
 #include "partition.h"
 #include "printk.h"
 #include "tsc.h"
@@ -18,6 +19,9 @@
 #define HC_SHUTDOWN 2
 #define HC_TSC_KHZ 3
 #define HC_ERROR ((uint64_t)-1)
+/* console_write's most bytes a call: the exit path holds its CPU while it copies, so a
+ * guest asking for its whole memory gets a partial count and writes the rest later. */
+#define CONSOLE_WRITE_MAX 4096u
 
 static const struct vcpu_ops *ops;
 /* vCPU creation and reset allocate pages and backend slots, and the VMX
@@ -29,7 +33,7 @@ static const char *const exit_names[EXIT_KIND_COUNT] = {
     [EXIT_HYPERCALL] = "hypercall", [EXIT_MSR_READ] = "msr_read", [EXIT_MSR_WRITE] = "msr_write",
     [EXIT_PAGE_FAULT] = "page_fault", [EXIT_TRIPLE_FAULT] = "triple_fault",
     [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
-    [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv",
+    [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv", [EXIT_INVALID_OPCODE] = "invalid_opcode",
 };
 
 const char *partition_exit_name(enum exit_kind kind)
@@ -104,6 +108,7 @@ int partition_start(struct partition *p)
         spin_unlock_irqrestore(&create_lock, f);
     }
     p->uart = (struct vuart_state){ 0 };
+    vdeny_reset(p);
     p->line_len = 0;
     p->upcall_pending = false;
     p->answer_ready = false;
@@ -140,11 +145,14 @@ static enum run_event hypercall(struct partition *p)
             r->rax = HC_ERROR;
             return RUN_SLICE_END;
         }
-        for (uint64_t i = 0; i < r->rcx; i++) {
+    {
+        uint64_t n = r->rcx < CONSOLE_WRITE_MAX ? r->rcx : CONSOLE_WRITE_MAX;
+        for (uint64_t i = 0; i < n; i++) {
             vuart_output(p, *(const uint8_t *)(uintptr_t)(p->desc->mem_host_base + r->rbx + i));
         }
-        r->rax = r->rcx;
+        r->rax = n;
         return RUN_SLICE_END;
+    }
     case HC_YIELD:
         r->rax = 0;
         return RUN_YIELDED;
@@ -184,6 +192,11 @@ static enum run_event fault(struct partition *p, const struct exit_info *e)
     return RUN_FAULTED;
 }
 
+static uint64_t all_ones(uint8_t size)
+{
+    return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
+}
+
 static enum run_event port_io(struct partition *p, const struct exit_info *e)
 {
     struct guest_regs *r = &p->vcpu.regs;
@@ -203,7 +216,19 @@ static enum run_event port_io(struct partition *p, const struct exit_info *e)
         partition_stop(p, PART_EXITED, "wrote its exit code to port 0xf4");
         return RUN_EXITED;
     }
-    return RUN_UPCALL;
+    if (vdeny_claimed(p, e->port)) {
+        return RUN_UPCALL;
+    }
+    /* No device there: what an unclaimed ISA port gives on a PC. */
+    if (vdeny_count(p, e)) {
+        mailbox_post(p, MAIL_DENIED);
+    }
+    if (e->in) {
+        uint64_t mask = all_ones(e->size);
+        r->rax = e->size == 4 ? mask : (r->rax & ~mask) | mask;
+    }
+    ops->advance_rip(&p->vcpu, e->insn_len);
+    return RUN_SLICE_END;
 }
 
 enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
@@ -244,6 +269,13 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
                 return fault(p, e);
             }
             break;
+        case EXIT_INVALID_OPCODE:
+            /* A fault: RIP stays on the instruction, as #UD leaves it. */
+            if (!vevent_exception(&p->vcpu, VEC_UD, false, 0)) {
+                e->kind = EXIT_TRIPLE_FAULT;
+                return fault(p, e);
+            }
+            break;
         case EXIT_IO:
             ev = port_io(p, e);
             break;
@@ -278,11 +310,6 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
             return RUN_SLICE_END;
         }
     }
-}
-
-static uint64_t all_ones(uint8_t size)
-{
-    return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
 }
 
 void partition_resolve(struct partition *p, enum upcall_action action, uint64_t value)

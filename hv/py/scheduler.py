@@ -26,6 +26,11 @@ def _handle(index, event, detail):
         manager.ended(index, False, "exited with code %d" % detail)
     elif event == "faulted":
         manager.ended(index, True, "faulted: %s" % detail)
+    elif event == "denied":
+        # C answered it (all ones, write dropped) and counts the repeats: one line a start.
+        for port, direction, _count in detail:
+            manager.event("%s: io %s 0x%x denied (no device; repeats counted in 'stats %s')"
+                          % (name, direction, port, name))
     elif event == "timeout":
         manager.ended(index, True, "stopped: %s" % detail)
 

@@ -398,6 +398,8 @@ def _record(index, tsc_khz):
         "cpu": part["cpu"],
         "slice_us": part["slice_us"],
         "upcalls": part["upcalls"],
+        "denied": part["denied"],
+        "denied_ports": [{"port": port, "dir": d, "count": n} for port, d, n in part["denied_ports"]],
         "halts": part["halts"],
         "console_bytes": part["console_bytes"],
         "console_dropped": part["console_dropped"],
@@ -455,6 +457,9 @@ def cmd_stats(args):
         print("  time      %s in the guest, %s since its last start" % (
             _seconds(rec["cpu_us"]), _seconds(rec["uptime_us"])))
         print("  cpu       %d; %d halts, %d up-calls to policy" % (rec["cpu"], rec["halts"], rec["upcalls"]))
+        if rec["denied"]:
+            print("  denied    %d port accesses: %s" % (rec["denied"], ", ".join(
+                "0x%x %s x%d" % (d["port"], d["dir"], d["count"]) for d in rec["denied_ports"])))
         print("  starts    %d, %d restarted by its policy (%s, limit %d)" % (
             rec["starts"], rec["restarts"], rec["restart_policy"], rec["restart_limit"]))
         print("  console   %d bytes written, %d dropped" % (rec["console_bytes"], rec["console_dropped"]))

@@ -321,6 +321,12 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         e->kind = EXIT_XSETBV;
         e->insn_len = LEN_XSETBV;
         break;
+    case VMCB_EXIT_VMRUN: case VMCB_EXIT_VMLOAD: case VMCB_EXIT_VMSAVE: case VMCB_EXIT_STGI:
+    case VMCB_EXIT_CLGI: case VMCB_EXIT_SKINIT: case VMCB_EXIT_INVLPGA:
+        /* Intercepted because the hardware's EFER.SVME is set under the guest; the guest's
+         * own EFER.SVME is clear, so the CPU it sees raises #UD. */
+        e->kind = EXIT_INVALID_OPCODE;
+        break;
     case VMCB_EXIT_NPF:
         svm_decode_npf(info1, info2, e);
         break;

@@ -403,6 +403,13 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
         e->qualification = vmx_vmread(VMCS_EXIT_INTR_INFO);
         irq_acked((uint8_t)e->qualification);
         break;
+    case VMX_EXIT_REASON_VMCLEAR: case VMX_EXIT_REASON_VMLAUNCH: case VMX_EXIT_REASON_VMPTRLD:
+    case VMX_EXIT_REASON_VMPTRST: case VMX_EXIT_REASON_VMREAD: case VMX_EXIT_REASON_VMRESUME:
+    case VMX_EXIT_REASON_VMWRITE: case VMX_EXIT_REASON_VMXOFF: case VMX_EXIT_REASON_VMXON:
+    case VMX_EXIT_REASON_INVEPT: case VMX_EXIT_REASON_INVVPID: case VMX_EXIT_REASON_VMFUNC:
+        /* They exit whatever CR4.VMXE holds; with VMXE clear (the only value the vCPU takes) the CPU raises #UD. */
+        e->kind = EXIT_INVALID_OPCODE;
+        break;
     case VMX_EXIT_REASON_EPT_MISCONFIG:
         e->kind = EXIT_OTHER;
         e->gpa = vmx_vmread(VMCS_GUEST_PHYSICAL_ADDRESS);
