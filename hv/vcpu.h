@@ -95,6 +95,7 @@ enum vcpu_reg {
     VREG_SYSENTER_CS, VREG_SYSENTER_ESP, VREG_SYSENTER_EIP,
     VREG_PAT, VREG_TSC_OFFSET, VREG_TSC_AUX,
     VREG_CPL,                 /* read only: the guest's current privilege level */
+    VREG_CS_LONG,             /* read only: 1 while the guest runs 64-bit code (CS.L in IA-32e mode) */
     VREG_COUNT
 };
 

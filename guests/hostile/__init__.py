@@ -71,6 +71,8 @@ KINDS.update({
     "prefixed_cpuid": Kind("exited", "CPUID behind legacy prefixes", lambda mem, prefix: cpu.prefixed_cpuid()),
     "shared_state": Kind("exited", "WBINVD, SWAPGS, DR0-3/DR7, CR8, MONITOR, RDPMC",
                          lambda mem, prefix: cpu.shared_state()),
+    "fake_console": Kind("exited", "escape sequences and lines that look like the hypervisor's",
+                         lambda mem, prefix: events.fake_console()),
     "hypercall_random": Kind("exited", "hypercalls with random registers; console_write of all memory",
                              lambda mem, prefix: events.hypercall_random(mem)),
     "cli_spin": Kind("running", "a spin with interrupts off", _plain(events.cli_spin)),

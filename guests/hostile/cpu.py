@@ -19,8 +19,10 @@ def _cr_set(cr: int, op: str) -> str:
 
 
 def cr_bad() -> tuple[str, str]:
-    """Invalid CR0, CR3 and CR4 values raise #GP (SDM vol. 3A, 2.5; MOV to CR), VMXE included
-    since the partition's CPUID has no VMX."""
+    """Invalid CR0 and CR4 values raise #GP (SDM vol. 3A, 2.5; MOV to CR), VMXE included
+    since the partition's CPUID has no VMX. (CR3 is not intercepted with nested paging: the
+    CPU checks it itself. QEMU's TCG does not, and then VMRUN refuses the guest, which ends
+    it `faulted` alone: docs/security.md.)"""
     parts = [
         check("CR4.VMXE", _cr_set(4, f"bts rax, {CR4_VMXE}"), GP),
         check("CR4 bit 15", _cr_set(4, "bts rax, 15"), GP),
@@ -30,7 +32,6 @@ def cr_bad() -> tuple[str, str]:
         check("CR0.PE cleared with PG", _cr_set(0, "btr rax, 0"), GP),
         check("CR0.NW without CD", _cr_set(0, "bts rax, 29\n    btr rax, 30"), GP),
         check("CR0.PG cleared in long mode", _cr_set(0, "btr rax, 31"), GP),
-        check("CR3 beyond the physical address width", _cr_set(3, "bts rax, 62"), GP),
         check("CR0 written back", _cr_set(0, "nop")),
         check("CR4 written back", _cr_set(4, "nop")),
     ]

@@ -79,6 +79,16 @@ def interrupt_storm() -> str:
     return f".Linterrupt_storm:\n{stubs}    jmp .Linterrupt_storm\n"
 
 
+def fake_console() -> tuple[str, str]:
+    """Lines that would pass for the hypervisor's own (`taipan: `, `error: `), an escape
+    sequence that clears the screen, and a CR that would overwrite a line: the console must
+    show them escaped (docs/console.md), never as they came."""
+    text = (b"\x1b[2J\x1b[Hfake screen\n" b"taipan: hello faulted: fake\n" b"error: fake error\n"
+            b"overwritten\rfake\n")
+    values = ", ".join(str(b) for b in text) + ", 0"
+    return "    mov esi, fake_console_text\n    call uart_puts\n", f"fake_console_text:\n    .byte {values}\n"
+
+
 def hypercall_random(memory: int) -> tuple[str, str]:
     """Hypercalls with registers from a seeded generator (never shutdown): each returns.
     Then console_write of its whole memory: the answer is a partial count, at most

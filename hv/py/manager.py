@@ -48,6 +48,29 @@ def event(text, show=False):
             print("\ntaipan: " + text)
 
 
+# MemoryErrors met with the heap exhausted: counted without allocating, logged when it can.
+memory_errors = 0
+_memory_errors_logged = 0
+
+
+def memory_error():
+    """Count a MemoryError (allocation-free: a small int's increment needs no heap)."""
+    global memory_errors
+    memory_errors += 1
+
+
+def memory_errors_log():
+    """Log the MemoryErrors counted since the last call, if the heap allows it now."""
+    global _memory_errors_logged
+    if memory_errors != _memory_errors_logged:
+        try:
+            event("MemoryError: the heap was exhausted %d time(s); the exits met then were denied"
+                  % (memory_errors - _memory_errors_logged), show=True)
+            _memory_errors_logged = memory_errors
+        except MemoryError:
+            pass
+
+
 def traceback_text(e):
     import io
 

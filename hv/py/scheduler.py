@@ -14,12 +14,17 @@ plans = []
 def _handle(index, event, detail):
     name = hv.part_info(index)["name"]
     if event == "upcall":
+        # Deny unless policy answers; answered in `finally`, so that nothing raised on the
+        # way (a MemoryError in the handler itself included) leaves the vCPU waiting.
+        action, value = "deny", 0
         try:
             action, value = policy.decide(name, detail)
+        except MemoryError:
+            manager.memory_error()
         except Exception as e:  # a policy bug must not take the hypervisor down: deny
             manager.unexpected("policy for %s" % name, e)
-            action, value = "deny", 0
-        hv.part_resolve(index, action, value)
+        finally:
+            hv.part_resolve(index, action, value)
         if action == "stop":
             manager.ended(index, True, "stopped by policy (%s exit)" % detail["kind"])
     elif event == "exited":
@@ -50,6 +55,8 @@ def tick(in_command=False):
     raised: the console must go on.
     """
     global _failures, _later
+    if not in_command:
+        manager.memory_errors_log()
     mail = _later + hv.mailbox()
     _later = []
     for index, event, detail in mail:
@@ -58,6 +65,8 @@ def tick(in_command=False):
             continue
         try:
             _handle(index, event, detail)
+        except MemoryError:
+            manager.memory_error()
         except Exception as e:  # one message's failure loses none of the others
             _failures += 1
             manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)

@@ -42,10 +42,38 @@ def _one_line(text):
     return " ".join(str(text).split())
 
 
-def _safe(data):
-    """Guest-written bytes made safe for a script reading up to the next prompt: the
-    prompt's own text, should a guest print it, is shown with its space escaped."""
-    return data.replace(PROMPT.encode(), PROMPT[:-1].encode() + b"\\x20")
+# Line starts a script reads as the hypervisor's own (docs/console.md, "For scripts").
+OWN_LINE_STARTS = (b"taipan:", b"error:")
+
+
+def _escaped(line):
+    # min() is a loop in C: most lines hold no control byte and skip the loop in Python.
+    if not line or (min(line) >= 32 and 127 not in line):
+        return line
+    out = bytearray()
+    for b in line:
+        if (b < 32 and b != 9) or b == 127:
+            out.extend(("\\x%02x" % b).encode())
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+def _safe(data, line_start=True):
+    """Guest-written bytes made safe for a terminal and for a script reading up to the next
+    prompt: control bytes but tab and newline (escape sequences, a CR that would overwrite a
+    line) are shown as \\xNN, a CR before a newline is dropped, the prompt's text has its space
+    escaped, and a line that would start like an announcement or an error has its first byte
+    escaped. line_start: data begins a line (False for a chunk that continues one)."""
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if line.endswith(b"\r") and i + 1 < len(lines):
+            line = line[:-1]
+        line = _escaped(line)
+        if (i or line_start) and any(line.startswith(own) for own in OWN_LINE_STARTS):
+            line = ("\\x%02x" % line[0]).encode() + line[1:]
+        lines[i] = line
+    return b"\n".join(lines).replace(PROMPT.encode(), PROMPT[:-1].encode() + b"\\x20")
 
 
 def _json(doc):
@@ -562,9 +590,17 @@ def cmd_tail(args):
         read = hv.journal_read
     print("following %s; press any key to stop" % (args[0] if args else "all partitions"))
     for line in _last_lines(recent, TAIL_LINES):
-        hv.write(line + b"\n")
+        hv.write(_safe(line) + b"\n")
     _drain(read)
-    _follow(lambda: read(512), None)
+    at_start = [True]
+
+    def shown():
+        data = read(512)
+        safe = _safe(data, at_start[0])
+        if data:
+            at_start[0] = data.endswith(b"\n")
+        return safe
+    _follow(shown, None)
     print()
 
 
