@@ -21,6 +21,7 @@ HV_SRC += hv/vcpu_state.c
 HV_SRC += hv/vcpuid.c
 HV_SRC += hv/vcr.c
 HV_SRC += hv/vdeny.c
+HV_SRC += hv/vstrio.c
 HV_SRC += hv/vevent.c
 HV_SRC += hv/vfpu.c
 HV_SRC += hv/vmem.c

@@ -47,6 +47,8 @@ struct exit_info {
     uint16_t port;
     uint8_t size;            /* 1, 2 or 4 */
     bool in, string, rep;
+    uint8_t addr_size;       /* string I/O: 2, 4 or 8 bytes of RSI/RDI/RCX, or 0 when unknown */
+    uint8_t seg;             /* string I/O: OUTS's segment (enum vcpu_seg); INS always uses ES */
     /* EXIT_MSR_* */
     uint32_t msr;
     /* EXIT_CR_WRITE: which control register and the value the guest writes to it */
@@ -83,6 +85,9 @@ struct vcpu_event {
     uint32_t insn_len;        /* soft events: length of the instruction that raised it */
 };
 
+/* Segment registers in the order the CPU numbers them (VMX instruction information, SVM SEG). */
+enum vcpu_seg { VSEG_ES, VSEG_CS, VSEG_SS, VSEG_DS, VSEG_FS, VSEG_GS };
+
 /*
  * Architectural state the core reads and writes through the backend, in the
  * guest's own view (VMX: CR0/CR4 as their read shadows show them, EFER
@@ -96,6 +101,7 @@ enum vcpu_reg {
     VREG_PAT, VREG_TSC_OFFSET, VREG_TSC_AUX,
     VREG_CPL,                 /* read only: the guest's current privilege level */
     VREG_CS_LONG,             /* read only: 1 while the guest runs 64-bit code (CS.L in IA-32e mode) */
+    VREG_RFLAGS,              /* read only here: the guest's RFLAGS (string I/O reads DF) */
     VREG_COUNT
 };
 

@@ -8,6 +8,7 @@
 #include "printk.h"
 #include "tsc.h"
 #include "vcpu_state.h"
+#include "vstrio.h"
 #include "vuart.h"
 
 /* Port 0xf4: QEMU's isa-debug-exit, through which test kernels report a result. */
@@ -201,8 +202,24 @@ static enum run_event port_io(struct partition *p, const struct exit_info *e)
 {
     struct guest_regs *r = &p->vcpu.regs;
     uint32_t value = (uint32_t)r->rax;
-    if (e->string || e->rep) {
-        return RUN_UPCALL;   /* INS/OUTS are rare enough for policy to decide */
+    if (e->string && !vdeny_claimed(p, e->port)) {
+        switch (vstrio_emulate(p, e)) {
+        case VSTRIO_DONE:
+            return RUN_SLICE_END;
+        case VSTRIO_BAD_BUFFER: {
+            /* The CPU would raise #PF; the vCPU cannot tell the guest CR2 yet. */
+            char why[96];
+            snprintk(why, sizeof(why), "string I/O at RIP %#llx: its buffer is not in its memory",
+                     (unsigned long long)e->rip);
+            partition_stop(p, PART_FAULTED, why);
+            return RUN_FAULTED;
+        }
+        case VSTRIO_UNSUPPORTED:
+            return RUN_UPCALL;
+        }
+    }
+    if (e->string) {
+        return RUN_UPCALL;   /* a claimed port: policy decides */
     }
     if (vuart_access(p, e->port, e->in, &value)) {
         if (e->in) {

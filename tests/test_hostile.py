@@ -21,7 +21,7 @@ pytestmark = pytest.mark.boot
 VENDORS = [pytest.param("amd", id="amd-qemu"), pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 # Seconds: how long all the kinds may take to reach their outcome, and the window in which
 # hello's tick rate is counted, before the hostiles start and again while they run.
-PATIENCE = {"amd": 90, "intel": 300}
+PATIENCE = {"amd": 150, "intel": 300}
 WINDOW = {"amd": 4.0, "intel": 12.0}
 NEIGHBOUR_SHARE = 0.9
 

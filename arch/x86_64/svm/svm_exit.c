@@ -110,6 +110,8 @@ static void svm_decode_io(uint64_t info1, uint64_t info2, uint64_t rip, struct e
     e->in = info1 & (1u << VMCB_BIT_IOIO_IN);
     e->string = info1 & (1u << VMCB_BIT_IOIO_STR);
     e->rep = info1 & (1u << VMCB_BIT_IOIO_REP);
+    e->addr_size = info1 & (1u << VMCB_BIT_IOIO_A64) ? 8 : info1 & (1u << VMCB_BIT_IOIO_A32) ? 4
+                 : info1 & (1u << VMCB_BIT_IOIO_A16) ? 2 : 0;
     /* EXITINFO2 is the RIP of the instruction after the IN/OUT: the length without decoding. */
     e->insn_len = (uint32_t)(info2 - rip);
 }
@@ -208,6 +210,33 @@ static uint32_t svm_insn_len(struct vcpu *v, const uint8_t *vmcb, uint64_t rip, 
     if (long64 && i < got && (insn[i] & 0xf0) == 0x40)
         i++;
     return i + base <= 15 ? i + base : base;
+}
+
+/*
+ * OUTS's segment, DS unless a prefix overrides it, from the instruction's prefixes
+ * (EXITINFO1's SEG needs decode assists, which TCG lacks); and in 64-bit code, where QEMU's
+ * TCG sets no address-size bit the APM names, the address size from the 0x67 prefix.
+ */
+static void svm_decode_string(struct vcpu *v, const uint8_t *vmcb, struct exit_info *e)
+{
+    static const uint8_t overrides[][2] = {
+        { 0x26, VSEG_ES }, { 0x2e, VSEG_CS }, { 0x36, VSEG_SS }, { 0x3e, VSEG_DS }, { 0x64, VSEG_FS }, { 0x65, VSEG_GS },
+    };
+    uint8_t insn[15];
+    bool long64 = svm_long64(vmcb);
+    uint32_t got = vmem_fetch(v, (long64 ? 0 : vmcb_read64(vmcb, VMCB_CS + VMCB_SEG_BASE)) + e->rip, insn,
+                              sizeof(insn));
+    bool addr32 = false;
+    e->seg = VSEG_DS;
+    for (uint32_t i = 0; i < got && svm_legacy_prefix(insn[i]); i++) {
+        addr32 |= insn[i] == 0x67;
+        for (unsigned k = 0; k < sizeof(overrides) / sizeof(overrides[0]); k++) {
+            if (insn[i] == overrides[k][0])
+                e->seg = overrides[k][1];
+        }
+    }
+    if (long64)
+        e->addr_size = addr32 ? 4 : 8;
 }
 
 /*
@@ -338,6 +367,8 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         break;
     case VMCB_EXIT_IOIO:
         svm_decode_io(info1, info2, e->rip, e);
+        if (e->string)
+            svm_decode_string(v, vmcb, e);
         break;
     case VMCB_EXIT_MSR:
         /* EXITINFO1: 0 for RDMSR, 1 for WRMSR. */

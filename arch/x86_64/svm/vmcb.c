@@ -229,6 +229,8 @@ uint64_t svm_reg_get(struct vcpu *v, enum vcpu_reg r)
         return s->tsc_aux;
     case VREG_CPL:
         return s->vmcb[VMCB_CPL];
+    case VREG_RFLAGS:
+        return vmcb_read64(s->vmcb, VMCB_RFLAGS);
     case VREG_CS_LONG: {
         uint16_t attr;
         memcpy(&attr, s->vmcb + VMCB_CS + VMCB_SEG_ATTRIB, sizeof(attr));
@@ -253,6 +255,7 @@ void svm_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value)
         break;
     case VREG_CPL:
     case VREG_CS_LONG:
+    case VREG_RFLAGS:
         break;
     default: {
         int32_t off = svm_reg_offset(r);

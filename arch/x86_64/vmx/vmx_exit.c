@@ -368,6 +368,13 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
         e->in = q & IO_IN;
         e->string = q & IO_STRING;
         e->rep = q & IO_REP;
+        if (e->string) {
+            /* Instruction information (SDM vol. 3C, 28.2.5): address size 9:7, segment 17:15. */
+            uint32_t info = (uint32_t)vmx_vmread(VMCS_EXIT_INSTRUCTION_INFO);
+            uint32_t asz = (info >> 7) & 7;
+            e->addr_size = asz == 0 ? 2 : asz == 1 ? 4 : asz == 2 ? 8 : 0;
+            e->seg = (uint8_t)((info >> 15) & 7);
+        }
         break;
     case VMX_EXIT_REASON_RDMSR:
     case VMX_EXIT_REASON_WRMSR:
