@@ -93,7 +93,7 @@ def hypercall_random(memory: int) -> tuple[str, str]:
     """Hypercalls with registers from a seeded generator (never shutdown): each returns.
     Then console_write of its whole memory: the answer is a partial count, at most
     CONSOLE_WRITE_MAX, so one call cannot hold the CPU for seconds."""
-    loop = guarded("""\
+    loop = guarded(f"""\
     mov rax, r13
     imul rax, rax, 0x5851f42d
     add rax, 0x14057b7f
@@ -107,12 +107,12 @@ def hypercall_random(memory: int) -> tuple[str, str]:
     and eax, 7
     and ecx, 0xfff
 .Lhypercall_random_wide:
-    cmp rax, {shutdown}
+    cmp rax, {HC_SHUTDOWN}
     jne .Lhypercall_random_call
     inc eax
 .Lhypercall_random_call:
     call hypercall
-""".format(shutdown=HC_SHUTDOWN))
+""")
     big, big_data = fail_unless(f"console_write of all memory answered more than {CONSOLE_WRITE_MAX}", "jbe")
     code = f"""\
     call detect_vendor

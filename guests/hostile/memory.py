@@ -3,9 +3,8 @@ at the guest-physical address it names."""
 
 from __future__ import annotations
 
-from toolchain import layout
-
 from guests.hostile.runtime import SCRATCH
+from toolchain import layout
 
 GIB = 1 << 30
 LARGE_PAGE = 0x200000

@@ -30,6 +30,13 @@ restarts = {}
 started_at = {}
 ended_at = {}
 
+# A restart waits RESTART_BACKOFF_MS, doubled with each restart in a row, at most
+# RESTART_BACKOFF_MAX_MS: a guest that dies at once costs a full-memory clear a back-off,
+# not a storm of them. Per partition index: (TSC due, ms waited, policy, limit).
+RESTART_BACKOFF_MS = 100
+RESTART_BACKOFF_MAX_MS = 5000
+restart_due = {}
+
 
 def event(text, show=False):
     """Log one line; with show, also announce it on the console as `taipan: text`.
@@ -140,6 +147,7 @@ def _started(index):
 
 def start(index):
     """An operator's start: the restart count begins again."""
+    restart_due.pop(index, None)
     hv.part_start(index)
     restarts[index] = 0
     _started(index)
@@ -147,6 +155,7 @@ def start(index):
 
 
 def stop(index, why="stopped from the console"):
+    restart_due.pop(index, None)
     hv.part_stop(index, why)
     ended_at[index] = hv.ticks()
     event("%s stopped: %s" % (hv.part_info(index)["name"], why))
@@ -176,14 +185,25 @@ def ended(index, fault, text):
     if done >= limit:
         event("%s stays %s: its restart limit (%d) is reached" % (name, part["state"], limit), show=True)
         return
-    try:
-        hv.part_start(index)
-    except OSError as e:
-        event("%s could not be restarted: %s" % (name, e), show=True)
-        return
-    restarts[index] = done + 1
-    _started(index)
-    event("%s restarted (%s, %d of %d)" % (name, policy, done + 1, limit), show=True)
+    ms = min(RESTART_BACKOFF_MS << done, RESTART_BACKOFF_MAX_MS)
+    restart_due[index] = (hv.ticks() + ms * hv.cpu()["tsc_khz"], ms, policy, limit)
+
+
+def restarts_run():
+    """Restart the partitions whose back-off has passed (the scheduler's tick calls this)."""
+    now = hv.ticks()
+    for index in [i for i, due in restart_due.items() if due[0] <= now]:
+        _, ms, policy, limit = restart_due.pop(index)
+        name = hv.part_info(index)["name"]
+        try:
+            hv.part_start(index)
+        except OSError as e:
+            event("%s could not be restarted: %s" % (name, e), show=True)
+            continue
+        done = restarts.get(index, 0) + 1
+        restarts[index] = done
+        _started(index)
+        event("%s restarted (%s, %d of %d) after %d ms" % (name, policy, done, limit, ms), show=True)
 
 
 def uptime_us(index, tsc_khz):

@@ -57,6 +57,8 @@ def tick(in_command=False):
     global _failures, _later
     if not in_command:
         manager.memory_errors_log()
+        if manager.restart_due:
+            manager.restarts_run()
     mail = _later + hv.mailbox()
     _later = []
     for index, event, detail in mail:
