@@ -220,6 +220,14 @@ static mp_obj_t hv_set_idle(mp_obj_t fn)
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(hv_set_idle_obj, hv_set_idle);
 
+// hv.idle_wake(tsc): run the idle hook again by TSC tsc, though no key or mail comes.
+static mp_obj_t hv_idle_wake(mp_obj_t tsc)
+{
+    port_idle_wake((uint64_t)mp_obj_get_int_truncated(tsc));
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(hv_idle_wake_obj, hv_idle_wake);
+
 // hv.poll_char() -> the next byte typed at the console, or -1 (never waits).
 static mp_obj_t hv_poll_char(void)
 {
@@ -319,6 +327,7 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_repl), MP_ROM_PTR(&hv_repl_obj) },
     { MP_ROM_QSTR(MP_QSTR_reboot), MP_ROM_PTR(&hv_reboot_obj) },
     { MP_ROM_QSTR(MP_QSTR_set_idle), MP_ROM_PTR(&hv_set_idle_obj) },
+    { MP_ROM_QSTR(MP_QSTR_idle_wake), MP_ROM_PTR(&hv_idle_wake_obj) },
     { MP_ROM_QSTR(MP_QSTR_write), MP_ROM_PTR(&hv_write_obj) },
     { MP_ROM_QSTR(MP_QSTR_poll_char), MP_ROM_PTR(&hv_poll_char_obj) },
     { MP_ROM_QSTR(MP_QSTR_typing), MP_ROM_PTR(&hv_typing_obj) },

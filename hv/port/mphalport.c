@@ -106,6 +106,14 @@ static int idle_once(bool in_command)
     return key;
 }
 
+static uint64_t idle_wake_tsc = UINT64_MAX;
+
+void port_idle_wake(uint64_t tsc)
+{
+    if (tsc < idle_wake_tsc)
+        idle_wake_tsc = tsc;
+}
+
 int mp_hal_stdin_rx_chr(void)
 {
     port_completion_end();
@@ -121,8 +129,11 @@ int mp_hal_stdin_rx_chr(void)
         if (c >= 0) {
             return c;
         }
-        // Nothing typed, nothing posted: CPU 0 is its partitions' until a key or mail comes.
-        mgmt_wait(UINT64_MAX, true);
+        // Nothing typed, nothing posted: CPU 0 is its partitions' until a key or mail comes,
+        // or the time the idle hook asked for.
+        uint64_t wake = idle_wake_tsc;
+        idle_wake_tsc = UINT64_MAX;
+        mgmt_wait(wake, true);
     }
 }
 

@@ -9,6 +9,9 @@ size_t port_heap_bytes(void);
 void port_repl(void);
 // The console's idle hook: a Python callable run while input is awaited (None to clear).
 void port_set_idle(mp_obj_t fn);
+// A TSC by which the idle hook wants to run again even if no key or mail comes (a restart's
+// back-off); taken by the next wait for a key, so the hook asks again while it still wants it.
+void port_idle_wake(uint64_t tsc);
 // A byte typed at the console, or -1; never blocks.
 int mp_hal_stdin_poll_chr(void);
 // Waits until the TSC reaches deadline_tsc while the partitions run, or less

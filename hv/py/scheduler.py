@@ -57,8 +57,6 @@ def tick(in_command=False):
     global _failures, _later
     if not in_command:
         manager.memory_errors_log()
-        if manager.restart_due:
-            manager.restarts_run()
     mail = _later + hv.mailbox()
     _later = []
     for index, event, detail in mail:
@@ -72,6 +70,11 @@ def tick(in_command=False):
         except Exception as e:  # one message's failure loses none of the others
             _failures += 1
             manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)
+    if not in_command and manager.restart_due:
+        manager.restarts_run()
+        # The console sleeps until a key or mail: wake it for the next restart due.
+        if manager.restart_due:
+            hv.idle_wake(min(due[0] for due in manager.restart_due.values()))
     return False
 
 
