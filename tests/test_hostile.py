@@ -12,9 +12,10 @@ import time
 import tomllib
 
 import pytest
-from conftest import config_path, ps_json
+from conftest import REPL_PROMPT, config_path, ps_json
 
 from guests.hostile import KINDS
+from toolchain import layout
 
 pytestmark = pytest.mark.boot
 
@@ -100,7 +101,7 @@ def run_suite(boot_config, vendor: str, config: str) -> None:
         time.sleep(1)
     problems = {}
     for name, kinds in parts.items():
-        log = console.command(f"log {name} -n 60", timeout=120)
+        log = console.command(f"log {name} -n 60", timeout=PATIENCE[vendor])
         problem = outcome_problem(recs[name], kinds, recs[name]["memory"], log)
         # What a guest wrote never passes for the hypervisor's lines or reaches the terminal raw.
         forged = [line for line in log.splitlines() if line.startswith(("taipan:", "error:"))
@@ -114,7 +115,7 @@ def run_suite(boot_config, vendor: str, config: str) -> None:
     # No reset: hello's count only grew (a reset would start it again from 0).
     assert count_before <= count_beside <= hello_count(console)
     assert recs["hello"]["state"] == "running"
-    events = console.command("events", timeout=120)
+    events = console.command("events", timeout=PATIENCE[vendor])
     missing = [n for n in parts if not re.search(rf"^{n} ", events, re.MULTILINE)]
     assert not missing, f"not in events: {missing}\n{events}"
     assert "hello" in console.command("ps")
@@ -136,3 +137,19 @@ def test_every_kind_is_in_a_suite_configuration():
     assert covered == set(KINDS)
     assert len(KINDS) >= 20
     assert {k.outcome for k in KINDS.values()} <= {"faulted", "exited", "running"}
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_host_descriptor_table_limits_survive_vm_exits(boot_config, vendor):
+    """A VMX exit sets the host's GDTR and IDTR limits to 0xFFFF (SDM vol. 3C, 28.5.2): after
+    exits on CPU 0 (spin and hello share it with the console), CPU 0's limits are its own."""
+    console = boot_config(vendor, "spin")
+    deadline = time.monotonic() + PATIENCE[vendor]
+    while ps_json(console)["hello"]["exits"].get("io", 0) < 100:
+        assert time.monotonic() < deadline, "hello made no exits"
+        time.sleep(0.5)
+    console.type("py\r")
+    console.child.expect_exact(REPL_PROMPT, timeout=60)
+    out = console.command("import hv; c = hv.cpu(); print(c['gdtr_limit'], c['idtr_limit'])",
+                          prompt=REPL_PROMPT)
+    assert out.split()[-2:] == [str(layout.GDT_ENTRIES * 8 - 1), str(256 * 16 - 1)], out

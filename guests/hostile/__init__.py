@@ -73,7 +73,7 @@ KINDS.update({
                          lambda mem, prefix: cpu.shared_state()),
     "fake_console": Kind("exited", "escape sequences and lines that look like the hypervisor's",
                          lambda mem, prefix: events.fake_console()),
-    "hypercall_random": Kind("exited", "hypercalls with random registers; console_write of all memory",
+    "hypercall_random": Kind("exited", "hypercalls with random registers; console_write of 2 MiB",
                              lambda mem, prefix: events.hypercall_random(mem)),
     "cli_spin": Kind("running", "a spin with interrupts off", _plain(events.cli_spin)),
     "cli_hlt": Kind("running", "HLT with interrupts off", _plain(events.cli_hlt)),

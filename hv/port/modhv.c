@@ -56,6 +56,11 @@ static mp_obj_t hv_cpu(void)
     dict_store(d, MP_QSTR_hv_signature, str_obj(c->hv_signature));
     dict_store(d, MP_QSTR_nested_note, str_obj(c->nested_note));
     dict_store(d, MP_QSTR_page_1g, mp_obj_new_bool(c->page_1g));
+    // The limits this CPU's GDTR and IDTR hold now (after VM exits, on CPU 0, where this runs).
+    struct __attribute__((packed)) { uint16_t limit; uint64_t base; } gdtr, idtr;
+    __asm__ volatile("sgdt %0; sidt %1" : "=m"(gdtr), "=m"(idtr));
+    dict_store(d, MP_QSTR_gdtr_limit, mp_obj_new_int(gdtr.limit));
+    dict_store(d, MP_QSTR_idtr_limit, mp_obj_new_int(idtr.limit));
     dict_store(d, MP_QSTR_nested_1g, mp_obj_new_bool(c->nested_1g));
     dict_store(d, MP_QSTR_preemption_timer, mp_obj_new_bool(c->preemption_timer));
     dict_store(d, MP_QSTR_tsc_khz, mp_obj_new_int_from_ull(tsc_khz()));

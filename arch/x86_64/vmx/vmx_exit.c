@@ -1,6 +1,7 @@
 /* One VMX entry and its exit: the preemption-timer slice, the stub call, and the exit decoded into struct exit_info. */
 #include "boot_symbols.h"
 #include "cpu.h"
+#include "cpus.h"
 #include "irq.h"
 #include "libc.h"
 #include "partition.h"
@@ -428,6 +429,21 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
     }
 }
 
+/*
+ * A VM exit loads the host's GDTR and IDTR bases from the VMCS but sets both
+ * limits to 0xFFFF (SDM vol. 3C, 28.5.2): a stray selector or vector would
+ * then read past the tables. Each CPU's own registers, taken before its first
+ * entry, are loaded back after every exit.
+ */
+struct __attribute__((packed)) vmx_dtr {
+    uint16_t limit;
+    uint64_t base;
+};
+static struct vmx_host_dtrs {
+    struct vmx_dtr gdtr, idtr;
+    bool taken;
+} host_dtrs[CPUS_MAX];
+
 void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
 {
     struct vmx_vcpu *x = v->arch;
@@ -453,7 +469,13 @@ void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     vmx_vmwrite(VMCS_PREEMPTION_TIMER_VALUE, ticks > PREEMPT_MAX ? PREEMPT_MAX : ticks);
 
     vmx_inject_event(v);
+    struct vmx_host_dtrs *dtrs = &host_dtrs[cpu_current()->index];
+    if (!dtrs->taken) {
+        __asm__ volatile("sgdt %0; sidt %1" : "=m"(dtrs->gdtr), "=m"(dtrs->idtr));
+        dtrs->taken = true;
+    }
     uint32_t rc = enter(&v->regs, v->launched, &v->fpu);
+    __asm__ volatile("lgdt %0; lidt %1" : : "m"(dtrs->gdtr), "m"(dtrs->idtr));
     if (rc != ENTER_EXITED) {
         e->rip = vmx_vmread(VMCS_GUEST_RIP);
         vmx_decode_fail(rc, e);
