@@ -26,3 +26,6 @@ HV_SRC += hv/vevent.c
 HV_SRC += hv/vfpu.c
 HV_SRC += hv/vmem.c
 HV_SRC += hv/vmsr.c
+HV_SRC += hv/vioapic.c
+HV_SRC += hv/vlapic.c
+HV_SRC += hv/vmmio.c

@@ -34,6 +34,8 @@ enum exit_kind {
     EXIT_CR_WRITE,      /* MOV to CR0/CR4 or LMSW the backend intercepts (VMX): cr, cr_value, insn_len set */
     EXIT_XSETBV,        /* XSETBV: index in regs.rcx, value in regs.rdx:regs.rax; insn_len set */
     EXIT_INVALID_OPCODE, /* a VMX or SVM instruction: the vCPU has neither, so the guest gets #UD */
+    EXIT_INTR_WINDOW,   /* the guest can take the interrupt it could not before (VMX window / SVM VINTR) */
+    EXIT_CR_READ,       /* MOV from CR8 (VMX): cr, cr_gpr (the destination's x86 number), insn_len set */
     EXIT_KIND_COUNT
 };
 
@@ -53,6 +55,7 @@ struct exit_info {
     uint32_t msr;
     /* EXIT_CR_WRITE: which control register and the value the guest writes to it */
     uint8_t cr;
+    uint8_t cr_gpr;
     uint64_t cr_value;
     /* EXIT_PAGE_FAULT */
     uint64_t gpa;
@@ -68,7 +71,7 @@ struct exit_info {
  * The type numbers are the VMX ones; SVM's backend translates.
  */
 enum vcpu_event_type {
-    VEVENT_EXT_INTR = 0,      /* external interrupt (the virtual APIC's, later work) */
+    VEVENT_EXT_INTR = 0,      /* external interrupt: a vector the virtual APIC delivers */
     VEVENT_NMI = 2,
     VEVENT_EXCEPTION = 3,     /* hardware exception: #GP, #UD, #PF, ... */
     VEVENT_SOFT_INT = 4,      /* INT n */
@@ -101,7 +104,8 @@ enum vcpu_reg {
     VREG_PAT, VREG_TSC_OFFSET, VREG_TSC_AUX,
     VREG_CPL,                 /* read only: the guest's current privilege level */
     VREG_CS_LONG,             /* read only: 1 while the guest runs 64-bit code (CS.L in IA-32e mode) */
-    VREG_RFLAGS,              /* read only here: the guest's RFLAGS (string I/O reads DF) */
+    VREG_RFLAGS,              /* read only: IF decides whether an interrupt is taken at HLT, DF string I/O's direction */
+    VREG_RSP,                 /* the one general register the VMCS/VMCB holds */
     VREG_COUNT
 };
 
@@ -126,6 +130,22 @@ struct vcpu_msrs {
     uint64_t mtrr_def_type;
 };
 
+/*
+ * The vCPU's virtual local APIC (hv/vlapic.c), xAPIC and x2APIC alike:
+ * registers by their xAPIC offset, the timer as host-TSC deadlines.
+ */
+#define VLAPIC_LVT_COUNT 6        /* timer, thermal, performance, LINT0, LINT1, error */
+struct vlapic {
+    uint32_t id, tpr, ldr, dfr, svr, esr, icr_lo, icr_hi;
+    uint32_t lvt[VLAPIC_LVT_COUNT];
+    uint32_t isr[8], irr[8], tmr[8];   /* 256 bits each, vector n in word n / 32 */
+    uint32_t timer_initial, timer_divide;
+    uint64_t timer_start;     /* host TSC when the current count started from the initial count */
+    uint64_t deadline;        /* host TSC of the timer's next interrupt, 0 when it is not armed */
+    uint64_t tsc_deadline;    /* IA32_TSC_DEADLINE as the guest wrote it (its own TSC), 0 when disarmed */
+    bool nmi_pending;
+};
+
 struct vcpu {
     struct partition *part;
     struct guest_regs regs;
@@ -134,6 +154,7 @@ struct vcpu {
     struct vcpu_event event; /* injected at the next entry, then cleared by the backend */
     struct vcpu_fpu fpu;
     struct vcpu_msrs msrs;
+    struct vlapic lapic;
 };
 
 /*

@@ -10,6 +10,8 @@
 #define CPUID_HV_ABI 0x40000001u
 #define HYPERCALL_ABI_VERSION 1u
 
+#define LEAF1_ECX_X2APIC (1u << 21)
+#define LEAF1_ECX_TSC_DEADLINE (1u << 24)
 #define LEAF1_ECX_XSAVE (1u << 26)
 #define LEAF1_ECX_OSXSAVE (1u << 27)
 #define LEAF1_ECX_HYPERVISOR (1u << 31)
@@ -43,6 +45,14 @@ void vcpuid_query(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_
         *c |= LEAF1_ECX_HYPERVISOR;
         /* One vCPU per partition: its initial APIC ID is 0. */
         *b &= 0x00ffffffu;
+        /* The local APIC is all virtual (hv/vlapic.c): x2APIC and the
+         * TSC-deadline timer whatever the host has. */
+        *c |= LEAF1_ECX_X2APIC | LEAF1_ECX_TSC_DEADLINE;
+    } else if (leaf == 0xb || leaf == 0x1f) {
+        /* The topology leaves name the x2APIC ID in EDX: the vCPU's (0), not the host CPU's. */
+        *d = 0;
+    } else if (leaf == 0x8000001eu) {
+        *a = 0;   /* AMD's extended APIC ID, likewise */
     } else if (leaf == 0xd) {
         uint64_t allowed = vfpu_xcr0_allowed();
         if (sub == 0) {

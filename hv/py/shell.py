@@ -429,6 +429,7 @@ def _record(index, tsc_khz):
         "denied": part["denied"],
         "denied_ports": [{"port": port, "dir": d, "count": n} for port, d, n in part["denied_ports"]],
         "halts": part["halts"],
+        "interrupts": part["interrupts"],
         "console_bytes": part["console_bytes"],
         "console_dropped": part["console_dropped"],
         "exits": part["exits"],

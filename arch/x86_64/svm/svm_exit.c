@@ -9,6 +9,7 @@
 #include "cpu.h"
 #include "tsc.h"
 #include "vcpu_state.h"
+#include "vlapic.h"
 
 #define CR0_PE   (1ull << 0)
 #define CR0_TS   (1ull << 3)
@@ -38,6 +39,7 @@
 #define SVM_EVENT_NMI 2u
 #define SVM_EVENT_EXCEPTION 3u
 #define SVM_EVENT_SOFT_INT 4u
+#define RFLAGS_IF (1ull << 9)
 #define VEC_BP 3u
 #define VEC_OF 4u
 
@@ -240,7 +242,7 @@ static void svm_decode_string(struct vcpu *v, const uint8_t *vmcb, struct exit_i
 }
 
 /*
- * A CR0/CR4 write intercept gives no operand without decode assists (TCG has
+ * A CR0/CR4/CR8 write intercept gives no operand without decode assists (TCG has
  * none): read the instruction through the guest's page tables. MOV to CR
  * (0F 22 /r), CLTS (0F 06) and register-form LMSW (0F 01 /6) are the writes
  * these intercepts see; anything else is EXIT_OTHER, for policy.
@@ -261,7 +263,7 @@ static void svm_decode_cr_write(struct vcpu *v, const uint8_t *vmcb, unsigned cr
     if (i + 2 > got || insn[i] != 0x0f)
         return;
     uint8_t op = insn[i + 1];
-    uint64_t old = svm_reg_get(v, cr == 0 ? VREG_CR0 : VREG_CR4);
+    uint64_t old = cr == 8 ? 0 : svm_reg_get(v, cr == 0 ? VREG_CR0 : VREG_CR4);
     if (op == 0x22 && i + 3 <= got) {
         uint8_t modrm = insn[i + 2];
         unsigned target = ((modrm >> 3) & 7) | (rex & 4 ? 8u : 0u);
@@ -305,8 +307,33 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
 
     vmcb[VMCB_TLB_CONTROL] = (uint8_t)(s->flush_tlb ? VMCB_TLB_FLUSH_ALL : VMCB_TLB_DO_NOTHING);
     s->flush_tlb = false;
-    /* An exception the core raised, or an event the last exit interrupted
-     * (e.g. a guest exception cut by the slice timer). */
+    /*
+     * The virtual APIC's interrupt or NMI when the guest can take it; if it
+     * cannot (IF clear, an interrupt shadow, an event first), V_IRQ with the
+     * VINTR intercept exits as soon as it can, and an NMI waits for the IRET
+     * that ends the last one.
+     */
+    bool window = false;
+    if (vevent_interrupt_waiting(v)) {
+        bool shadow = vmcb_read64(vmcb, VMCB_INTERRUPT_SHADOW) & 1;
+        window = vevent_interrupt(v, (vmcb_read64(vmcb, VMCB_RFLAGS) & RFLAGS_IF) && !shadow,
+                                  !shadow && !s->nmi_blocked);
+    }
+    if (v->event.valid && v->event.type == VEVENT_NMI)
+        s->nmi_blocked = true;
+    /* V_TPR is what the guest's CR8 reads and writes (V_INTR_MASKING): the virtual APIC's TPR[7:4]. */
+    uint64_t vintr = 1ull << VMCB_BIT_V_INTR_MASKING | ((v->lapic.tpr >> 4) & 0xf);
+    if (window)
+        vintr |= 1ull << VMCB_BIT_V_IRQ | 0xfull << VMCB_BIT_V_INTR_PRIO_SHIFT | 1ull << VMCB_BIT_V_IGN_TPR;
+    vmcb_write64(vmcb, VMCB_V_INTR, vintr);
+    uint32_t misc1 = vmcb_read32(vmcb, VMCB_INTERCEPT_MISC1) & ~(VMCB_INTERCEPT_VINTR | VMCB_INTERCEPT_IRET);
+    if (window)
+        misc1 |= VMCB_INTERCEPT_VINTR;
+    if (s->nmi_blocked)
+        misc1 |= VMCB_INTERCEPT_IRET;
+    vmcb_write32(vmcb, VMCB_INTERCEPT_MISC1, misc1);
+    /* An exception the core raised, an event the last exit interrupted
+     * (e.g. a guest exception cut by the slice timer), or the interrupt. */
     vmcb_write64(vmcb, VMCB_EVENTINJ, svm_eventinj(v));
     vmcb_write64(vmcb, VMCB_RAX, v->regs.rax);
     svm_snapshot_entry(vmcb, &s->entered);
@@ -343,6 +370,10 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         wrmsr(MSR_TSC_AUX, s->host_tsc_aux);
 
     v->regs.rax = vmcb_read64(vmcb, VMCB_RAX);
+    /* A MOV to CR8 changed V_TPR: TPR[7:4] from it, TPR[3:0] cleared, as CR8 writes do. */
+    uint32_t vtpr = (uint32_t)vmcb_read64(vmcb, VMCB_V_INTR) & 0xf;
+    if (vtpr != ((v->lapic.tpr >> 4) & 0xf))
+        v->lapic.tpr = vtpr << 4;
     uint64_t code = vmcb_read64(vmcb, VMCB_EXITCODE);
     uint64_t info1 = vmcb_read64(vmcb, VMCB_EXITINFO1);
     uint64_t info2 = vmcb_read64(vmcb, VMCB_EXITINFO2);
@@ -382,6 +413,9 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     case VMCB_EXIT_WRITE_CR4:
         svm_decode_cr_write(v, vmcb, 4, e);
         break;
+    case VMCB_EXIT_WRITE_CR8:
+        svm_decode_cr_write(v, vmcb, 8, e);
+        break;
     case VMCB_EXIT_XSETBV:
         e->kind = EXIT_XSETBV;
         e->insn_len = svm_insn_len(v, vmcb, e->rip, LEN_XSETBV);
@@ -397,6 +431,14 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         break;
     case VMCB_EXIT_SHUTDOWN:
         e->kind = EXIT_TRIPLE_FAULT;
+        break;
+    case VMCB_EXIT_VINTR:
+        e->kind = EXIT_INTR_WINDOW;
+        break;
+    case VMCB_EXIT_IRET:
+        /* The NMI handler returns: the IRET runs unintercepted, and the next NMI may come. */
+        s->nmi_blocked = false;
+        e->kind = EXIT_INTR_WINDOW;
         break;
     case VMCB_EXIT_INTR:
         /* The slice ends: a call with the same deadline is a new slice too. */

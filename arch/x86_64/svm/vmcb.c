@@ -56,7 +56,10 @@ static void vmcb_fill_control(uint8_t *vmcb, const struct partition *part)
      * ends the guest with VMEXIT_INVALID instead of #GP for a reserved CR4
      * bit; intercepted, the write never reaches that check.)
      */
-    vmcb_write32(vmcb, VMCB_INTERCEPT_CR, VMCB_INTERCEPT_CR0_WRITE | VMCB_INTERCEPT_CR4_WRITE);
+    /* CR8 writes too: they set V_TPR (the virtual APIC's TPR), but QEMU TCG
+     * does not raise #GP for CR8's reserved bits 63:4; hv/vcr.c does. */
+    vmcb_write32(vmcb, VMCB_INTERCEPT_CR, VMCB_INTERCEPT_CR0_WRITE | VMCB_INTERCEPT_CR4_WRITE |
+                                          VMCB_INTERCEPT_CR8_WRITE);
     vmcb_write32(vmcb, VMCB_INTERCEPT_MISC1,
                  VMCB_INTERCEPT_INTR | VMCB_INTERCEPT_SHUTDOWN | VMCB_INTERCEPT_CPUID |
                  VMCB_INTERCEPT_HLT | VMCB_INTERCEPT_IOIO_PROT | VMCB_INTERCEPT_MSR_PROT |
@@ -136,6 +139,7 @@ void svm_vcpu_reset(struct vcpu *v)
     vmcb_fill_control(s->vmcb, v->part);
     vmcb_fill_guest(s->vmcb, b);
     s->flush_tlb = true;   /* the ASID may hold translations of the previous run */
+    s->nmi_blocked = false;
     uint32_t a, bx, c, d;
     cpuid(0x80000001u, 0, &a, &bx, &c, &d);
     s->has_tsc_aux = d & EXT1_EDX_RDTSCP;
@@ -214,6 +218,8 @@ static int32_t svm_reg_offset(enum vcpu_reg r)
     case VREG_SYSENTER_EIP: return VMCB_SYSENTER_EIP;
     case VREG_PAT: return VMCB_G_PAT;
     case VREG_TSC_OFFSET: return VMCB_TSC_OFFSET;
+    case VREG_RFLAGS: return VMCB_RFLAGS;
+    case VREG_RSP: return VMCB_RSP;
     default: return -1;
     }
 }
@@ -229,8 +235,6 @@ uint64_t svm_reg_get(struct vcpu *v, enum vcpu_reg r)
         return s->tsc_aux;
     case VREG_CPL:
         return s->vmcb[VMCB_CPL];
-    case VREG_RFLAGS:
-        return vmcb_read64(s->vmcb, VMCB_RFLAGS);
     case VREG_CS_LONG: {
         uint16_t attr;
         memcpy(&attr, s->vmcb + VMCB_CS + VMCB_SEG_ATTRIB, sizeof(attr));
@@ -255,7 +259,6 @@ void svm_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value)
         break;
     case VREG_CPL:
     case VREG_CS_LONG:
-    case VREG_RFLAGS:
         break;
     default: {
         int32_t off = svm_reg_offset(r);

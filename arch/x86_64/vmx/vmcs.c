@@ -348,6 +348,7 @@ static int vmcs_fill(struct vcpu *v)
         x->entry &= ~VMX_ENTRY_CTL_IA32E_MODE_GUEST;
     vmcs_msr_areas(x);
     vmcs_control_state(x, d);
+    x->proc_now = x->proc;   /* no interrupt window asked for yet */
     vmcs_host_state();
     vmcs_guest_state(d);
     if (failed_field != ~0u) {
@@ -481,6 +482,7 @@ uint64_t vmcs_reg_get(struct vcpu *v, enum vcpu_reg r)
     case VREG_RFLAGS: return vmx_vmread(VMCS_GUEST_RFLAGS);
     case VREG_CS_LONG:   /* CS.L (access rights bit 13) counts only in IA-32e mode */
         return (vmx_vmread(VMCS_GUEST_IA32_EFER) & (1ull << 10)) && (vmx_vmread(VMCS_GUEST_CS_ACCESS) & (1u << 13));
+    case VREG_RSP: return vmx_vmread(VMCS_GUEST_RSP);
     default: return 0;
     }
 }
@@ -553,6 +555,7 @@ void vmcs_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value)
     case VREG_SYSENTER_ESP: vmx_vmwrite(VMCS_GUEST_SYSENTER_ESP, value); break;
     case VREG_SYSENTER_EIP: vmx_vmwrite(VMCS_GUEST_SYSENTER_EIP, value); break;
     case VREG_TSC_OFFSET: vmx_vmwrite(VMCS_TSC_OFFSET, value); break;
+    case VREG_RSP: vmx_vmwrite(VMCS_GUEST_RSP, value); break;
     default: break;
     }
 }
