@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +34,8 @@ def taipan_iso(taipan_elf: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return iso.make_iso(taipan_elf, tmp_path_factory.mktemp("iso") / "taipan.iso")
 
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
 _images: dict[str, Path] = {}
 
 
@@ -71,7 +77,7 @@ class Console:
         return self
 
     def type(self, text: str) -> None:
-        # A terminal's Enter key sends CR, which is what MicroPython's readline takes.
+        # A terminal's Enter key sends CR; the shell takes LF and CR LF as Enter too.
         if not self.char_delay:
             self.child.send(text)
             return
@@ -89,6 +95,25 @@ class Console:
     def expect(self, pattern: str, timeout: float = 60) -> re.Match[str]:
         self.child.expect(pattern, timeout=timeout)
         return self.child.match
+
+
+ENTER_FORMS = {"cr": "\r", "lf": "\n", "crlf": "\r\n"}
+
+
+def check_enter_forms(console: Console, timeout: float = 60) -> None:
+    """CR, LF and CR LF each end exactly one line: one unknown command typed with each, an empty
+    line with each, then a last command. Every line gets one answer and one prompt, and no
+    line end is taken twice (an extra empty line would show as an extra prompt). The empty
+    lines end LF, CR, CR LF: a CR then an LF would be one CR LF."""
+    lines = [f"enter{name}" for name in ENTER_FORMS] + [""] * len(ENTER_FORMS)
+    ends = list(ENTER_FORMS.values()) + [ENTER_FORMS[name] for name in ("lf", "cr", "crlf")]
+    console.type("".join(line + end for line, end in zip(lines, ends, strict=True)) + "enterlast\r")
+    console.expect(re.escape("error: unknown command 'enterlast'"), timeout=timeout)
+    seen = console.child.before.replace("\r", "")
+    console.wait_prompt(timeout)
+    for name in ENTER_FORMS:
+        assert seen.count(f"error: unknown command 'enter{name}'") == 1, seen
+    assert seen.count(PROMPT) == len(lines), seen
 
 
 def ps_json(console: Console, timeout: float = 60) -> dict[str, dict]:
@@ -178,3 +203,32 @@ def bochs(taipan_iso: Path, tmp_path: Path) -> Iterator[Console]:
                            cpus=config_cpus("demo")) as run:
         child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)
         yield Console(child, char_delay=BOCHS_CHAR_DELAY).boot()
+
+
+# --- the host tools (taipan ctl, console, fleet) as a user runs them
+
+HOST_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+TAIPAN = [sys.executable, "-m", "toolchain.cli"]
+
+
+def taipan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`taipan ARGS...` in a process of its own: its status, stdout and stderr."""
+    return subprocess.run(TAIPAN + list(args), capture_output=True, text=True, env=HOST_ENV, cwd=ROOT,
+                          timeout=timeout, check=False)
+
+
+def closed_port() -> int:
+    """A loopback TCP port nobody listens on (bound, never listened, closed), free to hand out."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def wait_raw(child: pexpect.spawn) -> None:
+    """Until the pty is raw: `taipan console` prints its first note just before it turns so."""
+    deadline = time.monotonic() + 10
+    while termios.tcgetattr(child.child_fd)[3] & termios.ICANON:
+        assert time.monotonic() < deadline, "the terminal never turned raw"
+        time.sleep(0.05)

@@ -5,7 +5,7 @@ import re
 
 import pexpect
 import pytest
-from conftest import REPL_PROMPT, Console
+from conftest import REPL_PROMPT, Console, check_enter_forms
 
 pytestmark = pytest.mark.boot
 
@@ -74,12 +74,19 @@ def test_unknown_command_prints_one_error_line_and_the_prompt_returns(qemu):
     assert "memory map:" in qemu.command("info")
 
 
+def test_cr_lf_and_crlf_each_end_exactly_one_line(qemu):
+    check_enter_forms(qemu)
+
+
 def test_repl_does_arithmetic_survives_an_exception_and_ctrl_d_returns(qemu):
     qemu.command("py", prompt=REPL_PROMPT)
     assert qemu.command("6 * 7", prompt=REPL_PROMPT).strip() == "42"
     out = qemu.command("1 / 0", prompt=REPL_PROMPT)
     assert "ZeroDivisionError" in out and "Traceback" in out
     assert qemu.command("2 ** 70", prompt=REPL_PROMPT).strip() == str(2**70)
+    qemu.type("3 * 3\n")  # LF is Enter in the REPL too
+    qemu.child.expect_exact(REPL_PROMPT)
+    assert qemu.child.before.replace("\r", "").split("\n")[1:] == ["9", ""]
     qemu.type(CTRL_D)
     qemu.wait_prompt()
     assert "error: unknown command" in qemu.command("nope")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import check_enter_forms
 
 pytestmark = [pytest.mark.boot, pytest.mark.bochs]
 
@@ -17,3 +18,7 @@ def test_bochs_banner_shows_vt_x_with_ept_and_the_prompt_answers(bochs):
     assert re.search(r"IA32_FEATURE_CONTROL: 0x[0-9a-f]+ \((unlocked|locked by firmware with VMX enabled)", out), out
     assert re.search(r"loader: +GRUB .*\(multiboot2\)", out), out
     assert "error: unknown command 'xyzzy'" in bochs.command("xyzzy", timeout=120)
+
+
+def test_bochs_takes_cr_lf_and_crlf_each_as_one_enter(bochs):
+    check_enter_forms(bochs, timeout=120)

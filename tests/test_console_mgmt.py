@@ -191,11 +191,13 @@ def _send_raw(console, data: bytes, drain: bool = True) -> None:
 
 
 def _recover(console) -> None:
-    """Whatever state garbage left (a half line, the raw REPL), come back to the prompt and prove it."""
-    console.type(CTRL_C + "\x02" + CTRL_C)
-    time.sleep(1)
-    _drain(console)
-    console.type("\r")
+    """Whatever state garbage left (a half line, the raw REPL), come back to the prompt and prove it.
+
+    The noise may still be in flight (each of its CRs and LFs runs a line), so
+    the way back ends with a line of its own: once its answer comes, all the
+    noise before it has been read."""
+    console.type(CTRL_C + "\x02" + CTRL_C + "\r" + "recovered\r")
+    console.expect(re.escape("error: unknown command 'recovered'"), timeout=120)
     console.wait_prompt()
     out = console.command("help")
     assert re.search(r"^  ps +\S", out, re.MULTILINE), out

@@ -5,8 +5,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
-import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -14,19 +12,9 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import config_cpus, config_image
+from conftest import HOST_ENV, ROOT, TAIPAN, closed_port, config_cpus, config_image, taipan, wait_raw
 
-from toolchain import ctl, emulator, host_console
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-TAIPAN = [sys.executable, "-m", "toolchain.cli"]
-
-
-def taipan(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(TAIPAN + list(args), capture_output=True, text=True, env=ENV, cwd=ROOT,
-                          timeout=timeout, check=False)
-
+from toolchain import client, ctl, emulator, host_console
 
 # --- a QEMU-run Taipan reachable as unix:PATH, as `taipan run --serial unix:PATH` starts it
 
@@ -110,18 +98,10 @@ def test_ctl_takes_the_line_back_from_a_partition_console_left_attached(qemu_soc
     assert "hello1" in run.stdout
 
 
-def wait_raw(child: pexpect.spawn) -> None:
-    """Until the pty is raw: the console's first note is printed just before it turns so."""
-    deadline = time.monotonic() + 5
-    while termios.tcgetattr(child.child_fd)[3] & termios.ICANON:
-        assert time.monotonic() < deadline, "the terminal never turned raw"
-        time.sleep(0.05)
-
-
 @pytest.mark.boot
 def test_console_attaches_shows_help_and_ctrl_bracket_leaves_with_the_terminal_restored(qemu_socket):
     script = (f"stty -g; {' '.join(TAIPAN)} console {qemu_socket}; echo rc=$?; stty -g")
-    child = pexpect.spawn("sh", ["-c", script], env=ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
+    child = pexpect.spawn("sh", ["-c", script], env=HOST_ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
     try:
         child.expect(r"(\S+)\r\n")
         before = child.match.group(1)
@@ -141,7 +121,7 @@ def test_console_attaches_shows_help_and_ctrl_bracket_leaves_with_the_terminal_r
 @pytest.mark.boot
 def test_console_restores_the_terminal_when_killed(qemu_socket):
     script = (f"stty -g; {' '.join(TAIPAN)} console {qemu_socket}; echo rc=$?; stty -g")
-    child = pexpect.spawn("sh", ["-c", script], env=ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
+    child = pexpect.spawn("sh", ["-c", script], env=HOST_ENV, cwd=str(ROOT), encoding="utf-8", timeout=30)
     try:
         child.expect(r"(\S+)\r\n")
         before = child.match.group(1)
@@ -238,30 +218,30 @@ def test_ctl_drops_announcements_around_the_command_and_keeps_its_output(fake_li
 def test_output_after_echo_skips_announcements_only_before_the_line_is_entered():
     announce = "\ntaipan: hello1 restarted\n"
     text = announce + "p" + announce + "s\nNAME\ntaipan: guest text\ntaipan> " + announce
-    assert ctl.output_after_echo(text, "ps") == "NAME\ntaipan: guest text\n"
-    assert ctl.output_after_echo("ps\ntaipan> ", "ps") == ""
-    assert ctl.output_after_echo("\ntaipan> ps\nerror: x\ntaipan> ", "ps") == "error: x\n"
-    assert ctl.output_after_echo("p" + announce[:12], "ps") is None  # an announcement half-arrived
-    assert ctl.output_after_echo("ps\nNAME\n", "ps") is None  # no prompt yet
+    assert client.output_after_echo(text, "ps") == "NAME\ntaipan: guest text\n"
+    assert client.output_after_echo("ps\ntaipan> ", "ps") == ""
+    assert client.output_after_echo("\ntaipan> ps\nerror: x\ntaipan> ", "ps") == "error: x\n"
+    assert client.output_after_echo("p" + announce[:12], "ps") is None  # an announcement half-arrived
+    assert client.output_after_echo("ps\nNAME\n", "ps") is None  # no prompt yet
 
 
 def test_prompt_shown_allows_announcements_after_it():
-    assert ctl.prompt_shown("taipan> ")
-    assert ctl.prompt_shown("boot\ntaipan> \ntaipan: hello2 started\n")
-    assert not ctl.prompt_shown("boot\ntaipan> \ntaipan: hello2 sta")
-    assert not ctl.prompt_shown("taipan> \nstill booting")
-    assert not ctl.prompt_shown("not a taipan> ")
+    assert client.prompt_shown("taipan> ")
+    assert client.prompt_shown("boot\ntaipan> \ntaipan: hello2 started\n")
+    assert not client.prompt_shown("boot\ntaipan> \ntaipan: hello2 sta")
+    assert not client.prompt_shown("taipan> \nstill booting")
+    assert not client.prompt_shown("not a taipan> ")
 
 
 def test_split_error_takes_the_closing_error_line_and_debugs_traceback():
-    assert ctl.split_error("a\nerror: nope\n") == ctl.Result("a\n", "error: nope")
-    assert ctl.split_error("error: nope\n") == ctl.Result("", "error: nope")
-    assert ctl.split_error("ok\n") == ctl.Result("ok\n", None)
-    assert ctl.split_error("") == ctl.Result("", None)
+    assert client.split_error("a\nerror: nope\n") == client.Result("a\n", "error: nope")
+    assert client.split_error("error: nope\n") == client.Result("", "error: nope")
+    assert client.split_error("ok\n") == client.Result("ok\n", None)
+    assert client.split_error("") == client.Result("", None)
     # A guest's line in `log` that happens to start with "error:" is output, not a failure.
-    assert ctl.split_error("error: from a guest\nok\n") == ctl.Result("error: from a guest\nok\n", None)
+    assert client.split_error("error: from a guest\nok\n") == client.Result("error: from a guest\nok\n", None)
     debug = "error: KeyError: x (in 'ps')\nTraceback (most recent call last):\n  File \"shell.py\"\nKeyError: x\n"
-    assert ctl.split_error(debug) == ctl.Result("", debug.rstrip("\n"))
+    assert client.split_error(debug) == client.Result("", debug.rstrip("\n"))
 
 
 def test_ctl_refuses_interactive_and_unprintable_commands_before_connecting():
@@ -282,20 +262,60 @@ def test_escape_keys_are_written_as_control_keys():
 
 # --- targets that are not there: one line, non-zero, for both tools
 
-def _closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # bound, never listened, closed: connecting is refused
-    return port
-
-
 @pytest.mark.parametrize("tool", ["ctl", "console"])
 def test_missing_targets_fail_in_one_line(tool, tmp_path):
     cases = {"/dev/ttyNOPE": "no such serial device",
-             f"tcp:127.0.0.1:{_closed_port()}": "connection refused",
+             f"tcp:127.0.0.1:{closed_port()}": "connection refused",
+             f"rfc2217://127.0.0.1:{closed_port()}": "connection refused",
              f"unix:{tmp_path / 'none.sock'}": "no such socket"}
     for target, why in cases.items():
         run = taipan(tool, target, *(["ps"] if tool == "ctl" else []))
         assert run.returncode == ctl.EXIT_LINE, (target, run.stderr)
         assert run.stderr.count("\n") == 1 and why in run.stderr and target in run.stderr, run.stderr
+
+
+# --- taipan fleet: the file, the rows, the document and the exit status, against fake lines
+
+def test_fleet_runs_on_every_machine_and_an_unreachable_one_makes_a_row_and_exit_3(fake_line, tmp_path):
+    listed = tmp_path / "fleet.txt"
+    gone = f"tcp:127.0.0.1:{closed_port()}"
+    listed.write_text(f"# a rack\nfake {fake_line}\n\n{gone}   # named by its target\n")
+    run = taipan("fleet", str(listed), "ps")
+    assert run.returncode == ctl.EXIT_LINE, run.stderr
+    rows = run.stdout.splitlines()
+    assert rows[0].split() == ["MACHINE", "STATUS", "OUTPUT"]
+    assert rows[1].split() == ["fake", "ok", "NAME", "STATE"]
+    at = rows[1].index("NAME")
+    assert rows[2] == " " * at + "taipan: is a word a guest may print"  # a second line stays in its column
+    assert rows[3].split()[:2] == [gone, "unreachable"] and "connection refused" in rows[3]
+    run = taipan("fleet", "--json", str(listed), "ps", "--json")
+    doc = json.loads(run.stdout)
+    assert doc["command"] == "ps --json"
+    fake, down = doc["machines"]
+    assert (fake["name"], fake["status"], fake["document"]) == ("fake", "ok", FakeConsole.DOCUMENT)
+    assert (down["target"], down["status"], down["document"]) == (gone, "unreachable", None)
+    assert "connection refused" in down["error"]
+
+
+def test_fleet_exit_status_is_1_when_a_command_fails_and_0_when_all_ran(fake_line, tmp_path):
+    listed = tmp_path / "fleet.txt"
+    listed.write_text(f"one {fake_line}\n")
+    run = taipan("fleet", str(listed), "nosuch")
+    assert run.returncode == ctl.EXIT_FAILED
+    assert run.stdout.splitlines()[1].split(None, 2) == ["one", "failed", "error: unknown command 'nosuch' (try 'help')"]
+    assert taipan("fleet", str(listed), "ps").returncode == 0
+
+
+@pytest.mark.parametrize("text, why", [
+    ("a tcp:h:1 extra\n", ":1: expected NAME TARGET or TARGET, got 3 words"),
+    ("a tcp:h:1\n# ok\na tcp:h:2\n", ":3: a second machine named 'a'"),
+    ("# nothing\n\n", "lists no machines"),
+])
+def test_fleet_files_with_mistakes_are_refused_with_the_line_and_exit_2(tmp_path, text, why):
+    listed = tmp_path / "fleet.txt"
+    listed.write_text(text)
+    run = taipan("fleet", str(listed), "ps")
+    assert run.returncode == ctl.EXIT_USAGE and run.stdout == ""
+    assert run.stderr.startswith("taipan fleet: ") and why in run.stderr and len(run.stderr.splitlines()) == 1
+    run = taipan("fleet", str(tmp_path / "none.txt"), "ps")
+    assert run.returncode == ctl.EXIT_USAGE and "No such file" in run.stderr

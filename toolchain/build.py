@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from boot import multiboot
 from boot import stub as boot_stub
 from toolchain import config, cpuid, fb_font, layout, micropython, msrs, ptable, verify, vmcb, vmcs
 from toolchain.asm_offsets import read_offsets
+from toolchain.progress import Progress, Step
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
@@ -63,11 +65,19 @@ class Paths:
         return self.gen / "ptables" / self.image
 
 
-def _run(cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()
-        raise BuildError(f"{what} failed ({shlex.join(cmd[:3])} ...):\n{output[-6000:]}")
+def _run(cmd: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+         step: Step | None = None) -> None:
+    """Run a build tool; with a `step`, count the files it compiles (make's "CC file" lines) into it."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, compiled = [], 0
+    for line in proc.stdout:
+        output.append(line)
+        if step is not None and line.startswith("CC "):
+            compiled += 1
+            step.update(note=f"{compiled} files compiled")
+    if proc.wait() != 0:
+        text = "".join(output).strip()
+        raise BuildError(f"{what} failed ({shlex.join(cmd[:3])} ...):\n{text[-6000:]}")
 
 
 def _write_if_changed(path: Path, text: str | bytes) -> None:
@@ -163,27 +173,31 @@ def build_stub(paths: Paths) -> boot_stub.BootStub:
     return generated
 
 
-def build_micropython(paths: Paths, jobs: int) -> Path:
-    tree = micropython.source_tree(paths.build)
-    mpy_cross = micropython.mpy_cross(tree, jobs)
-    _run(["make", "-C", str(ROOT / "hv/port"), f"-j{jobs}", f"TOP={tree}", f"BUILD={paths.mp.resolve()}",
-          f"MPY_CROSS={mpy_cross}", f"TAIPAN_INC={' '.join(_includes(paths))}", "V=0"],
-         "building MicroPython",
-         # MicroPython names its version after the git checkout around it; the
-         # Debian tree has none, and Taipan's own repository is not MicroPython's.
-         env={**os.environ, "GIT_CEILING_DIRECTORIES": str(tree.parent)})
+def build_micropython(paths: Paths, jobs: int, progress: Progress) -> Path:
+    tree = micropython.source_tree(paths.build, progress)
+    mpy_cross = micropython.mpy_cross(tree, jobs, progress)
+    with progress.step("MicroPython cross-build") as step:
+        _run(["make", "-C", str(ROOT / "hv/port"), f"-j{jobs}", f"TOP={tree}", f"BUILD={paths.mp.resolve()}",
+              f"MPY_CROSS={mpy_cross}", f"TAIPAN_INC={' '.join(_includes(paths))}", "V=0"],
+             "building MicroPython",
+             # MicroPython names its version after the git checkout around it; the
+             # Debian tree has none, and Taipan's own repository is not MicroPython's.
+             env={**os.environ, "GIT_CEILING_DIRECTORIES": str(tree.parent)}, step=step)
     return paths.mp / "libmicropython.a"
 
 
-def build_core(paths: Paths) -> list[Path]:
+def build_core(paths: Paths, progress: Progress) -> list[Path]:
+    sources = [source for folder in SOURCE_FOLDERS for source in _sources(folder)]
     objects = []
-    for folder in SOURCE_FOLDERS:
-        for source in _sources(folder):
+    with progress.step("C core") as step:
+        for done, source in enumerate(sources):
+            step.update(done / len(sources), f"{done} of {len(sources)} files compiled")
             out = paths.obj / source.relative_to(ROOT).with_suffix(".o")
             out.parent.mkdir(parents=True, exist_ok=True)
             _run([CC, *CFLAGS, *_includes(paths), "-c", str(source), "-o", str(out)],
                  f"compiling {source.relative_to(ROOT)}")
             objects.append(out)
+        step.update(1.0, f"{len(sources)} files compiled")
     return objects
 
 
@@ -231,7 +245,9 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
     The image is build/<image>.elf. Raises config.ConfigError before anything
     is written, BuildError, or verify.VerifyError.
     """
+    started = time.monotonic()
     config_path = (config_path or DEFAULT_CONFIG).resolve()
+    progress = Progress(quiet=quiet)
     # A bad description (config keys, or a guest refusing its params) stops the
     # build before it writes anything.
     ptable.build_table(config.load(config_path), config_path=config_path)
@@ -239,21 +255,31 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
     jobs = jobs or os.cpu_count() or 1
     for folder in (paths.gen, paths.obj, paths.mp):
         folder.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(paths.gen / "layout.h", layout_header())
-    _write_if_changed(paths.gen / "fb_font.h", fb_font.c_header())
-    vmcb.generate_headers(paths.gen)
-    vmcs.generate_headers(paths.gen)
-    msrs.generate_headers(paths.gen)
-    cpuid.generate_headers(paths.gen)
-    build_partitions(paths, config_path)
-    generated = build_stub(paths)
-    libmp = build_micropython(paths, jobs)
-    core = build_core(paths)
-    link(paths, generated, core, libmp)
-    report = verify.verify(paths.elf, parts=_parts(paths, core))
+    with progress.step("generated headers and the partition table"):
+        _write_if_changed(paths.gen / "layout.h", layout_header())
+        _write_if_changed(paths.gen / "fb_font.h", fb_font.c_header())
+        vmcb.generate_headers(paths.gen)
+        vmcs.generate_headers(paths.gen)
+        msrs.generate_headers(paths.gen)
+        cpuid.generate_headers(paths.gen)
+        build_partitions(paths, config_path)
+    with progress.step("boot stub (keystone)"):
+        generated = build_stub(paths)
+    libmp = build_micropython(paths, jobs, progress)
+    core = build_core(paths, progress)
+    with progress.step("link and verify"):
+        link(paths, generated, core, libmp)
+        report = verify.verify(paths.elf, parts=_parts(paths, core))
     if not quiet:
         print(verify.format_report(report))
+        print(f"taipan build: {_shown(paths.elf)} for {_shown(config_path)}, built and verified in "
+              f"{time.monotonic() - started:.1f}s")
     return paths.elf
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when inside it: how a person typed it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _parts(paths: Paths, core: list[Path]) -> dict[str, list[str]]:

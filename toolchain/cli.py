@@ -1,4 +1,4 @@
-"""The `taipan` command: check, build, verify, iso, run, mptest, console, ctl, hwcheck."""
+"""The `taipan` command: check, build, verify, iso, run, mptest, console, ctl, fleet, hwcheck."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from toolchain import build as builder
-from toolchain import config, ctl, host_console, hwcheck, micropython, verify
+from toolchain import config, ctl, fleet, host_console, hwcheck, micropython, verify
 
 ROOT = builder.ROOT
 
@@ -92,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_bochs(elf: Path, args: argparse.Namespace) -> int:
     """Bochs boots the ISO with a VT-x + EPT CPU; its COM1 is joined to this terminal."""
     from toolchain import emulator, iso, terminal
+    from toolchain.serial_line import Line
 
     image = iso.make_iso(elf, ROOT / "build" / "taipan.iso")
     if args.memory > emulator.BOCHS_HOST_MAX_MB:
@@ -103,7 +104,7 @@ def _run_bochs(elf: Path, args: argparse.Namespace) -> int:
     print("taipan: Bochs boots build/taipan.iso (BIOS and GRUB first, a few seconds); "
           "Ctrl-] quits", file=sys.stderr)
     with emulator.BochsRun(image, workdir, memory_mb=args.memory, cpus=args.smp) as run:
-        terminal.attach(run.fileno(), alive=run.running)
+        terminal.attach(Line("bochs", run.fileno(), None), alive=run.running)
     return 0
 
 
@@ -167,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
 
     host_console.add_parser(sub)
     ctl.add_parser(sub)
+    fleet.add_parser(sub)
     hwcheck.add_parser(sub)
     return top
 

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from toolchain import terminal
-from toolchain.serial_line import DEFAULT_BAUD, TARGET_FORMS, LineError, open_line
+from toolchain.client import Console, LineError
+from toolchain.serial_line import DEFAULT_BAUD, TARGET_FORMS, TARGET_HELP
 
 EXIT_LINE = 3  # as taipan ctl: the line failed (cannot connect, closed by the far end)
 
@@ -28,14 +29,14 @@ def key_name(byte: int) -> str:
 
 def cmd_console(args: argparse.Namespace) -> int:
     try:
-        line = open_line(args.target, baud=args.baud)
+        console = Console(args.target, baud=args.baud).open()
     except LineError as e:
         print(f"taipan console: {e}", file=sys.stderr)
         return EXIT_LINE
-    with line:
+    with console:
         print(f"taipan: connected to {args.target}; {key_name(args.escape)} leaves "
               "(press Enter for the prompt)", file=sys.stderr, flush=True)
-        why = terminal.attach(line.fileno(), escape=args.escape)
+        why = terminal.attach(console.line, escape=args.escape)
     if why == "closed":
         print(f"\r\ntaipan console: {args.target}: the other end closed the connection", file=sys.stderr)
         return EXIT_LINE
@@ -48,8 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=f"Join this terminal to the Taipan at TARGET, {TARGET_FORMS}. "
                        "Every key, Ctrl-C included, goes to Taipan until the escape key. "
                        "Exit status: 0 left by the escape key, 3 the line failed or was closed.")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"serial device speed (default {DEFAULT_BAUD})")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"serial device (or RFC 2217 port) speed (default {DEFAULT_BAUD})")
     p.add_argument("--escape", type=parse_escape, default=terminal.ESCAPE, metavar="KEY",
                    help="the key that leaves, as ^X or Ctrl-X (default Ctrl-])")
-    p.add_argument("target", help="/dev/ttyUSB0, unix:PATH or tcp:HOST:PORT")
+    p.add_argument("target", help=TARGET_HELP)
     p.set_defaults(func=cmd_console)

@@ -6,12 +6,16 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+
+from toolchain.progress import Progress, Step
 
 PACKAGE = "micropython"
 VERSION = "1.25.0+ds-1"
 ORIG_TARBALL = "micropython_1.25.0+ds.orig.tar.xz"
 ORIG_SHA256 = "7b25be99a502f070b2de81dafc08da7051d992325d6e67daa9045a918fffdbea"
+ORIG_BYTES = 5_983_992
 TREE_NAME = "micropython-1.25.0"
 # trixie carries the pinned version; only its source index is consulted.
 SOURCES_LINE = "deb-src http://deb.debian.org/debian trixie main\n"
@@ -57,7 +61,16 @@ def _apt(workdir: Path, *args: str) -> None:
         raise SourceError(f"{' '.join(cmd[:2] + list(args))} failed:\n{result.stderr.strip()}")
 
 
-def download(workdir: Path) -> Path:
+def _measure_download(workdir: Path) -> Callable[[Step], None]:
+    """How much of the tarball has arrived, wherever apt keeps it while fetching."""
+    def poll(step: Step) -> None:
+        sizes = [p.stat().st_size for p in workdir.rglob(ORIG_TARBALL + "*") if p.is_file()]
+        if sizes:
+            step.update(max(sizes) / ORIG_BYTES, f"{max(sizes) / 1e6:.1f} of {ORIG_BYTES / 1e6:.1f} MB")
+    return poll
+
+
+def download(workdir: Path, progress: Progress | None = None) -> Path:
     """Fetch the pinned source package with apt's own client; return the checked tarball."""
     tarball = workdir / ORIG_TARBALL
     if tarball.exists():
@@ -66,8 +79,13 @@ def download(workdir: Path) -> Path:
     (workdir / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (workdir / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     (workdir / "sources.list").write_text(SOURCES_LINE)
-    _apt(workdir, "update")
-    _apt(workdir, "source", "--download-only", f"{PACKAGE}={VERSION}")
+    progress = progress or Progress(quiet=True)
+    with progress.step("MicroPython source: Debian's source index (apt-get update)"):
+        _apt(workdir, "update")
+    with progress.step(f"MicroPython source: downloading {ORIG_TARBALL}") as step:
+        step.poll = _measure_download(workdir)
+        _apt(workdir, "source", "--download-only", f"{PACKAGE}={VERSION}")
+        step.poll(step)
     if not tarball.exists():
         raise SourceError(f"apt-get source did not produce {ORIG_TARBALL} in {workdir}")
     check_tarball(tarball)
@@ -89,7 +107,7 @@ def unpack(tarball: Path, dest: Path) -> Path:
     return tree
 
 
-def source_tree(build_dir: Path) -> Path:
+def source_tree(build_dir: Path, progress: Progress | None = None) -> Path:
     """The MicroPython tree to build from: $TAIPAN_MICROPYTHON_SRC, or the pinned Debian source."""
     override = os.environ.get("TAIPAN_MICROPYTHON_SRC")
     if override:
@@ -97,18 +115,24 @@ def source_tree(build_dir: Path) -> Path:
         if not (tree / "py" / "mpconfig.h").exists():
             raise SourceError(f"TAIPAN_MICROPYTHON_SRC={override} is not a MicroPython tree (no py/mpconfig.h)")
         return tree
+    progress = progress or Progress(quiet=True)
     workdir = build_dir / "micropython-src"
     workdir.mkdir(parents=True, exist_ok=True)
-    return unpack(download(workdir), workdir)
+    tarball = download(workdir, progress)
+    if (workdir / TREE_NAME / "py" / "mpconfig.h").exists():
+        return workdir / TREE_NAME
+    with progress.step(f"MicroPython source: unpacking {ORIG_TARBALL}"):
+        return unpack(tarball, workdir)
 
 
-def mpy_cross(tree: Path, jobs: int) -> Path:
+def mpy_cross(tree: Path, jobs: int, progress: Progress | None = None) -> Path:
     """Build the host's mpy-cross, which compiles hv/py to frozen bytecode."""
     exe = tree / "mpy-cross" / "build" / "mpy-cross"
     if not exe.exists():
-        result = subprocess.run(
-            ["make", "-C", str(tree / "mpy-cross"), f"-j{jobs}"], capture_output=True, text=True
-        )
+        with (progress or Progress(quiet=True)).step("mpy-cross (MicroPython's compiler, for this host)"):
+            result = subprocess.run(
+                ["make", "-C", str(tree / "mpy-cross"), f"-j{jobs}"], capture_output=True, text=True
+            )
         if result.returncode != 0:
             raise SourceError(f"building mpy-cross failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     return exe

@@ -1,4 +1,5 @@
-"""Opens a Taipan serial line named by a target string (a device, unix:PATH or tcp:HOST:PORT) as a byte stream."""
+"""Opens a Taipan serial line named by a target string (a device, unix:PATH, tcp:HOST:PORT or
+rfc2217://HOST:PORT) as a byte stream on a file descriptor."""
 from __future__ import annotations
 
 import errno
@@ -6,10 +7,13 @@ import os
 import select
 import socket
 import stat
+import threading
 from pathlib import Path
 from typing import Self
 
-TARGET_FORMS = "a serial device (/dev/ttyUSB0), unix:PATH (QEMU's socket) or tcp:HOST:PORT"
+TARGET_FORMS = ("a serial device (/dev/ttyUSB0), unix:PATH (QEMU's socket), tcp:HOST:PORT (a raw TCP port) "
+                "or rfc2217://HOST:PORT (a console server's RFC 2217 port)")
+TARGET_HELP = "/dev/ttyUSB0, unix:PATH, tcp:HOST:PORT or rfc2217://HOST:PORT"
 DEFAULT_BAUD = 115200
 CONNECT_TIMEOUT = 5.0
 
@@ -62,8 +66,50 @@ class Line:
         self.close()
 
 
+class _Rfc2217Line(Line):
+    """An RFC 2217 port through pyserial, whose client decodes telnet in a thread of its own and has no
+    descriptor to wait on: a pump thread copies what it decodes into a pipe, the line's descriptor."""
+
+    def __init__(self, target: str, port: object) -> None:
+        self._pipe_r, self._pipe_w = os.pipe()
+        super().__init__(target, self._pipe_r, port)
+        self._port = port
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
+
+    def _pump(self) -> None:
+        import serial
+
+        try:
+            while self._port.is_open:
+                data = self._port.read(self._port.in_waiting or 1)
+                if data:
+                    os.write(self._pipe_w, data)
+        except (serial.SerialException, OSError):
+            pass  # the server closed the connection, or close() did: the pipe's end says so
+        finally:
+            os.close(self._pipe_w)
+
+    def write(self, data: bytes) -> None:
+        import serial
+
+        try:
+            self._port.write(data)
+        except serial.SerialException as e:
+            raise LineError(f"{self.target}: write failed: {e}") from None
+
+    def close(self) -> None:
+        if self._closer is not None:
+            super().close()
+            os.close(self._pipe_r)  # a pump blocked on a full pipe gets EPIPE and ends
+            self._pump_thread.join()
+
+
 def open_line(target: str, *, baud: int = DEFAULT_BAUD) -> Line:
-    """Open `target`: a serial device at `baud`, `unix:PATH` or `tcp:HOST:PORT`."""
+    """Open `target`: a serial device at `baud`, `unix:PATH`, `tcp:HOST:PORT` or `rfc2217://HOST:PORT`
+    (whose server sets its port to `baud`)."""
+    if target.startswith("rfc2217://"):
+        return _open_rfc2217(target, baud)
     if target.startswith("unix:"):
         return _open_unix(target, target[len("unix:"):])
     if target.startswith("tcp:"):
@@ -132,3 +178,32 @@ def _open_device(target: str, baud: int) -> Line:
             why = "in use by another program"
         raise LineError(f"{target}: cannot open at {baud} baud: {why}") from None
     return Line(target, port.fileno(), port)
+
+
+def _open_rfc2217(target: str, baud: int) -> Line:
+    import serial
+
+    host, sep, port = target[len("rfc2217://"):].partition("?")[0].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LineError(f"{target}: expected rfc2217://HOST:PORT with a port from 1 to 65535")
+    # pyserial raises DTR and RTS on opening and by default waits for the server to confirm
+    # each. Taipan's line uses no modem control, and a server in front of a port without
+    # those lines (a pty, a 3-wire cable) may never confirm: don't wait.
+    url = target if "ign_set_control" in target else target + ("&" if "?" in target else "?") + "ign_set_control"
+    try:
+        # 8N1 at `baud`, no flow control, as for a device: the server programs its port so.
+        line = serial.serial_for_url(url, baudrate=baud, timeout=0.2)
+    except serial.SerialException as e:
+        cause = e.__context__
+        if isinstance(cause, ConnectionRefusedError):
+            why = f"connection refused (nothing listens on port {port} of {host})"
+        elif isinstance(cause, TimeoutError):
+            why = f"no answer within {CONNECT_TIMEOUT:g} s"
+        elif isinstance(cause, socket.gaierror):
+            why = f"unknown host {host!r} ({cause.strerror})"
+        elif "RFC2217" in str(e):
+            why = "the server does not speak RFC 2217 (for a raw TCP port, use tcp:HOST:PORT)"
+        else:
+            why = str(e)
+        raise LineError(f"{target}: {why}") from None
+    return _Rfc2217Line(target, line)

@@ -1,4 +1,4 @@
-"""Joins this terminal to a serial line held as a file descriptor, until the escape key."""
+"""Joins this terminal to an open serial line until the escape key."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,8 @@ import threading
 import tty
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from toolchain.serial_line import Line, LineError
 
 ESCAPE = 0x1D  # Ctrl-], as telnet and most serial tools use
 # A hang-up or a kill would otherwise end the process with the terminal still
@@ -34,13 +36,13 @@ def _signals_exit() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def attach(line_fd: int, *, escape: int = ESCAPE, alive: Callable[[], bool] = lambda: True) -> str:
-    """Copy keystrokes to `line_fd` and its bytes to the terminal until `escape`, the line's end or not alive().
+def attach(line: Line, *, escape: int = ESCAPE, alive: Callable[[], bool] = lambda: True) -> str:
+    """Copy keystrokes to `line` and its bytes to the terminal until `escape`, the line's end or not alive().
 
     Returns why it stopped: "escape", "closed" (the line ended) or "stopped"
     (alive() turned false). The terminal's mode is restored whatever happens.
     """
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    stdin, stdout, line_fd = sys.stdin.fileno(), sys.stdout.fileno(), line.fileno()
     saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
     with _signals_exit():
         if saved is not None:
@@ -58,12 +60,15 @@ def attach(line_fd: int, *, escape: int = ESCAPE, alive: Callable[[], bool] = la
                     os.write(stdout, data)
                 if stdin in ready:
                     keys = os.read(stdin, 1024)
-                    if not keys or escape in keys:
-                        keys = keys.split(bytes([escape]))[0]
+                    leaving = not keys or escape in keys
+                    keys = keys.split(bytes([escape]))[0]
+                    try:
                         if keys:
-                            os.write(line_fd, keys)
+                            line.write(keys)
+                    except LineError:
+                        return "closed"
+                    if leaving:
                         return "escape"
-                    os.write(line_fd, keys)
             return "stopped"
         finally:
             if saved is not None:

@@ -4,6 +4,7 @@
 #include "py/runtime.h"
 #include "py/stream.h"
 #include "py/mpstate.h"
+#include "shared/runtime/pyexec.h"
 #include "mgmt.h"
 #include "port.h"
 #include "port_api.h"
@@ -43,7 +44,16 @@ void mp_hal_poll_input(void)
 
 static uint64_t last_key_tsc;
 
-int mp_hal_stdin_poll_chr(void)
+/*
+ * Enter is CR from a terminal, LF from most scripts (socat, pyserial, pexpect's
+ * sendline) and CR LF from some. Where lines are read, an LF is taken as CR,
+ * and an LF right after a CR taken as Enter is the rest of that Enter: it is
+ * dropped whoever reads next, so `console NAME` CR LF hands the partition no
+ * stray LF. The raw REPL takes bytes as sent: its raw-paste flow control counts them.
+ */
+static bool enter_was_cr;
+
+static int next_key(void)
 {
     if (rx_head != rx_tail) {
         return rx_ring[rx_tail++ % RX_RING];
@@ -53,6 +63,28 @@ int mp_hal_stdin_poll_chr(void)
         last_key_tsc = tsc_read();
     }
     return c;
+}
+
+int mp_hal_stdin_poll_chr(void)
+{
+    int c = next_key();
+    if (c < 0) {
+        return c;
+    }
+    bool rest_of_enter = c == '\n' && enter_was_cr;
+    enter_was_cr = false;
+    return rest_of_enter ? next_key() : c;
+}
+
+static int line_key(int c)
+{
+    if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {
+        return c;
+    }
+    if (c == '\r') {
+        enter_was_cr = true;
+    }
+    return c == '\n' ? '\r' : c;
 }
 
 // The UART holds only 16 bytes while a guest runs: when someone is typing,
@@ -123,7 +155,7 @@ int mp_hal_stdin_rx_chr(void)
             port_completion_begin();
         }
         if (c >= 0) {
-            return c;
+            return line_key(c);
         }
         c = idle_once(false);
         if (c >= 0) {
