@@ -39,31 +39,10 @@ def _access(label: str, message: bytes, address: int, *, write: bool) -> tuple[s
     return code, asciz(label, message)
 
 
-def build(*, name: str, memory: int, target: str = "beyond") -> GuestImage:
-    """Map and touch guest-physical memory outside the partition; the first touch must fault it.
-
-    beyond: read memory + 0x1000. hypervisor: read the local APIC page (0xFEE00000), then
-    (only if that survived) write memory + 0x200000.
-    """
-    if target not in TARGETS:
-        raise ValueError(f"attacker: target must be one of {', '.join(TARGETS)}, not {target!r}")
-    who = name_bytes(name)
-    if target == "beyond":
-        steps = [("read", memory + PAGE, False)]
-    else:
-        steps = [("read", LAPIC_MMIO, False), ("write", memory + LARGE_PAGE, True)]
-    codes, strings = [], []
-    for number, (verb, address, write) in enumerate(steps):
-        verb_ing = "reading" if verb == "read" else "writing"
-        message = f"attacker {name}: {verb_ing} {address:#x}\n".encode()
-        code, text = _access(f"attacker_step{number}", message, address, write=write)
-        codes.append(code)
-        strings.append(text)
-    alive = b"attacker " + who + b": still alive\n"
-    source = f"""\
-attacker_start:
-{"".join(codes)}
-{halt_forever("attacker_halt")}
+def map_routines(next_scratch: str) -> str:
+    """map_large (map the 2 MiB region holding RBX one-to-one) and its helper table_below;
+    `next_scratch` labels a quadword holding the next free zeroed page for new tables."""
+    return f"""\
 # Map the 2 MiB region holding RBX one-to-one through the tables CR3 names,
 # creating a PDPT or PD in a scratch page where one is missing. The loader
 # mapped only the partition's memory; a guest owns its page tables, so only
@@ -116,7 +95,7 @@ table_below:
     jnz .Ltable_below_present
     push rcx
     push rdi
-    mov ecx, attacker_next_scratch
+    mov ecx, {next_scratch}
     mov rax, qword ptr [rcx]
     add qword ptr [rcx], {PAGE:#x}
     push rax
@@ -132,6 +111,34 @@ table_below:
 .Ltable_below_present:
     and rax, r8
     ret
+"""
+
+def build(*, name: str, memory: int, target: str = "beyond") -> GuestImage:
+    """Map and touch guest-physical memory outside the partition; the first touch must fault it.
+
+    beyond: read memory + 0x1000. hypervisor: read the local APIC page (0xFEE00000), then
+    (only if that survived) write memory + 0x200000.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"attacker: target must be one of {', '.join(TARGETS)}, not {target!r}")
+    who = name_bytes(name)
+    if target == "beyond":
+        steps = [("read", memory + PAGE, False)]
+    else:
+        steps = [("read", LAPIC_MMIO, False), ("write", memory + LARGE_PAGE, True)]
+    codes, strings = [], []
+    for number, (verb, address, write) in enumerate(steps):
+        verb_ing = "reading" if verb == "read" else "writing"
+        message = f"attacker {name}: {verb_ing} {address:#x}\n".encode()
+        code, text = _access(f"attacker_step{number}", message, address, write=write)
+        codes.append(code)
+        strings.append(text)
+    alive = b"attacker " + who + b": still alive\n"
+    source = f"""\
+attacker_start:
+{"".join(codes)}
+{halt_forever("attacker_halt")}
+{map_routines("attacker_next_scratch")}
 {uart_routines(64)}
 {"".join(strings)}
 {asciz("attacker_alive", alive)}

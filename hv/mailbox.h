@@ -8,6 +8,7 @@ enum mailbox_event {
     MAIL_EXITED,     /* it ended itself: p->exit_code */
     MAIL_FAULTED,    /* the hypervisor stopped it: p->reason */
     MAIL_TIMEOUT,    /* policy did not answer in time; stopped: p->reason */
+    MAIL_DENIED,     /* its first access since its start to a port no policy claims (p->deny) */
 };
 
 struct mail {

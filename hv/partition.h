@@ -6,6 +6,7 @@
 #include "vcpu.h"
 #include "console_ring.h"
 #include "journal.h"
+#include "vdeny.h"
 
 #define PARTITIONS_MAX 16
 
@@ -58,6 +59,7 @@ struct partition {
         uint8_t rx_head, rx_tail;
         bool thre_pending;               /* the THR-empty interrupt, until IIR reports it or THR is written */
     } uart;
+    struct vdeny deny;                   /* ports no policy claims: answered in C, counted */
     struct vioapic {                     /* the virtual IOAPIC (hv/vioapic.c) */
         uint32_t select;                 /* IOREGSEL */
         uint32_t id;

@@ -33,6 +33,7 @@ enum exit_kind {
     EXIT_OTHER,         /* anything else: raw_reason says what */
     EXIT_CR_WRITE,      /* MOV to CR0/CR4 or LMSW the backend intercepts (VMX): cr, cr_value, insn_len set */
     EXIT_XSETBV,        /* XSETBV: index in regs.rcx, value in regs.rdx:regs.rax; insn_len set */
+    EXIT_INVALID_OPCODE, /* a VMX or SVM instruction: the vCPU has neither, so the guest gets #UD */
     EXIT_INTR_WINDOW,   /* the guest can take the interrupt it could not before (VMX window / SVM VINTR) */
     EXIT_CR_READ,       /* MOV from CR8 (VMX): cr, cr_gpr (the destination's x86 number), insn_len set */
     EXIT_KIND_COUNT
@@ -48,6 +49,8 @@ struct exit_info {
     uint16_t port;
     uint8_t size;            /* 1, 2 or 4 */
     bool in, string, rep;
+    uint8_t addr_size;       /* string I/O: 2, 4 or 8 bytes of RSI/RDI/RCX, or 0 when unknown */
+    uint8_t seg;             /* string I/O: OUTS's segment (enum vcpu_seg); INS always uses ES */
     /* EXIT_MSR_* */
     uint32_t msr;
     /* EXIT_CR_WRITE: which control register and the value the guest writes to it */
@@ -85,6 +88,9 @@ struct vcpu_event {
     uint32_t insn_len;        /* soft events: length of the instruction that raised it */
 };
 
+/* Segment registers in the order the CPU numbers them (VMX instruction information, SVM SEG). */
+enum vcpu_seg { VSEG_ES, VSEG_CS, VSEG_SS, VSEG_DS, VSEG_FS, VSEG_GS };
+
 /*
  * Architectural state the core reads and writes through the backend, in the
  * guest's own view (VMX: CR0/CR4 as their read shadows show them, EFER
@@ -97,7 +103,8 @@ enum vcpu_reg {
     VREG_SYSENTER_CS, VREG_SYSENTER_ESP, VREG_SYSENTER_EIP,
     VREG_PAT, VREG_TSC_OFFSET, VREG_TSC_AUX,
     VREG_CPL,                 /* read only: the guest's current privilege level */
-    VREG_RFLAGS,              /* read only: IF decides whether an interrupt is taken at HLT */
+    VREG_CS_LONG,             /* read only: 1 while the guest runs 64-bit code (CS.L in IA-32e mode) */
+    VREG_RFLAGS,              /* read only: IF decides whether an interrupt is taken at HLT, DF string I/O's direction */
     VREG_RSP,                 /* the one general register the VMCS/VMCB holds */
     VREG_COUNT
 };

@@ -3,10 +3,12 @@
 #include "cpus.h"
 #include "spinlock.h"
 #include "libc.h"
+#include "mailbox.h"
 #include "partition.h"
 #include "printk.h"
 #include "tsc.h"
 #include "vcpu_state.h"
+#include "vstrio.h"
 #include "vlapic.h"
 #include "vuart.h"
 
@@ -19,6 +21,9 @@
 #define HC_SHUTDOWN 2
 #define HC_TSC_KHZ 3
 #define HC_ERROR ((uint64_t)-1)
+/* console_write's most bytes a call: the exit path holds its CPU while it copies, so a
+ * guest asking for its whole memory gets a partial count and writes the rest later. */
+#define CONSOLE_WRITE_MAX 4096u
 
 #define RFLAGS_IF (1ull << 9)
 
@@ -32,8 +37,8 @@ static const char *const exit_names[EXIT_KIND_COUNT] = {
     [EXIT_HYPERCALL] = "hypercall", [EXIT_MSR_READ] = "msr_read", [EXIT_MSR_WRITE] = "msr_write",
     [EXIT_PAGE_FAULT] = "page_fault", [EXIT_TRIPLE_FAULT] = "triple_fault",
     [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
-    [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv", [EXIT_INTR_WINDOW] = "intr_window",
-    [EXIT_CR_READ] = "cr_read",
+    [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv", [EXIT_INVALID_OPCODE] = "invalid_opcode",
+    [EXIT_INTR_WINDOW] = "intr_window", [EXIT_CR_READ] = "cr_read",
 };
 
 const char *partition_exit_name(enum exit_kind kind)
@@ -108,6 +113,7 @@ int partition_start(struct partition *p)
         spin_unlock_irqrestore(&create_lock, f);
     }
     p->uart = (struct vuart_state){ 0 };
+    vdeny_reset(p);
     vioapic_reset(p);
     p->line_len = 0;
     p->upcall_pending = false;
@@ -145,11 +151,14 @@ static enum run_event hypercall(struct partition *p)
             r->rax = HC_ERROR;
             return RUN_SLICE_END;
         }
-        for (uint64_t i = 0; i < r->rcx; i++) {
+    {
+        uint64_t n = r->rcx < CONSOLE_WRITE_MAX ? r->rcx : CONSOLE_WRITE_MAX;
+        for (uint64_t i = 0; i < n; i++) {
             vuart_output(p, *(const uint8_t *)(uintptr_t)(p->desc->mem_host_base + r->rbx + i));
         }
-        r->rax = r->rcx;
+        r->rax = n;
         return RUN_SLICE_END;
+    }
     case HC_YIELD:
         r->rax = 0;
         return RUN_YIELDED;
@@ -230,12 +239,33 @@ static enum run_event mmio(struct partition *p, const struct exit_info *e)
     return fault(p, e);
 }
 
+static uint64_t all_ones(uint8_t size)
+{
+    return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
+}
+
 static enum run_event port_io(struct partition *p, const struct exit_info *e)
 {
     struct guest_regs *r = &p->vcpu.regs;
     uint32_t value = (uint32_t)r->rax;
-    if (e->string || e->rep) {
-        return RUN_UPCALL;   /* INS/OUTS are rare enough for policy to decide */
+    if (e->string && !vdeny_claimed(p, e->port)) {
+        switch (vstrio_emulate(p, e)) {
+        case VSTRIO_DONE:
+            return RUN_SLICE_END;
+        case VSTRIO_BAD_BUFFER: {
+            /* The CPU would raise #PF; the vCPU cannot tell the guest CR2 yet. */
+            char why[96];
+            snprintk(why, sizeof(why), "string I/O at RIP %#llx: its buffer is not in its memory",
+                     (unsigned long long)e->rip);
+            partition_stop(p, PART_FAULTED, why);
+            return RUN_FAULTED;
+        }
+        case VSTRIO_UNSUPPORTED:
+            return RUN_UPCALL;
+        }
+    }
+    if (e->string) {
+        return RUN_UPCALL;   /* a claimed port: policy decides */
     }
     if (vuart_access(p, e->port, e->in, &value)) {
         if (e->in) {
@@ -249,7 +279,19 @@ static enum run_event port_io(struct partition *p, const struct exit_info *e)
         partition_stop(p, PART_EXITED, "wrote its exit code to port 0xf4");
         return RUN_EXITED;
     }
-    return RUN_UPCALL;
+    if (vdeny_claimed(p, e->port)) {
+        return RUN_UPCALL;
+    }
+    /* No device there: what an unclaimed ISA port gives on a PC. */
+    if (vdeny_count(p, e)) {
+        mailbox_post(p, MAIL_DENIED);
+    }
+    if (e->in) {
+        uint64_t mask = all_ones(e->size);
+        r->rax = e->size == 4 ? mask : (r->rax & ~mask) | mask;
+    }
+    ops->advance_rip(&p->vcpu, e->insn_len);
+    return RUN_SLICE_END;
 }
 
 enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
@@ -302,6 +344,13 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
                 return fault(p, e);
             }
             break;
+        case EXIT_INVALID_OPCODE:
+            /* A fault: RIP stays on the instruction, as #UD leaves it. */
+            if (!vevent_exception(&p->vcpu, VEC_UD, false, 0)) {
+                e->kind = EXIT_TRIPLE_FAULT;
+                return fault(p, e);
+            }
+            break;
         case EXIT_IO:
             ev = port_io(p, e);
             break;
@@ -343,11 +392,6 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
             return RUN_SLICE_END;
         }
     }
-}
-
-static uint64_t all_ones(uint8_t size)
-{
-    return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
 }
 
 void partition_resolve(struct partition *p, enum upcall_action action, uint64_t value)

@@ -49,6 +49,8 @@ uint64_t vcr_cr4_supported(void);
 bool vmem_translate(struct vcpu *v, uint64_t linear, uint64_t *gpa);
 /* Up to len bytes at guest linear address `linear`; how many could be read. */
 uint32_t vmem_fetch(struct vcpu *v, uint64_t linear, uint8_t *buf, uint32_t len);
+/* The same the other way: guest memory written at `linear`; bytes stored. */
+uint32_t vmem_store(struct vcpu *v, uint64_t linear, const uint8_t *buf, uint32_t len);
 
 /* hv/vcpuid.c: CPUID as the partition sees it, with the bits that follow the vCPU's state. */
 void vcpuid_emulate(struct vcpu *v);

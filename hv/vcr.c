@@ -108,8 +108,9 @@ static bool vcr_cr0(struct vcpu *v, const struct vcpu_ops *ops, uint64_t value)
             return false;
         new_efer |= EFER_LMA;
     } else if (!(value & CR0_PG) && (old & CR0_PG) && (efer & EFER_LMA)) {
-        /* Paging off leaves IA-32e mode; only from compatibility mode, never from 64-bit code. */
-        if (cr4 & CR4_PCIDE)
+        /* Paging off leaves IA-32e mode; only from compatibility mode, never from 64-bit
+         * code (SDM vol. 3A, 10.8.5; found by guests/hostile's cr_bad). */
+        if ((cr4 & CR4_PCIDE) || ops->reg_get(v, VREG_CS_LONG))
             return false;
         new_efer &= ~EFER_LMA;
     }

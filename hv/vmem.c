@@ -82,7 +82,7 @@ bool vmem_translate(struct vcpu *v, uint64_t linear, uint64_t *gpa)
     return false;
 }
 
-uint32_t vmem_fetch(struct vcpu *v, uint64_t linear, uint8_t *buf, uint32_t len)
+static uint32_t vmem_copy(struct vcpu *v, uint64_t linear, uint8_t *buf, uint32_t len, bool store)
 {
     uint32_t done = 0;
     while (done < len) {
@@ -92,11 +92,24 @@ uint32_t vmem_fetch(struct vcpu *v, uint64_t linear, uint8_t *buf, uint32_t len)
         uint32_t chunk = 0x1000 - (uint32_t)((linear + done) & 0xfff);
         if (chunk > len - done)
             chunk = len - done;
-        const uint8_t *p = vmem_host(v, gpa, chunk);
+        uint8_t *p = (uint8_t *)vmem_host(v, gpa, chunk);
         if (!p)
             break;
-        memcpy(buf + done, p, chunk);
+        if (store)
+            memcpy(p, buf + done, chunk);
+        else
+            memcpy(buf + done, p, chunk);
         done += chunk;
     }
     return done;
+}
+
+uint32_t vmem_fetch(struct vcpu *v, uint64_t linear, uint8_t *buf, uint32_t len)
+{
+    return vmem_copy(v, linear, buf, len, false);
+}
+
+uint32_t vmem_store(struct vcpu *v, uint64_t linear, const uint8_t *buf, uint32_t len)
+{
+    return vmem_copy(v, linear, (uint8_t *)buf, len, true);
 }

@@ -224,10 +224,19 @@ ERROR_CASES: dict[str, tuple[str, str]] = {
     "more than one vCPU": (_hello(extra="vcpus = 2"),
                            "partitions[0].vcpus = 2: must be 1: Taipan runs one vCPU per "
                            "partition today"),
-    "port claimed twice": (_hello("a", extra="ports = [0x60, \"0x70-0x71\"]")
-                           + _hello("b", extra="ports = [\"0x71-0x72\"]"),
-                           "partitions[1].ports[0] = \"0x71-0x72\": already passed through to "
+    "port claimed twice": (_hello("a", extra="ports = [0x80, \"0x300-0x301\"]")
+                           + _hello("b", extra="ports = [\"0x301-0x302\"]"),
+                           "partitions[1].ports[0] = \"0x301-0x302\": already passed through to "
                            "partitions[0] (partitions[0].ports[1])"),
+    "PCI configuration space untrusted": (
+        _hello(extra="ports = [\"0xcf8-0xcff\"]"),
+        "partitions[0].ports[0] = \"0xcf8-0xcff\": is a platform port (0xcf8-0xcff: PCI configuration "
+        "space (0xcf9 resets the machine; with no IOMMU it gives bus-master DMA over the hypervisor)); "
+        "only a partition marked trusted = \"KEY NAME\" may own it"),
+    "reset port untrusted": (
+        _hello(extra="ports = [0x92]"),
+        "partitions[0].ports[0] = 0x92: is a platform port (0x92: system control port A: bit 0 "
+        "resets the machine)"),
     "reserved port": (_hello(extra="ports = [\"0x3f0-0x3f8\"]"),
                       "partitions[0].ports[0] = \"0x3f0-0x3f8\": may not be given to a guest: "
                       "0x3f8-0x3ff is the hypervisor's UART"),
@@ -404,7 +413,8 @@ def test_ports_merge_into_ranges_and_reach_the_bitmaps(tmp_path: Path) -> None:
     from toolchain import bitmaps
 
     path = tmp_path / "system.toml"
-    path.write_text(_hello(extra='ports = [0x60, 0x61, "0x70-0x71", 0x64]'))
+    # Platform ports (the keyboard controller, the RTC) only for a partition trusted by name.
+    path.write_text(_hello(extra='ports = [0x60, 0x61, "0x70-0x71", 0x64]\ntrusted = "lab-bench"'))
     [part] = config.load(path).partitions
     assert part.ports == [(0x60, 0x61), (0x64, 0x64), (0x70, 0x71)]
     table = ptable.build_table(config.load(path))

@@ -106,6 +106,7 @@ class PartitionConfig:
     cpus: list[int] | None = None     # shared host CPUs, as written
     home_cpu: int = 0                 # where the plan runs it
     ports: list[tuple[int, int]] = field(default_factory=list)  # merged inclusive ranges
+    trusted: str = ""                 # the key it is trusted under with platform ports; "": not
     restart: str = "never"
     restart_limit: int = 3
     slice_ms: int = SCHEDULER.key("slice_ms").default  # its own or the scheduler's
@@ -133,7 +134,7 @@ class PartitionConfig:
                 "entry": self.entry if self.kind == "raw" and self.builtin is None else None,
                 "cmdline": self.cmdline if (kind or self.kind) == "multiboot" else None,
                 "modules": list(self.module_names) if (kind or self.kind) == "multiboot" else None,
-                "ports": self.ports,
+                "ports": self.ports, "trusted": self.trusted or None,
                 "console_size": self.console_size, "autostart": self.autostart,
                 "restart": self.restart, "restart_limit": self.restart_limit,
                 "slice_ms": self.slice_ms,
@@ -375,7 +376,7 @@ def _devices(check: _Checker, items: list[Any], prefix: str,
 
 
 def _ports(check: _Checker, items: list[Any], prefix: str,
-           claims: list[tuple[int, str, Any, int, int]], index: int) -> list[tuple[int, int]]:
+           claims: list[tuple[int, str, Any, int, int]], index: int, trusted: str) -> list[tuple[int, int]]:
     """Parse and check `ports`; return the merged ranges and add each item to `claims`."""
     ranges: list[tuple[int, int]] = []
     mine: list[tuple[str, int, int]] = []
@@ -385,6 +386,14 @@ def _ports(check: _Checker, items: list[Any], prefix: str,
         if span is None:
             continue
         first, last = span
+        platform = next(((lo, hi, what) for lo, hi, what in schema.PLATFORM_PORTS
+                         if first <= hi and lo <= last), None)
+        if platform is not None and not trusted:
+            lo, hi, what = platform
+            shown = f"{lo:#x}" if lo == hi else f"{lo:#x}-{hi:#x}"
+            check.error(path, item, f"is a platform port ({shown}: {what}); only a partition "
+                        "marked trusted = \"KEY NAME\" may own it")
+            continue
         twice = next((other for other, lo, hi in mine if first <= hi and lo <= last), None)
         if twice is not None:
             check.error(path, item, f"listed twice (also {twice})")
@@ -514,7 +523,8 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         check.error(prefix + "params", v["params"],
                     "applies to built-in guests (\"guest:NAME\") only")
 
-    ports = _ports(check, v["ports"], prefix, claims, index) if v["ports"] is not None else []
+    trusted = v["trusted"] or ""
+    ports = _ports(check, v["ports"], prefix, claims, index, trusted) if v["ports"] is not None else []
 
     policy = v["policy"]
     policy_path = _python_file(check, prefix + "policy", policy)
@@ -527,7 +537,7 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         image_path=image_path, autostart=v["autostart"], console_size=console, cmdline=cmdline,
         modules=modules, entry=entry, params=dict(v["params"]),
         host_address=host, vcpus=v["vcpus"], cpu=v["cpu"], cpus=placement["cpus"] if placement else None,
-        ports=ports, restart=v["restart"],
+        ports=ports, trusted=trusted, restart=v["restart"],
         restart_limit=v["restart_limit"],
         slice_ms=v["slice_ms"] if v["slice_ms"] is not None else scheduler.slice_ms,
         module_names=list(table.get("modules", [])),

@@ -47,6 +47,9 @@ HIDDEN: list[Hidden] = [
     Hidden(0x80000001, ANY_SUBLEAF, "ecx", 1 << 2, "SVM", "Taipan does not nest"),
     Hidden(0x80000001, ANY_SUBLEAF, "ecx", (1 << 23) | (1 << 24) | (1 << 28), "PERFCTR_CORE, PERFCTR_NB, PERFCTR_LLC",
            "no performance counters"),
+    # Found by guests/hostile's cpuid_sweep: SVM hidden in 0x80000001, its leaf still showed the host's.
+    *(Hidden(0x8000000A, ANY_SUBLEAF, reg, 0xFFFFFFFF, "SVM revision, ASIDs, features",
+             "Taipan does not nest: the leaf of a CPU without SVM reads 0") for reg in REGS),
     Hidden(0x80000008, ANY_SUBLEAF, "ebx", (1 << 12) | (1 << 14) | (1 << 15) | (1 << 24) | (1 << 25) | (1 << 26),
            "IBPB, IBRS, STIBP, SSBD, VIRT_SSBD, SSBD_NO", "no IA32_SPEC_CTRL or IA32_PRED_CMD"),
 ]

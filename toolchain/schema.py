@@ -74,6 +74,17 @@ PORT_RANGES_MAX = 8
 # hypervisor; passed through, it would end the whole emulated machine.
 RESERVED_PORTS = ((0x3F8, 0x3FF, "the hypervisor's UART (COM1), each guest's virtual UART"),
                   (0xF4, 0xF4, "the port a guest ends itself through (its exit code)"))
+# Passed through only to a partition marked `trusted`: each reaches the whole machine.
+# With no IOMMU, PCI configuration space gives bus-master DMA over the hypervisor; the
+# others reset the machine or take the host's timer and interrupts (issue 10, finding 4).
+PLATFORM_PORTS = ((0x20, 0x21, "the master PIC: unmasking IRQ0 sends the timer into the host"),
+                  (0x40, 0x43, "the PIT, the timer the host calibrates against"),
+                  (0x60, 0x64, "the keyboard controller: 0xfe to port 0x64 resets the machine"),
+                  (0x70, 0x71, "the RTC and CMOS, the host's wall clock"),
+                  (0x92, 0x92, "system control port A: bit 0 resets the machine"),
+                  (0xA0, 0xA1, "the slave PIC"),
+                  (0xCF8, 0xCFF, "PCI configuration space (0xcf9 resets the machine; with no "
+                                 "IOMMU it gives bus-master DMA over the hypervisor)"))
 RESTART_LIMIT_MAX = 1000
 # The machine's CPUs the table holds a plan for (PT_CPUS_MAX).
 CPUS_MAX = 16
@@ -157,6 +168,9 @@ PARTITIONS = Section("partitions", True, (
     Key("ports", "ports", "I/O ports passed through (no VM exit): integers or `\"0xA-0xB\"` "
         "ranges; never 0x3f8-0x3ff (the UART) or 0xf4 (the exit port), never another "
         "partition's port", default=[]),
+    Key("trusted", "string", "the name of the key under which this partition is trusted with "
+        "the platform's own ports (PCI configuration space, reset ports, PIC, PIT, RTC); without "
+        "it `ports` may not name them", default=""),
     Key("console_size", "size", "its console ring (output kept while nobody is attached); a "
         "power of two, 1K to 1M", default="16K"),
     Key("autostart", "bool", "start at boot", default=True),
@@ -387,7 +401,9 @@ its meaning. The rules, each reported with its key:
 When a partition stops by itself, the manager looks at its `restart`: `never`
 leaves it stopped (`faulted` or `exited`); `on-fault` restarts it after a fault;
 `always` after a fault or an exit. After `restart_limit` such restarts it stays
-stopped.
+stopped. Each restart waits first: 100 ms, doubled with each restart in a row, at most
+5 s (`restart` or `start` from the console starts it at once and the count again), so a
+guest that dies at once costs one full-memory clear a back-off, not a storm of them.
 
 ## Examples
 

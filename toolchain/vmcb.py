@@ -177,6 +177,9 @@ BITS: dict[str, int] = {
     "IOIO_IN": 0,              # EXITINFO1 of IOIO: TYPE, 1 = IN
     "IOIO_STR": 2,             # string instruction
     "IOIO_REP": 3,             # REP prefix
+    "IOIO_A16": 7,             # address size of a string instruction: 16, 32 or 64 bits
+    "IOIO_A32": 8,
+    "IOIO_A64": 9,
     "IOIO_SZ8": 4,             # operand size 1
     "IOIO_SZ16": 5,            # operand size 2
     "IOIO_SZ32": 6,            # operand size 4

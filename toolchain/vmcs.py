@@ -279,6 +279,15 @@ EXIT_REASONS: dict[str, int] = {
     "RDPMC": 15,
     "RDTSC": 16,
     "VMCALL": 18,
+    "VMCLEAR": 19,
+    "VMLAUNCH": 20,
+    "VMPTRLD": 21,
+    "VMPTRST": 22,
+    "VMREAD": 23,
+    "VMRESUME": 24,
+    "VMWRITE": 25,
+    "VMXOFF": 26,
+    "VMXON": 27,
     "CR_ACCESS": 28,
     "DR_ACCESS": 29,
     "IO_INSTRUCTION": 30,
@@ -296,8 +305,10 @@ EXIT_REASONS: dict[str, int] = {
     "INVEPT": 50,
     "RDTSCP": 51,
     "PREEMPTION_TIMER": 52,
+    "INVVPID": 53,
     "WBINVD": 54,
     "XSETBV": 55,
+    "VMFUNC": 59,
 }
 
 

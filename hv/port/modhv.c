@@ -56,6 +56,11 @@ static mp_obj_t hv_cpu(void)
     dict_store(d, MP_QSTR_hv_signature, str_obj(c->hv_signature));
     dict_store(d, MP_QSTR_nested_note, str_obj(c->nested_note));
     dict_store(d, MP_QSTR_page_1g, mp_obj_new_bool(c->page_1g));
+    // The limits this CPU's GDTR and IDTR hold now (after VM exits, on CPU 0, where this runs).
+    struct __attribute__((packed)) { uint16_t limit; uint64_t base; } gdtr, idtr;
+    __asm__ volatile("sgdt %0; sidt %1" : "=m"(gdtr), "=m"(idtr));
+    dict_store(d, MP_QSTR_gdtr_limit, mp_obj_new_int(gdtr.limit));
+    dict_store(d, MP_QSTR_idtr_limit, mp_obj_new_int(idtr.limit));
     dict_store(d, MP_QSTR_nested_1g, mp_obj_new_bool(c->nested_1g));
     dict_store(d, MP_QSTR_preemption_timer, mp_obj_new_bool(c->preemption_timer));
     dict_store(d, MP_QSTR_tsc_khz, mp_obj_new_int_from_ull(tsc_khz()));
@@ -223,6 +228,7 @@ static mp_obj_t hv_set_idle(mp_obj_t fn)
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(hv_set_idle_obj, hv_set_idle);
 
+
 // hv.poll_char() -> the next byte typed at the console, or -1 (never waits).
 static mp_obj_t hv_poll_char(void)
 {
@@ -340,6 +346,7 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_plan_table), MP_ROM_PTR(&hv_plan_table_obj) },
     { MP_ROM_QSTR(MP_QSTR_sched_yield), MP_ROM_PTR(&hv_sched_yield_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_resolve), MP_ROM_PTR(&hv_part_resolve_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_claim), MP_ROM_PTR(&hv_part_claim_obj) },
     { MP_ROM_QSTR(MP_QSTR_console_read), MP_ROM_PTR(&hv_console_read_obj) },
     { MP_ROM_QSTR(MP_QSTR_console_tail), MP_ROM_PTR(&hv_console_tail_obj) },
     { MP_ROM_QSTR(MP_QSTR_console_input), MP_ROM_PTR(&hv_console_input_obj) },

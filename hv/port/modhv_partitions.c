@@ -46,6 +46,19 @@ static mp_obj_t hv_part_count(void)
 }
 MP_DEFINE_CONST_FUN_OBJ_0(hv_part_count_obj, hv_part_count);
 
+// The ports denied in C, the first `max` of them: [(port, "in"|"out", count)].
+static mp_obj_t deny_keys(const struct partition *p, uint32_t max)
+{
+    const struct vdeny *d = &p->deny;
+    mp_obj_t list = mp_obj_new_list(0, NULL);
+    for (uint32_t i = 0; i < d->key_count && i < max; i++) {
+        mp_obj_t t[3] = { mp_obj_new_int(d->keys[i].port), str_obj(d->keys[i].in ? "in" : "out"),
+                          mp_obj_new_int_from_ull(d->keys[i].count) };
+        mp_obj_list_append(list, mp_obj_new_tuple(3, t));
+    }
+    return list;
+}
+
 // hv.part_info(i) -> dict: name, state, reason, memory, exits by kind, CPU time, console counts,
 // and the configured restart, restart_limit, slice_us, vcpus, cpu (its home CPU), cpus
 // (the host CPUs it runs on, [cpu] today) and ports.
@@ -97,6 +110,9 @@ static mp_obj_t hv_part_info(mp_obj_t index)
         }
     }
     store(info, MP_QSTR_exits, exits);
+    // Port accesses answered by the default deny in C: the total, and per port (VDENY_KEYS of them).
+    store(info, MP_QSTR_denied, mp_obj_new_int_from_ull(p->deny.total));
+    store(info, MP_QSTR_denied_ports, deny_keys(p, VDENY_KEYS));
     return info;
 }
 MP_DEFINE_CONST_FUN_OBJ_1(hv_part_info_obj, hv_part_info);
@@ -140,24 +156,27 @@ static mp_obj_t upcall_detail(const struct partition *p)
 }
 
 // hv.mailbox() -> [(i, event, detail)]: what the CPUs posted since the last call, oldest first:
-// "upcall" (detail: the exit, for policy), "exited" (its exit code), "faulted" and "timeout" (why).
+// "upcall" (detail: the exit, for policy), "exited" (its exit code), "faulted" and "timeout" (why),
+// "denied" (its first port denied in C since its start, as [(port, "in"|"out", count)]).
 static mp_obj_t hv_mailbox(void)
 {
     static const char *const names[] = {
         [MAIL_UPCALL] = "upcall", [MAIL_EXITED] = "exited",
-        [MAIL_FAULTED] = "faulted", [MAIL_TIMEOUT] = "timeout",
+        [MAIL_FAULTED] = "faulted", [MAIL_TIMEOUT] = "timeout", [MAIL_DENIED] = "denied",
     };
     mp_obj_t list = mp_obj_new_list(0, NULL);
     struct mail m;
     mgmt_take_notice();
     while (mailbox_take(&m)) {
         struct partition *p = partition_get(m.index);
-        if (!p || m.event > MAIL_TIMEOUT) {
+        if (!p || m.event > MAIL_DENIED) {
             continue;
         }
         mp_obj_t detail;
         if (m.event == MAIL_UPCALL) {
             detail = upcall_detail(p);
+        } else if (m.event == MAIL_DENIED) {
+            detail = deny_keys(p, 1);
         } else if (m.event == MAIL_EXITED) {
             detail = mp_obj_new_int_from_uint(p->exit_code);
         } else {
@@ -169,6 +188,18 @@ static mp_obj_t hv_mailbox(void)
     return list;
 }
 MP_DEFINE_CONST_FUN_OBJ_0(hv_mailbox_obj, hv_mailbox);
+
+// hv.part_claim(i, first, last): ports first..last go up to policy (an "upcall" each) instead of
+// the default deny in C; ValueError when the partition's claims are full.
+static mp_obj_t hv_part_claim(mp_obj_t index, mp_obj_t first, mp_obj_t last)
+{
+    mp_int_t a = mp_obj_get_int(first), b = mp_obj_get_int(last);
+    if (a < 0 || b > 0xffff || vdeny_claim(part_arg(index), (uint16_t)a, (uint16_t)b) != 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("bad port range, or the partition's claims are full"));
+    }
+    return mp_const_none;
+}
+MP_DEFINE_CONST_FUN_OBJ_3(hv_part_claim_obj, hv_part_claim);
 
 // hv.part_resolve(i, action, value): policy's answer to an upcall: "emulate", "deny" or "stop";
 // the partition's CPU applies it before its next entry.

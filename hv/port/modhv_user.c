@@ -67,8 +67,10 @@ static mp_obj_t hv_run_guarded(mp_obj_t fn, mp_obj_t args_in, mp_obj_t budget_in
 }
 MP_DEFINE_CONST_FUN_OBJ_3(hv_run_guarded_obj, hv_run_guarded);
 
-// hv.wake_at(ticks): the console's idle wait ends at that TSC even with no key or mail, so
-// the scheduler's tick runs then (a scheduler module's next on_tick); 0 clears it.
+// hv.wake_at(ticks): the console's next idle wait ends by that TSC even with no key or mail,
+// so the scheduler's tick runs then (a restart's back-off, a scheduler module's next
+// on_tick). The earliest asked for wins; each wait takes it, so a tick asks again while
+// it still wants one.
 static mp_obj_t hv_wake_at(mp_obj_t ticks)
 {
     port_wake_at((uint64_t)mp_obj_get_int_truncated(ticks));

@@ -130,12 +130,14 @@ bool port_typing(void)
 MP_REGISTER_ROOT_POINTER(mp_obj_t taipan_idle_fn);
 
 static bool mail_scheduled;
-// When the console's idle wait ends without a key or mail; 0: never (port_wake_at).
-static uint64_t wake_tsc;
+// When the console's next idle wait ends without a key or mail (port_wake_at).
+static uint64_t wake_tsc = UINT64_MAX;
 
 void port_wake_at(uint64_t tsc)
 {
-    wake_tsc = tsc;
+    if (tsc < wake_tsc) {
+        wake_tsc = tsc;
+    }
 }
 
 void port_set_idle(mp_obj_t fn)
@@ -201,7 +203,9 @@ int mp_hal_stdin_rx_chr(void)
         }
         // Nothing typed, nothing posted: CPU 0 is its partitions' until a key or
         // mail comes, or the time Python asked to be woken at (hv.wake_at).
-        mgmt_wait(wake_tsc ? wake_tsc : UINT64_MAX, true);
+        uint64_t wake = wake_tsc;
+        wake_tsc = UINT64_MAX;
+        mgmt_wait(wake, true);
     }
 }
 

@@ -9,8 +9,8 @@ size_t port_heap_bytes(void);
 void port_repl(void);
 // The console's idle hook: a Python callable run while input is awaited (None to clear).
 void port_set_idle(mp_obj_t fn);
-// The console's idle wait also ends at this TSC (0: only for a key or mail),
-// so the idle hook runs then (hv.wake_at).
+// The console's next idle wait ends by this TSC at the latest, so the idle hook
+// runs then (hv.wake_at); the earliest asked for wins until a wait takes it.
 void port_wake_at(uint64_t tsc);
 // A byte typed at the console, or -1; never blocks.
 int mp_hal_stdin_poll_chr(void);

@@ -32,6 +32,13 @@ ended_at = {}
 # Called with a partition's index each time it starts (usermods: a user policy's on_start).
 on_started = None
 
+# A restart waits RESTART_BACKOFF_MS, doubled with each restart in a row, at most
+# RESTART_BACKOFF_MAX_MS: a guest that dies at once costs a full-memory clear a back-off,
+# not a storm of them. Per partition index: (TSC due, ms waited, policy, limit).
+RESTART_BACKOFF_MS = 100
+RESTART_BACKOFF_MAX_MS = 5000
+restart_due = {}
+
 
 def event(text, show=False):
     """Log one line; with show, also announce it on the console as `taipan: text`.
@@ -48,6 +55,29 @@ def event(text, show=False):
             unseen += 1
         else:
             print("\ntaipan: " + text)
+
+
+# MemoryErrors met with the heap exhausted: counted without allocating, logged when it can.
+memory_errors = 0
+_memory_errors_logged = 0
+
+
+def memory_error():
+    """Count a MemoryError (allocation-free: a small int's increment needs no heap)."""
+    global memory_errors
+    memory_errors += 1
+
+
+def memory_errors_log():
+    """Log the MemoryErrors counted since the last call, if the heap allows it now."""
+    global _memory_errors_logged
+    if memory_errors != _memory_errors_logged:
+        try:
+            event("MemoryError: the heap was exhausted %d time(s); the exits met then were denied"
+                  % (memory_errors - _memory_errors_logged), show=True)
+            _memory_errors_logged = memory_errors
+        except MemoryError:
+            pass
 
 
 def traceback_text(e):
@@ -125,6 +155,7 @@ def _started(index):
 
 def start(index):
     """An operator's start: the restart count begins again."""
+    restart_due.pop(index, None)
     hv.part_start(index)
     restarts[index] = 0
     _started(index)
@@ -132,6 +163,7 @@ def start(index):
 
 
 def stop(index, why="stopped from the console", show=False):
+    restart_due.pop(index, None)
     hv.part_stop(index, why)
     ended_at[index] = hv.ticks()
     event("%s stopped: %s" % (hv.part_info(index)["name"], why), show=show)
@@ -161,14 +193,25 @@ def ended(index, fault, text):
     if done >= limit:
         event("%s stays %s: its restart limit (%d) is reached" % (name, part["state"], limit), show=True)
         return
-    try:
-        hv.part_start(index)
-    except OSError as e:
-        event("%s could not be restarted: %s" % (name, e), show=True)
-        return
-    restarts[index] = done + 1
-    _started(index)
-    event("%s restarted (%s, %d of %d)" % (name, policy, done + 1, limit), show=True)
+    ms = min(RESTART_BACKOFF_MS << done, RESTART_BACKOFF_MAX_MS)
+    restart_due[index] = (hv.ticks() + ms * hv.cpu()["tsc_khz"], ms, policy, limit)
+
+
+def restarts_run():
+    """Restart the partitions whose back-off has passed (the scheduler's tick calls this)."""
+    now = hv.ticks()
+    for index in [i for i, due in restart_due.items() if due[0] <= now]:
+        _, ms, policy, limit = restart_due.pop(index)
+        name = hv.part_info(index)["name"]
+        try:
+            hv.part_start(index)
+        except OSError as e:
+            event("%s could not be restarted: %s" % (name, e), show=True)
+            continue
+        done = restarts.get(index, 0) + 1
+        restarts[index] = done
+        _started(index)
+        event("%s restarted (%s, %d of %d) after %d ms" % (name, policy, done, limit, ms), show=True)
 
 
 def uptime_us(index, tsc_khz):

@@ -1,7 +1,10 @@
 # Device policy: what happens on the exits the C fast path hands up (rare by design).
 import manager
 
-# Seen (partition, kind, port or MSR) keys, so each new one is logged once.
+# Seen (partition, kind, port or MSR) keys, so each new one is logged once; bounded, since a
+# guest chooses the keys (a sweep would grow it without end). Past the bound nothing is logged
+# per key: the C counts (`stats`) still say what was denied.
+SEEN_MAX = 64
 _seen = set()
 
 
@@ -28,7 +31,7 @@ def decide(name, exit):
         where = exit["reason"]
         action = ("stop", 0)
     key = (name, kind, where)
-    if key not in _seen:
+    if key not in _seen and len(_seen) < SEEN_MAX:
         _seen.add(key)
         manager.event("%s: %s %s at RIP 0x%x -> %s" % (name, kind, hex(where), exit["rip"], action[0]))
     return action

@@ -15,19 +15,30 @@ plans = []
 def _handle(index, event, detail):
     name = hv.part_info(index)["name"]
     if event == "upcall":
+        # Deny unless policy answers; answered in `finally`, so that nothing raised on the
+        # way (a MemoryError in the handler itself included) leaves the vCPU waiting.
+        action, value = "deny", 0
         try:
             # The user's policy first (guarded: its failure is a deny), then ours.
             answer = usermods.answer(index, name, detail)
             action, value = answer if answer is not None else policy.decide(name, detail)
+        except MemoryError:
+            manager.memory_error()
         except Exception as e:  # a policy bug must not take the hypervisor down: deny
             manager.unexpected("policy for %s" % name, e)
-            action, value = "deny", 0
-        why = usermods.limit_reached(index)
-        if why is not None:
-            action, value = "stop", 0
-        hv.part_resolve(index, action, value)
+        finally:
+            why = usermods.limit_reached(index)
+            if why is not None:
+                action, value = "stop", 0
+            hv.part_resolve(index, action, value)
         if action == "stop":
             manager.ended(index, True, why or "stopped by policy (%s exit)" % detail["kind"])
+        return
+    if event == "denied":
+        # C answered it (all ones, write dropped) and counts the repeats: one line a start.
+        for port, direction, _count in detail:
+            manager.event("%s: io %s 0x%x denied (no device; repeats counted in 'stats %s')"
+                          % (name, direction, port, name))
         return
     if event not in ("exited", "faulted", "timeout"):
         return
@@ -52,6 +63,8 @@ def tick(in_command=False):
     raised: the console must go on.
     """
     global _failures, _later
+    if not in_command:
+        manager.memory_errors_log()
     mail = _later + hv.mailbox()
     _later = []
     for index, event, detail in mail:
@@ -60,6 +73,8 @@ def tick(in_command=False):
             continue
         try:
             _handle(index, event, detail)
+        except MemoryError:
+            manager.memory_error()
         except Exception as e:  # one message's failure loses none of the others
             _failures += 1
             manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)
@@ -67,6 +82,11 @@ def tick(in_command=False):
         # Partitions whose modules failed too often are stopped here, at the
         # prompt, never from inside a command's mail callback.
         usermods.tick()
+        if manager.restart_due:
+            manager.restarts_run()
+            # The console sleeps until a key or mail: wake it for the next restart due.
+            if manager.restart_due:
+                hv.wake_at(min(due[0] for due in manager.restart_due.values()))
     return False
 
 

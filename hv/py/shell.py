@@ -43,10 +43,38 @@ def _one_line(text):
     return " ".join(str(text).split())
 
 
-def _safe(data):
-    """Guest-written bytes made safe for a script reading up to the next prompt: the
-    prompt's own text, should a guest print it, is shown with its space escaped."""
-    return data.replace(PROMPT.encode(), PROMPT[:-1].encode() + b"\\x20")
+# Line starts a script reads as the hypervisor's own (docs/console.md, "For scripts").
+OWN_LINE_STARTS = (b"taipan:", b"error:")
+
+
+def _escaped(line):
+    # min() is a loop in C: most lines hold no control byte and skip the loop in Python.
+    if not line or (min(line) >= 32 and 127 not in line):
+        return line
+    out = bytearray()
+    for b in line:
+        if (b < 32 and b != 9) or b == 127:
+            out.extend(("\\x%02x" % b).encode())
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+def _safe(data, line_start=True):
+    """Guest-written bytes made safe for a terminal and for a script reading up to the next
+    prompt: control bytes but tab and newline (escape sequences, a CR that would overwrite a
+    line) are shown as \\xNN, a CR before a newline is dropped, the prompt's text has its space
+    escaped, and a line that would start like an announcement or an error has its first byte
+    escaped. line_start: data begins a line (False for a chunk that continues one)."""
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if line.endswith(b"\r") and i + 1 < len(lines):
+            line = line[:-1]
+        line = _escaped(line)
+        if (i or line_start) and any(line.startswith(own) for own in OWN_LINE_STARTS):
+            line = ("\\x%02x" % line[0]).encode() + line[1:]
+        lines[i] = line
+    return b"\n".join(lines).replace(PROMPT.encode(), PROMPT[:-1].encode() + b"\\x20")
 
 
 def _json(doc):
@@ -399,6 +427,8 @@ def _record(index, tsc_khz):
         "cpu": part["cpu"],
         "slice_us": part["slice_us"],
         "upcalls": part["upcalls"],
+        "denied": part["denied"],
+        "denied_ports": [{"port": port, "dir": d, "count": n} for port, d, n in part["denied_ports"]],
         "halts": part["halts"],
         "interrupts": part["interrupts"],
         "console_bytes": part["console_bytes"],
@@ -461,6 +491,9 @@ def cmd_stats(args):
         print("  cpu       %d; %d halts, %d up-calls to policy" % (rec["cpu"], rec["halts"], rec["upcalls"]))
         print("  python    %d calls into its own modules, %d failed" % (
             rec["python_runs"], rec["python_failures"]))
+        if rec["denied"]:
+            print("  denied    %d port accesses: %s" % (rec["denied"], ", ".join(
+                "0x%x %s x%d" % (d["port"], d["dir"], d["count"]) for d in rec["denied_ports"])))
         print("  starts    %d, %d restarted by its policy (%s, limit %d)" % (
             rec["starts"], rec["restarts"], rec["restart_policy"], rec["restart_limit"]))
         print("  console   %d bytes written, %d dropped" % (rec["console_bytes"], rec["console_dropped"]))
@@ -604,9 +637,17 @@ def cmd_tail(args):
         read = hv.journal_read
     print("following %s; press any key to stop" % (args[0] if args else "all partitions"))
     for line in _last_lines(recent, TAIL_LINES):
-        hv.write(line + b"\n")
+        hv.write(_safe(line) + b"\n")
     _drain(read)
-    _follow(lambda: read(512), None)
+    at_start = [True]
+
+    def shown():
+        data = read(512)
+        safe = _safe(data, at_start[0])
+        if data:
+            at_start[0] = data.endswith(b"\n")
+        return safe
+    _follow(shown, None)
     print()
 
 

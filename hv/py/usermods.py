@@ -312,7 +312,8 @@ def tick():
                 _device_action(mod, result)
         wake = mod.next_tick if not wake else min(wake, mod.next_tick)
     # An idle console sleeps until a key or mail: wake it for the next one due too.
-    hv.wake_at(wake * khz)
+    if wake:
+        hv.wake_at(wake * khz)
     enforce()
 
 

@@ -26,7 +26,7 @@
 #define SEG_ATTR_L  (1u << VMCB_ATTR_L)
 #define SEG_ATTR_DB (1u << VMCB_ATTR_DB)
 
-/* Instruction lengths for exits TCG gives no next RIP for (FACTS.md). */
+/* Instruction lengths without prefixes, for exits TCG gives no next RIP for (FACTS.md). */
 #define LEN_CPUID   2u   /* 0F A2 */
 #define LEN_HLT     1u   /* F4 */
 #define LEN_VMMCALL 3u   /* 0F 01 D9 */
@@ -91,6 +91,8 @@ static const char *svm_invalid_reason(const uint8_t *vmcb, const struct svm_entr
         return "guest EFER.LME and CR0.PG are set with CR4.PAE clear";
     if ((efer & EFER_LME) && (cr0 & CR0_PG) && (cs_attr & SEG_ATTR_L) && (cs_attr & SEG_ATTR_DB))
         return "guest CS has both L and D set in long mode";
+    if (vmcb_read64(vmcb, VMCB_CR3) >> 52)
+        return "guest CR3 has reserved bits set";
     if (st->dr6 >> 32 || st->dr7 >> 32)
         return "guest DR6 or DR7 has bits 63:32 set";
     if (vmcb_read32(vmcb, VMCB_GUEST_ASID) == 0)
@@ -110,6 +112,8 @@ static void svm_decode_io(uint64_t info1, uint64_t info2, uint64_t rip, struct e
     e->in = info1 & (1u << VMCB_BIT_IOIO_IN);
     e->string = info1 & (1u << VMCB_BIT_IOIO_STR);
     e->rep = info1 & (1u << VMCB_BIT_IOIO_REP);
+    e->addr_size = info1 & (1u << VMCB_BIT_IOIO_A64) ? 8 : info1 & (1u << VMCB_BIT_IOIO_A32) ? 4
+                 : info1 & (1u << VMCB_BIT_IOIO_A16) ? 2 : 0;
     /* EXITINFO2 is the RIP of the instruction after the IN/OUT: the length without decoding. */
     e->insn_len = (uint32_t)(info2 - rip);
 }
@@ -174,6 +178,69 @@ static uint64_t svm_gpr(const struct vcpu *v, const uint8_t *vmcb, unsigned n)
     return regs[n & 15];
 }
 
+static bool svm_long64(const uint8_t *vmcb)
+{
+    uint16_t cs_attr;
+    memcpy(&cs_attr, vmcb + VMCB_CS + VMCB_SEG_ATTRIB, sizeof(cs_attr));
+    return (vmcb_read64(vmcb, VMCB_EFER) & EFER_LMA) && (cs_attr & SEG_ATTR_L);
+}
+
+static bool svm_legacy_prefix(uint8_t b)
+{
+    return b == 0x66 || b == 0x67 || b == 0xf2 || b == 0xf3 || b == 0xf0 || b == 0x2e || b == 0x36 ||
+           b == 0x3e || b == 0x26 || b == 0x64 || b == 0x65;
+}
+
+/*
+ * The length of the instruction at RIP whose opcode is `base` bytes: the CPU's
+ * next RIP where it saves one, else its prefixes (and REX) read from guest
+ * memory through the guest's page tables, plus `base`. A fixed length would
+ * step a prefixed CPUID into the middle of itself (found by guests/hostile).
+ */
+static uint32_t svm_insn_len(struct vcpu *v, const uint8_t *vmcb, uint64_t rip, uint32_t base)
+{
+    uint64_t next = vmcb_read64(vmcb, VMCB_NRIP);
+    if (next > rip && next - rip <= 15)
+        return (uint32_t)(next - rip);
+    uint8_t insn[15];
+    bool long64 = svm_long64(vmcb);
+    uint64_t cs_base = long64 ? 0 : vmcb_read64(vmcb, VMCB_CS + VMCB_SEG_BASE);
+    uint32_t got = vmem_fetch(v, cs_base + rip, insn, sizeof(insn));
+    uint32_t i = 0;
+    while (i < got && svm_legacy_prefix(insn[i]))
+        i++;
+    if (long64 && i < got && (insn[i] & 0xf0) == 0x40)
+        i++;
+    return i + base <= 15 ? i + base : base;
+}
+
+/*
+ * OUTS's segment, DS unless a prefix overrides it, from the instruction's prefixes
+ * (EXITINFO1's SEG needs decode assists, which TCG lacks); and in 64-bit code, where QEMU's
+ * TCG sets no address-size bit the APM names, the address size from the 0x67 prefix.
+ */
+static void svm_decode_string(struct vcpu *v, const uint8_t *vmcb, struct exit_info *e)
+{
+    static const uint8_t overrides[][2] = {
+        { 0x26, VSEG_ES }, { 0x2e, VSEG_CS }, { 0x36, VSEG_SS }, { 0x3e, VSEG_DS }, { 0x64, VSEG_FS }, { 0x65, VSEG_GS },
+    };
+    uint8_t insn[15];
+    bool long64 = svm_long64(vmcb);
+    uint32_t got = vmem_fetch(v, (long64 ? 0 : vmcb_read64(vmcb, VMCB_CS + VMCB_SEG_BASE)) + e->rip, insn,
+                              sizeof(insn));
+    bool addr32 = false;
+    e->seg = VSEG_DS;
+    for (uint32_t i = 0; i < got && svm_legacy_prefix(insn[i]); i++) {
+        addr32 |= insn[i] == 0x67;
+        for (unsigned k = 0; k < sizeof(overrides) / sizeof(overrides[0]); k++) {
+            if (insn[i] == overrides[k][0])
+                e->seg = overrides[k][1];
+        }
+    }
+    if (long64)
+        e->addr_size = addr32 ? 4 : 8;
+}
+
 /*
  * A CR0/CR4/CR8 write intercept gives no operand without decode assists (TCG has
  * none): read the instruction through the guest's page tables. MOV to CR
@@ -184,16 +251,12 @@ static void svm_decode_cr_write(struct vcpu *v, const uint8_t *vmcb, unsigned cr
 {
     uint8_t insn[15];
     uint64_t cs_base = vmcb_read64(vmcb, VMCB_CS + VMCB_SEG_BASE);
-    uint16_t cs_attr;
-    memcpy(&cs_attr, vmcb + VMCB_CS + VMCB_SEG_ATTRIB, sizeof(cs_attr));
-    bool long64 = (vmcb_read64(vmcb, VMCB_EFER) & EFER_LMA) && (cs_attr & SEG_ATTR_L);
+    bool long64 = svm_long64(vmcb);
     uint32_t got = vmem_fetch(v, (long64 ? 0 : cs_base) + e->rip, insn, sizeof(insn));
     uint32_t i = 0;
     uint8_t rex = 0;
     e->kind = EXIT_OTHER;
-    while (i < got && (insn[i] == 0x66 || insn[i] == 0x67 || insn[i] == 0xf2 || insn[i] == 0xf3 ||
-                       insn[i] == 0x2e || insn[i] == 0x36 || insn[i] == 0x3e || insn[i] == 0x26 ||
-                       insn[i] == 0x64 || insn[i] == 0x65))
+    while (i < got && svm_legacy_prefix(insn[i]))
         i++;
     if (long64 && i < got && (insn[i] & 0xf0) == 0x40)
         rex = insn[i++];
@@ -323,24 +386,26 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     switch ((uint32_t)code) {
     case VMCB_EXIT_CPUID:
         e->kind = EXIT_CPUID;
-        e->insn_len = LEN_CPUID;
+        e->insn_len = svm_insn_len(v, vmcb, e->rip, LEN_CPUID);
         break;
     case VMCB_EXIT_HLT:
         e->kind = EXIT_HLT;
-        e->insn_len = LEN_HLT;
+        e->insn_len = svm_insn_len(v, vmcb, e->rip, LEN_HLT);
         break;
     case VMCB_EXIT_VMMCALL:
         e->kind = EXIT_HYPERCALL;
-        e->insn_len = LEN_VMMCALL;
+        e->insn_len = svm_insn_len(v, vmcb, e->rip, LEN_VMMCALL);
         break;
     case VMCB_EXIT_IOIO:
         svm_decode_io(info1, info2, e->rip, e);
+        if (e->string)
+            svm_decode_string(v, vmcb, e);
         break;
     case VMCB_EXIT_MSR:
         /* EXITINFO1: 0 for RDMSR, 1 for WRMSR. */
         e->kind = info1 ? EXIT_MSR_WRITE : EXIT_MSR_READ;
         e->msr = (uint32_t)v->regs.rcx;
-        e->insn_len = LEN_RDWRMSR;
+        e->insn_len = svm_insn_len(v, vmcb, e->rip, LEN_RDWRMSR);
         break;
     case VMCB_EXIT_WRITE_CR0:
         svm_decode_cr_write(v, vmcb, 0, e);
@@ -353,7 +418,13 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         break;
     case VMCB_EXIT_XSETBV:
         e->kind = EXIT_XSETBV;
-        e->insn_len = LEN_XSETBV;
+        e->insn_len = svm_insn_len(v, vmcb, e->rip, LEN_XSETBV);
+        break;
+    case VMCB_EXIT_VMRUN: case VMCB_EXIT_VMLOAD: case VMCB_EXIT_VMSAVE: case VMCB_EXIT_STGI:
+    case VMCB_EXIT_CLGI: case VMCB_EXIT_SKINIT: case VMCB_EXIT_INVLPGA:
+        /* Intercepted because the hardware's EFER.SVME is set under the guest; the guest's
+         * own EFER.SVME is clear, so the CPU it sees raises #UD. */
+        e->kind = EXIT_INVALID_OPCODE;
         break;
     case VMCB_EXIT_NPF:
         svm_decode_npf(info1, info2, e);

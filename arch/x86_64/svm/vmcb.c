@@ -235,6 +235,11 @@ uint64_t svm_reg_get(struct vcpu *v, enum vcpu_reg r)
         return s->tsc_aux;
     case VREG_CPL:
         return s->vmcb[VMCB_CPL];
+    case VREG_CS_LONG: {
+        uint16_t attr;
+        memcpy(&attr, s->vmcb + VMCB_CS + VMCB_SEG_ATTRIB, sizeof(attr));
+        return (vmcb_read64(s->vmcb, VMCB_EFER) & EFER_LMA) && (attr & (1u << VMCB_ATTR_L));
+    }
     default: {
         int32_t off = svm_reg_offset(r);
         return off < 0 ? 0 : vmcb_read64(s->vmcb, (uint32_t)off);
@@ -253,6 +258,7 @@ void svm_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value)
         s->tsc_aux = value;
         break;
     case VREG_CPL:
+    case VREG_CS_LONG:
         break;
     default: {
         int32_t off = svm_reg_offset(r);

@@ -480,6 +480,8 @@ uint64_t vmcs_reg_get(struct vcpu *v, enum vcpu_reg r)
     case VREG_TSC_OFFSET: return vmx_vmread(VMCS_TSC_OFFSET);
     case VREG_CPL: return (vmx_vmread(VMCS_GUEST_SS_ACCESS) >> 5) & 3;   /* SS.DPL is the CPL (26.3.1.5) */
     case VREG_RFLAGS: return vmx_vmread(VMCS_GUEST_RFLAGS);
+    case VREG_CS_LONG:   /* CS.L (access rights bit 13) counts only in IA-32e mode */
+        return (vmx_vmread(VMCS_GUEST_IA32_EFER) & (1ull << 10)) && (vmx_vmread(VMCS_GUEST_CS_ACCESS) & (1u << 13));
     case VREG_RSP: return vmx_vmread(VMCS_GUEST_RSP);
     default: return 0;
     }

@@ -1,6 +1,7 @@
 /* One VMX entry and its exit: the preemption-timer slice, the stub call, and the exit decoded into struct exit_info. */
 #include "boot_symbols.h"
 #include "cpu.h"
+#include "cpus.h"
 #include "irq.h"
 #include "libc.h"
 #include "partition.h"
@@ -379,6 +380,13 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
         e->in = q & IO_IN;
         e->string = q & IO_STRING;
         e->rep = q & IO_REP;
+        if (e->string) {
+            /* Instruction information (SDM vol. 3C, 28.2.5): address size 9:7, segment 17:15. */
+            uint32_t info = (uint32_t)vmx_vmread(VMCS_EXIT_INSTRUCTION_INFO);
+            uint32_t asz = (info >> 7) & 7;
+            e->addr_size = asz == 0 ? 2 : asz == 1 ? 4 : asz == 2 ? 8 : 0;
+            e->seg = (uint8_t)((info >> 15) & 7);
+        }
         break;
     case VMX_EXIT_REASON_RDMSR:
     case VMX_EXIT_REASON_WRMSR:
@@ -417,6 +425,13 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
         e->qualification = vmx_vmread(VMCS_EXIT_INTR_INFO);
         irq_acked((uint8_t)e->qualification);
         break;
+    case VMX_EXIT_REASON_VMCLEAR: case VMX_EXIT_REASON_VMLAUNCH: case VMX_EXIT_REASON_VMPTRLD:
+    case VMX_EXIT_REASON_VMPTRST: case VMX_EXIT_REASON_VMREAD: case VMX_EXIT_REASON_VMRESUME:
+    case VMX_EXIT_REASON_VMWRITE: case VMX_EXIT_REASON_VMXOFF: case VMX_EXIT_REASON_VMXON:
+    case VMX_EXIT_REASON_INVEPT: case VMX_EXIT_REASON_INVVPID: case VMX_EXIT_REASON_VMFUNC:
+        /* They exit whatever CR4.VMXE holds; with VMXE clear (the only value the vCPU takes) the CPU raises #UD. */
+        e->kind = EXIT_INVALID_OPCODE;
+        break;
     case VMX_EXIT_REASON_EPT_MISCONFIG:
         e->kind = EXIT_OTHER;
         e->gpa = vmx_vmread(VMCS_GUEST_PHYSICAL_ADDRESS);
@@ -427,6 +442,21 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
         break;
     }
 }
+
+/*
+ * A VM exit loads the host's GDTR and IDTR bases from the VMCS but sets both
+ * limits to 0xFFFF (SDM vol. 3C, 28.5.2): a stray selector or vector would
+ * then read past the tables. Each CPU's own registers, taken before its first
+ * entry, are loaded back after every exit.
+ */
+struct __attribute__((packed)) vmx_dtr {
+    uint16_t limit;
+    uint64_t base;
+};
+static struct vmx_host_dtrs {
+    struct vmx_dtr gdtr, idtr;
+    bool taken;
+} host_dtrs[CPUS_MAX];
 
 void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
 {
@@ -473,7 +503,13 @@ void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         x->proc_now = proc;
     }
     vmx_inject_event(v);
+    struct vmx_host_dtrs *dtrs = &host_dtrs[cpu_current()->index];
+    if (!dtrs->taken) {
+        __asm__ volatile("sgdt %0; sidt %1" : "=m"(dtrs->gdtr), "=m"(dtrs->idtr));
+        dtrs->taken = true;
+    }
     uint32_t rc = enter(&v->regs, v->launched, &v->fpu);
+    __asm__ volatile("lgdt %0; lidt %1" : : "m"(dtrs->gdtr), "m"(dtrs->idtr));
     if (rc != ENTER_EXITED) {
         e->rip = vmx_vmread(VMCS_GUEST_RIP);
         vmx_decode_fail(rc, e);
