@@ -24,3 +24,7 @@ HV_SRC += hv/vevent.c
 HV_SRC += hv/vfpu.c
 HV_SRC += hv/vmem.c
 HV_SRC += hv/vmsr.c
+HV_SRC += hv/vpic.c
+HV_SRC += hv/vpit.c
+HV_SRC += hv/vplatform.c
+HV_SRC += hv/vrtc.c

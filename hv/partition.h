@@ -6,6 +6,7 @@
 #include "vcpu.h"
 #include "console_ring.h"
 #include "journal.h"
+#include "vplatform.h"
 
 #define PARTITIONS_MAX 16
 
@@ -56,6 +57,7 @@ struct partition {
         uint8_t rx[64];
         uint8_t rx_head, rx_tail;
     } uart;
+    struct vplatform_state platform;     /* linux partitions: PIT, CMOS (hv/vplatform.c) */
 };
 
 /* Find the table, check its header, copy its tables region, reserve every partition's memory. */

@@ -104,6 +104,7 @@ int partition_start(struct partition *p)
         spin_unlock_irqrestore(&create_lock, f);
     }
     p->uart = (struct vuart_state){ 0 };
+    vplatform_reset(p);
     p->line_len = 0;
     p->upcall_pending = false;
     p->answer_ready = false;
@@ -184,6 +185,11 @@ static enum run_event fault(struct partition *p, const struct exit_info *e)
     return RUN_FAULTED;
 }
 
+static uint64_t all_ones(uint8_t size)
+{
+    return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
+}
+
 static enum run_event port_io(struct partition *p, const struct exit_info *e)
 {
     struct guest_regs *r = &p->vcpu.regs;
@@ -202,6 +208,15 @@ static enum run_event port_io(struct partition *p, const struct exit_info *e)
         p->exit_code = value & (e->size == 1 ? 0xffu : e->size == 2 ? 0xffffu : 0xffffffffu);
         partition_stop(p, PART_EXITED, "wrote its exit code to port 0xf4");
         return RUN_EXITED;
+    }
+    bool stopped;
+    if (vplatform_io(p, e, &value, &stopped)) {
+        if (stopped)
+            return p->state == PART_EXITED ? RUN_EXITED : RUN_FAULTED;
+        if (e->in)
+            r->rax = e->size == 4 ? value : (r->rax & ~(uint64_t)all_ones(e->size)) | value;
+        ops->advance_rip(&p->vcpu, e->insn_len);
+        return RUN_SLICE_END;
     }
     return RUN_UPCALL;
 }
@@ -278,11 +293,6 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
             return RUN_SLICE_END;
         }
     }
-}
-
-static uint64_t all_ones(uint8_t size)
-{
-    return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
 }
 
 void partition_resolve(struct partition *p, enum upcall_action action, uint64_t value)

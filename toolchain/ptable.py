@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolchain import bitmaps, guest_image, layout, nested_paging, partition_layout, schema
+from toolchain import acpi_tables, bitmaps, guest_image, layout, nested_paging, partition_layout, schema
 from toolchain.config import ConfigError, SystemConfig, plan
 from toolchain.tables_region import PAGE, TablesRegion
 
@@ -25,7 +25,7 @@ MAX_PORT_RANGES = schema.PORT_RANGES_MAX
 RESTARTS = {name: number for number, name in enumerate(schema.RESTARTS)}
 FLAG_AUTOSTART = 1
 FLAG_CPUID_UPCALL = 2  # the config's cpuid_upcall bench knob: CPUID exits go to policy
-KINDS = {"raw": 0, "multiboot": 1}
+KINDS = {"raw": 0, "multiboot": 1, "linux": 2}
 MODE_LONG64 = guest_image.MODE_LONG64
 MODE_PROT32 = guest_image.MODE_PROT32
 # The scheduling plan's limits and encodings come from hv/py/plan.py, the
@@ -47,6 +47,13 @@ DEFINES: list[tuple[str, str]] = [
     ("PT_FLAG_CPUID_UPCALL", f"{FLAG_CPUID_UPCALL}u"),
     ("PT_KIND_RAW", f"{KINDS['raw']}u"),
     ("PT_KIND_MULTIBOOT", f"{KINDS['multiboot']}u"),
+    ("PT_KIND_LINUX", f"{KINDS['linux']}u"),
+    # The ports a linux partition's FADT names (toolchain/acpi_tables.py).
+    ("PT_ACPI_SLEEP_CONTROL_PORT", f"{acpi_tables.SLEEP_CONTROL_PORT:#x}u"),
+    ("PT_ACPI_SLEEP_STATUS_PORT", f"{acpi_tables.SLEEP_STATUS_PORT:#x}u"),
+    ("PT_ACPI_SLP_EN", f"{acpi_tables.SLP_EN:#x}u"),
+    ("PT_ACPI_RESET_PORT", f"{acpi_tables.RESET_PORT:#x}u"),
+    ("PT_ACPI_RESET_VALUE", f"{acpi_tables.RESET_VALUE:#x}u"),
     ("PT_MODE_LONG64", f"{MODE_LONG64}u"),
     ("PT_MODE_PROT32", f"{MODE_PROT32}u"),
     ("PT_MAX_PORT_RANGES", str(MAX_PORT_RANGES)),
