@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from toolchain import build as builder
-from toolchain import config, ctl, host_console, hwcheck, micropython, verify
+from toolchain import config, ctl, host_console, hwcheck, linux_images, micropython, verify
 
 ROOT = builder.ROOT
 
@@ -168,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
     host_console.add_parser(sub)
     ctl.add_parser(sub)
     hwcheck.add_parser(sub)
+    linux_images.add_parser(sub)
     return top
 
 

@@ -94,6 +94,7 @@ class GuestLoad:
     kind: str
     chunks: list[Chunk]
     boot: BootState
+    tsc_khz_gpa: int = 0   # linux: where the hypervisor writes its TSC rate into the cmdline
 
 
 def _fail(part: PartitionConfig, key: str, value: Any, rule: str) -> ConfigError:
@@ -295,7 +296,7 @@ def load_linux(part: PartitionConfig) -> GuestLoad:
         chunks = merge_chunks(loaded.pieces)
     except (linux_boot.LinuxImageError, ValueError) as error:
         raise _fail(part, "kernel", part.kernel, str(error)) from error
-    return GuestLoad("linux", chunks, loaded.boot)
+    return GuestLoad("linux", chunks, loaded.boot, loaded.tsc_khz_gpa)
 
 
 def load(part: PartitionConfig) -> GuestLoad:

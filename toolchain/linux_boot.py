@@ -43,6 +43,14 @@ BOOT_STACK = 0x20000      # the PVH entry has none of its own at first; bzImage 
 # The boot protocol's selectors: __BOOT_CS and __BOOT_DS in a GDT the kernel replaces.
 BOOT_CS, BOOT_DS = 0x10, 0x18
 
+# Linux on AMD has no CPUID leaf it trusts for the TSC's rate, and calibrating
+# against a PIT read through VM exits fails its own error bound. So, unless
+# the command line sets it, the toolchain ends the command line with
+# "tsc_early_khz=" and room for the digits, and the hypervisor writes its own
+# measured rate there each time it loads the partition (pt_partition.tsc_khz_gpa).
+TSC_PARAM = "tsc_early_khz="
+TSC_DIGITS = 10
+
 # e820 / PVH memory types.
 E820_RAM, E820_RESERVED, E820_ACPI = 1, 2, 3
 
@@ -68,6 +76,7 @@ class LinuxLoad:
     kernel_end: int            # where its memory ends (init_size, or the ELF's last segment)
     initrd_base: int
     version: str               # e.g. "2.15" for a bzImage, "pvh" otherwise
+    tsc_khz_gpa: int = 0       # where the hypervisor writes the TSC's kHz, 0: the cmdline sets it
 
 
 def mib(size: int) -> str:
@@ -103,12 +112,19 @@ def _initrd_place(what: str, memory: int, kernel_end: int, initrd: bytes, top: i
     return base
 
 
-def _cmdline_bytes(cmdline: str, limit: int) -> bytes:
-    data = cmdline.encode() + b"\0"
+def _cmdline_bytes(cmdline: str, limit: int) -> tuple[bytes, int]:
+    """The command line as loaded, and where the TSC rate's digits go (0: none)."""
+    data, at = cmdline.encode(), 0
+    if TSC_PARAM not in cmdline:
+        data += (b" " if data else b"") + TSC_PARAM.encode()
+        at = CMDLINE + len(data)
+        data += bytes(TSC_DIGITS)
+    data += b"\0"
     if len(data) > min(limit, CMDLINE_LIMIT):
-        raise LinuxImageError(f"the command line is {len(data) - 1} bytes; this kernel takes at "
-                              f"most {min(limit, CMDLINE_LIMIT) - 1}")
-    return data
+        raise LinuxImageError(f"the command line is {len(data) - 1} bytes with the "
+                              f"{TSC_PARAM} the hypervisor fills in; this kernel takes at most "
+                              f"{min(limit, CMDLINE_LIMIT) - 1}")
+    return data, at
 
 
 def load_bzimage(data: bytes, initrd: bytes, cmdline: str, memory: int, vcpus: int) -> LinuxLoad:
@@ -142,7 +158,7 @@ def load_bzimage(data: bytes, initrd: bytes, cmdline: str, memory: int, vcpus: i
     initrd_max = struct.unpack_from("<I", data, INITRD_ADDR_MAX)[0] or 0x37FFFFFF
     initrd_base = _initrd_place(what, memory, kernel_end, initrd, initrd_max)
     cmdline_size = struct.unpack_from("<I", data, CMDLINE_SIZE)[0] + 1 if version >= 0x206 else 256
-    command = _cmdline_bytes(cmdline, cmdline_size)
+    command, tsc_at = _cmdline_bytes(cmdline, cmdline_size)
 
     zero = bytearray(PAGE)
     header_end = HEADER_AT + data[0x201]   # the header's length: the jump at 0x200 skips it
@@ -166,7 +182,7 @@ def load_bzimage(data: bytes, initrd: bytes, cmdline: str, memory: int, vcpus: i
               Chunk(CMDLINE, command), Chunk(tables.base, tables.data), Chunk(base, code)]
     if initrd:
         pieces.append(Chunk(initrd_base, initrd))
-    return LinuxLoad("bzImage", pieces, boot, base, kernel_end, initrd_base, shown)
+    return LinuxLoad("bzImage", pieces, boot, base, kernel_end, initrd_base, shown, tsc_at)
 
 
 def pvh_entry(elf: ELFFile) -> int | None:
@@ -206,7 +222,7 @@ def load_pvh(data: bytes, initrd: bytes, cmdline: str, memory: int, vcpus: int) 
         raise LinuxImageError(f"partition memory {mib(memory)} is less than the kernel's {what}"
                               + (" plus the initrd" if initrd else ""))
     initrd_base = _initrd_place(what, memory, _align_up(end, PAGE), initrd, memory - 1)
-    command = _cmdline_bytes(cmdline, CMDLINE_LIMIT)
+    command, tsc_at = _cmdline_bytes(cmdline, CMDLINE_LIMIT)
     tables = acpi_tables.build(vcpus)
 
     info = bytearray(PAGE)
@@ -228,7 +244,7 @@ def load_pvh(data: bytes, initrd: bytes, cmdline: str, memory: int, vcpus: int) 
               Chunk(tables.base, tables.data), *pieces]
     if initrd:
         pieces.append(Chunk(initrd_base, initrd))
-    return LinuxLoad("pvh", pieces, boot, start, end, initrd_base, "pvh")
+    return LinuxLoad("pvh", pieces, boot, start, end, initrd_base, "pvh", tsc_at)
 
 
 def load(kernel: bytes, initrd: bytes, cmdline: str, memory: int, vcpus: int = 1) -> LinuxLoad:

@@ -17,7 +17,8 @@ MAGIC = b"TAIPANPT"
 # 3: the CPU count, management's minimum share and a scheduling plan per CPU
 # in the header, which the signature now covers too; per partition `vcpus`
 # (was `cpus`) and its home `cpu`.
-VERSION = 3
+# 4: tsc_khz_gpa per partition (a linux partition's command line gets the TSC rate).
+VERSION = 4
 MAX_CHUNKS = 8
 # A partition's passed-through I/O ports as inclusive ranges; the config
 # refuses more than fit here, after merging adjacent ports.
@@ -162,6 +163,8 @@ STRUCTS: dict[str, list[Field]] = {
         Field("reserved", "uint8_t", 3),
         Field("port_ranges", "pt_port_range", MAX_PORT_RANGES,
               "passed through: the I/O bitmaps let these exit-free"),
+        Field("tsc_khz_gpa", "uint64_t",
+              comment="0, or where the TSC's kHz goes as decimal digits and a NUL at each load"),
     ],
 }
 
@@ -411,19 +414,25 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None) 
             "slice_us": part.slice_ms * 1000, "vcpus": part.vcpus, "cpu": part.home_cpu,
             "port_range_count": len(part.ports),
             "port_ranges": [{"first": lo, "last": hi} for lo, hi in part.ports],
+            "tsc_khz_gpa": loaded.tsc_khz_gpa,
         })
 
     descs_end = HEADER_SIZE + len(descs) * sizeof("pt_partition")
     tables_offset = descs_end + -descs_end % PAGE
     body = bytearray(tables_offset - HEADER_SIZE)
     body += region.contents()
+    # Chunks with the same bytes (two partitions booting one kernel) are stored
+    # once: the hypervisor only ever copies from the blob.
+    stored: dict[bytes, int] = {}
     for desc, loaded in zip(descs, loads, strict=True):
         chunks = []
         for chunk in loaded.chunks:
-            body += bytes(-(HEADER_SIZE + len(body)) % CHUNK_ALIGN)
-            chunks.append({"blob_offset": HEADER_SIZE + len(body), "size": len(chunk.data),
+            if chunk.data not in stored:
+                body += bytes(-(HEADER_SIZE + len(body)) % CHUNK_ALIGN)
+                stored[chunk.data] = HEADER_SIZE + len(body)
+                body += chunk.data
+            chunks.append({"blob_offset": stored[chunk.data], "size": len(chunk.data),
                            "gpa": chunk.gpa})
-            body += chunk.data
         desc["chunks"] = chunks
     # The active configuration closes the body, after a signed copy of its
     # length: the unsigned header's config_size must agree with it.
