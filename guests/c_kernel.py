@@ -35,13 +35,14 @@ def _run(command: list[str]) -> None:
 
 
 def build(name: str) -> bytes:
-    """guests/c/NAME: every .c and .S compiled, linked by NAME.ld at its addresses, turned into the ELF32
+    """guests/c/NAME: every .c and .S compiled (its .h files count for the rebuild), linked by NAME.ld at its addresses, turned into the ELF32
     file a multiboot1 loader takes (objcopy -O elf32-i386). Rebuilt when a source changes."""
     folder = SOURCES / name
     sources = sorted(p for p in folder.iterdir() if p.suffix in (".c", ".S"))
+    headers = sorted(p for p in folder.iterdir() if p.suffix == ".h")
     script = folder / f"{name}.ld"
     digest = hashlib.sha256()
-    for path in [*sources, script]:
+    for path in [*sources, *headers, script]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(" ".join([CC, *CFLAGS]).encode())
     out = BUILD / f"{name}-{digest.hexdigest()[:16]}"

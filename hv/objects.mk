@@ -28,3 +28,6 @@ HV_SRC += hv/vpic.c
 HV_SRC += hv/vpit.c
 HV_SRC += hv/vplatform.c
 HV_SRC += hv/vrtc.c
+HV_SRC += hv/vioapic.c
+HV_SRC += hv/vlapic.c
+HV_SRC += hv/vmmio.c

@@ -88,5 +88,10 @@ bool partition_runnable(struct partition *p)
         }
         return false;
     }
-    return tsc_read() >= p->wake_tsc;
+    if (!p->wake_tsc)
+        return true;
+    if (!partition_wakes(p, tsc_read()))
+        return false;
+    p->wake_tsc = 0;
+    return true;
 }

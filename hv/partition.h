@@ -51,13 +51,20 @@ struct partition {
     /* A message the mailbox had no room for, posted again at the next window. */
     int mail_owed;                       /* enum mailbox_event + 1, or 0 */
     uint64_t halts;                      /* windows it ended by HLT */
-    uint64_t wake_tsc;                   /* halted: not entered again before this TSC */
+    uint64_t wake_tsc;                   /* halted: not entered again before this TSC or an interrupt (UINT64_MAX: only an interrupt) */
     struct vuart_state {                 /* the virtual 16550's registers the guest can read back */
         uint8_t ier, lcr, mcr, scr, dll, dlm;
         uint8_t rx[64];
         uint8_t rx_head, rx_tail;
+        bool thre_pending;               /* the THR-empty interrupt, until IIR reports it or THR is written */
     } uart;
     struct vplatform_state platform;     /* linux partitions: PIT, CMOS (hv/vplatform.c) */
+    struct vioapic {                     /* the virtual IOAPIC (hv/vioapic.c) */
+        uint32_t select;                 /* IOREGSEL */
+        uint32_t id;
+        uint32_t levels;                 /* each pin's input level now */
+        uint64_t redir[24];              /* the redirection table */
+    } ioapic;
 };
 
 /* Find the table, check its header, copy its tables region, reserve every partition's memory. */
@@ -98,6 +105,11 @@ enum run_event {
     RUN_UPCALL,      /* an exit the fast path does not own: p->pending, for policy */
     RUN_NOT_RUNNING, /* the partition is not in the running state */
 };
+
+/* hv/vcpu_run.c, on the partition's CPU: its devices' interrupt lines and APIC timer as of `now`. */
+void partition_poll_interrupts(struct partition *p, uint64_t now);
+/* Whether a halted partition wakes now: its wake time came, or an interrupt it takes arrived. */
+bool partition_wakes(struct partition *p, uint64_t now);
 
 /* Runs the partition's vCPU for up to slice_tsc ticks, handling fast-path exits in C. */
 enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc);

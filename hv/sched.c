@@ -16,9 +16,6 @@
 #define IDLE_POLL_US 1000u
 /* While someone types on CPU 0, no window there outlasts the UART's FIFO. */
 #define TYPING_WINDOW_US 1000u
-/* A halted vCPU's wake-up time: with no virtual interrupt source yet, the
- * guest's next chance is a tick later, and until then it costs nothing. */
-#define HALT_WAKE_US 1000u
 
 static uint64_t us_to_tsc(uint64_t us)
 {
@@ -73,9 +70,21 @@ static void sched_adopt(struct cpu *c)
     spin_unlock_irqrestore(&s->lock, f);
 }
 
-/* Halt until an interrupt or until `until` (the LAPIC timer wakes us). */
+/* The earliest APIC timer deadline among the halted partitions this CPU runs, if before `until`. */
+static uint64_t next_wake(const struct cpu *c, uint64_t until)
+{
+    for (int i = 0; i < partition_count(); i++) {
+        const struct partition *p = partition_get(i);
+        if (p->cpu == c->index && p->state == PART_RUNNING && p->wake_tsc && p->wake_tsc < until)
+            until = p->wake_tsc;
+    }
+    return until;
+}
+
+/* Halt until an interrupt, until `until`, or until a halted vCPU's timer is due (the LAPIC timer wakes us). */
 static void sched_idle(struct cpu *c, uint64_t until)
 {
+    until = next_wake(c, until);
     uint64_t now = tsc_read();
     if (until <= now)
         return;
@@ -116,8 +125,8 @@ static bool run_partition(struct cpu *c, int index, uint64_t end)
             }
             return true;
         case RUN_HALTED:
+            /* Blocked until an interrupt (p->wake_tsc): it costs nothing until then. */
             p->halts++;
-            p->wake_tsc = tsc_read() + us_to_tsc(HALT_WAKE_US);
             return false;
         case RUN_UPCALL:
             mailbox_post(p, MAIL_UPCALL);

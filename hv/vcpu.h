@@ -33,6 +33,7 @@ enum exit_kind {
     EXIT_OTHER,         /* anything else: raw_reason says what */
     EXIT_CR_WRITE,      /* MOV to CR0/CR4 or LMSW the backend intercepts (VMX): cr, cr_value, insn_len set */
     EXIT_XSETBV,        /* XSETBV: index in regs.rcx, value in regs.rdx:regs.rax; insn_len set */
+    EXIT_INTR_WINDOW,   /* the guest can take the interrupt it could not before (VMX window / SVM VINTR) */
     EXIT_KIND_COUNT
 };
 
@@ -65,7 +66,7 @@ struct exit_info {
  * The type numbers are the VMX ones; SVM's backend translates.
  */
 enum vcpu_event_type {
-    VEVENT_EXT_INTR = 0,      /* external interrupt (the virtual APIC's, later work) */
+    VEVENT_EXT_INTR = 0,      /* external interrupt: a vector the virtual APIC delivers */
     VEVENT_NMI = 2,
     VEVENT_EXCEPTION = 3,     /* hardware exception: #GP, #UD, #PF, ... */
     VEVENT_SOFT_INT = 4,      /* INT n */
@@ -94,6 +95,7 @@ enum vcpu_reg {
     VREG_SYSENTER_CS, VREG_SYSENTER_ESP, VREG_SYSENTER_EIP,
     VREG_PAT, VREG_TSC_OFFSET, VREG_TSC_AUX,
     VREG_CPL,                 /* read only: the guest's current privilege level */
+    VREG_RFLAGS,              /* read only: IF decides whether an interrupt is taken at HLT */
     VREG_COUNT
 };
 
@@ -118,6 +120,23 @@ struct vcpu_msrs {
     uint64_t mtrr_def_type;
 };
 
+/*
+ * The vCPU's virtual local APIC (hv/vlapic.c), xAPIC and x2APIC alike:
+ * registers by their xAPIC offset, the timer as host-TSC deadlines.
+ */
+#define VLAPIC_LVT_COUNT 6        /* timer, thermal, performance, LINT0, LINT1, error */
+struct vlapic {
+    uint32_t id, tpr, ldr, dfr, svr, esr, icr_lo, icr_hi;
+    uint32_t lvt[VLAPIC_LVT_COUNT];
+    uint32_t isr[8], irr[8], tmr[8];   /* 256 bits each, vector n in word n / 32 */
+    uint32_t timer_initial, timer_divide;
+    uint64_t timer_start;     /* host TSC when the current count started from the initial count */
+    uint64_t deadline;        /* host TSC of the timer's next interrupt, 0 when it is not armed */
+    uint64_t tsc_deadline;    /* IA32_TSC_DEADLINE as the guest wrote it (its own TSC), 0 when disarmed */
+    bool nmi_pending;
+    uint64_t delivered;       /* interrupts injected, for ps */
+};
+
 struct vcpu {
     struct partition *part;
     struct guest_regs regs;
@@ -126,6 +145,7 @@ struct vcpu {
     struct vcpu_event event; /* injected at the next entry, then cleared by the backend */
     struct vcpu_fpu fpu;
     struct vcpu_msrs msrs;
+    struct vlapic lapic;
 };
 
 /*

@@ -1,4 +1,4 @@
-/* The exit fast path: CPUID, the virtual UART, port 0xf4, HLT, hypercalls and faults, handled in C. */
+/* The exit fast path: CPUID, the virtual UART, port 0xf4, HLT, the APIC and IOAPIC pages, hypercalls and faults, handled in C. */
 #include "cpu.h"
 #include "cpus.h"
 #include "spinlock.h"
@@ -7,6 +7,7 @@
 #include "printk.h"
 #include "tsc.h"
 #include "vcpu_state.h"
+#include "vlapic.h"
 #include "vuart.h"
 
 /* Port 0xf4: QEMU's isa-debug-exit, through which test kernels report a result. */
@@ -19,6 +20,8 @@
 #define HC_TSC_KHZ 3
 #define HC_ERROR ((uint64_t)-1)
 
+#define RFLAGS_IF (1ull << 9)
+
 static const struct vcpu_ops *ops;
 /* vCPU creation and reset allocate pages and backend slots, and the VMX
  * backend fills a VMCS through file-wide state: one CPU at a time. */
@@ -29,7 +32,7 @@ static const char *const exit_names[EXIT_KIND_COUNT] = {
     [EXIT_HYPERCALL] = "hypercall", [EXIT_MSR_READ] = "msr_read", [EXIT_MSR_WRITE] = "msr_write",
     [EXIT_PAGE_FAULT] = "page_fault", [EXIT_TRIPLE_FAULT] = "triple_fault",
     [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
-    [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv",
+    [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv", [EXIT_INTR_WINDOW] = "intr_window",
 };
 
 const char *partition_exit_name(enum exit_kind kind)
@@ -105,6 +108,7 @@ int partition_start(struct partition *p)
     }
     p->uart = (struct vuart_state){ 0 };
     vplatform_reset(p);
+    vioapic_reset(p);
     p->line_len = 0;
     p->upcall_pending = false;
     p->answer_ready = false;
@@ -190,6 +194,47 @@ static uint64_t all_ones(uint8_t size)
     return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
 }
 
+/* The UART's IRQ 4 line (ISA IRQ 4 is IOAPIC pin 4, as on a PC) and the APIC timer, as of `now`. */
+void partition_poll_interrupts(struct partition *p, uint64_t now)
+{
+    vioapic_set_pin(p, VUART_IRQ, vuart_irq_line(p));
+    vlapic_timer_poll(&p->vcpu, now);
+}
+
+/* A halted vCPU wakes for an interrupt it takes (IF set) or an NMI (SDM vol. 3A, HLT). */
+bool partition_wakes(struct partition *p, uint64_t now)
+{
+    if (now >= p->wake_tsc)
+        return true;
+    partition_poll_interrupts(p, now);
+    return vevent_wakes_hlt(&p->vcpu, ops->reg_get(&p->vcpu, VREG_RFLAGS) & RFLAGS_IF);
+}
+
+/* HLT: the vCPU blocks until its next interrupt; the APIC timer's deadline is when one comes at the latest. */
+static enum run_event halt(struct partition *p, uint64_t now)
+{
+    partition_poll_interrupts(p, now);
+    if (vevent_wakes_hlt(&p->vcpu, ops->reg_get(&p->vcpu, VREG_RFLAGS) & RFLAGS_IF))
+        return RUN_SLICE_END;
+    uint64_t deadline = vlapic_deadline(&p->vcpu);
+    p->wake_tsc = deadline ? deadline : UINT64_MAX;
+    return RUN_HALTED;
+}
+
+static enum run_event mmio(struct partition *p, const struct exit_info *e)
+{
+    if (vlapic_mmio_owns(&p->vcpu, e->gpa) || (e->gpa & ~0xfffull) == VIOAPIC_BASE) {
+        if (vmmio_emulate(&p->vcpu, e))
+            return RUN_SLICE_END;
+        char why[sizeof(p->reason)];
+        snprintk(why, sizeof(why), "an access to the %s page at RIP %#llx the MMIO decoder does not know",
+                 (e->gpa & ~0xfffull) == VIOAPIC_BASE ? "IOAPIC" : "APIC", (unsigned long long)e->rip);
+        partition_stop(p, PART_FAULTED, why);
+        return RUN_FAULTED;
+    }
+    return fault(p, e);
+}
+
 static enum run_event port_io(struct partition *p, const struct exit_info *e)
 {
     struct guest_regs *r = &p->vcpu.regs;
@@ -233,7 +278,11 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
     struct exit_info *e = &p->pending;
     for (;;) {
         uint64_t entered = now;
-        ops->vcpu_run(&p->vcpu, deadline, e);
+        /* The APIC timer's deadline ends the run too, so its interrupt comes on time. */
+        partition_poll_interrupts(p, now);
+        uint64_t timer = vlapic_deadline(&p->vcpu);
+        uint64_t run_until = timer && timer < deadline ? timer : deadline;
+        ops->vcpu_run(&p->vcpu, run_until, e);
         now = tsc_read();
         p->run_tsc += now - entered;
         p->exits[e->kind < EXIT_KIND_COUNT ? e->kind : EXIT_OTHER]++;
@@ -264,15 +313,22 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
             break;
         case EXIT_HLT:
             ops->advance_rip(&p->vcpu, e->insn_len);
-            ev = RUN_HALTED;
+            ev = halt(p, now);
             break;
+        case EXIT_INTR_WINDOW:
+            break;   /* the next entry injects what waited */
         case EXIT_HYPERCALL:
             ops->advance_rip(&p->vcpu, e->insn_len);
             ev = hypercall(p);
             break;
         case EXIT_PREEMPT:
+            /* The APIC timer's deadline, not the slice's: run on. */
+            if (run_until < deadline && now >= run_until && now < deadline)
+                break;
             return RUN_SLICE_END;
         case EXIT_PAGE_FAULT:
+            ev = mmio(p, e);
+            break;
         case EXIT_TRIPLE_FAULT:
         case EXIT_ENTRY_FAILED:
             return fault(p, e);

@@ -5,6 +5,7 @@
 #include "vcpu.h"
 
 /* Exception vectors the core raises. */
+#define VEC_NMI 2
 #define VEC_UD 6
 #define VEC_DF 8
 #define VEC_GP 13

@@ -13,6 +13,8 @@
 #define CPUID_HV_TIMING 0x40000010u
 #define HYPERCALL_ABI_VERSION 1u
 
+#define LEAF1_ECX_X2APIC (1u << 21)
+#define LEAF1_ECX_TSC_DEADLINE (1u << 24)
 #define LEAF1_ECX_XSAVE (1u << 26)
 #define LEAF1_ECX_OSXSAVE (1u << 27)
 #define LEAF1_ECX_HYPERVISOR (1u << 31)
@@ -46,6 +48,9 @@ void vcpuid_query(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_
         *c |= LEAF1_ECX_HYPERVISOR;
         /* One vCPU per partition: its initial APIC ID is 0. */
         *b &= 0x00ffffffu;
+        /* The local APIC is all virtual (hv/vlapic.c): x2APIC and the
+         * TSC-deadline timer whatever the host has. */
+        *c |= LEAF1_ECX_X2APIC | LEAF1_ECX_TSC_DEADLINE;
     } else if (leaf == 0xd) {
         uint64_t allowed = vfpu_xcr0_allowed();
         if (sub == 0) {

@@ -3,6 +3,7 @@
 #include "partition.h"
 #include "tsc.h"
 #include "vcpu_state.h"
+#include "vlapic.h"
 #include "vmsr_table.h"
 
 #define EFER_SCE (1ull << 0)
@@ -143,12 +144,16 @@ static bool vmsr_apic_base(struct vcpu *v, uint64_t value)
     if ((old & APIC_BASE_EXTD) && (value & APIC_BASE_EN) && !(value & APIC_BASE_EXTD))
         return false;   /* x2APIC back to xAPIC only through disabled */
     v->msrs.apic_base = value;
+    vlapic_base_changed(v, old, value);
     return true;
 }
 
 bool vmsr_read(struct vcpu *v, uint32_t msr, uint64_t *value)
 {
     const struct vcpu_ops *ops = partition_backend();
+    /* The virtual APIC's own: x2APIC registers and the TSC deadline. */
+    if ((msr >= VLAPIC_X2APIC_FIRST && msr <= VLAPIC_X2APIC_LAST) || msr == MSR_TSC_DEADLINE)
+        return vlapic_msr_read(v, msr, value);
     const struct vmsr_desc *m = vmsr_lookup(msr);
     if (!m)
         return false;
@@ -187,6 +192,8 @@ bool vmsr_read(struct vcpu *v, uint32_t msr, uint64_t *value)
 bool vmsr_write(struct vcpu *v, uint32_t msr, uint64_t value)
 {
     const struct vcpu_ops *ops = partition_backend();
+    if ((msr >= VLAPIC_X2APIC_FIRST && msr <= VLAPIC_X2APIC_LAST) || msr == MSR_TSC_DEADLINE)
+        return vlapic_msr_write(v, msr, value);
     const struct vmsr_desc *m = vmsr_lookup(msr);
     if (!m)
         return false;
@@ -238,4 +245,5 @@ void vmsr_reset(struct vcpu *v)
             v->msrs.mtrr_def_type = m->reset;
     }
     ops->reg_set(v, VREG_TSC_OFFSET, 0);
+    vlapic_reset(v);
 }

@@ -1,4 +1,4 @@
-/* The virtual 16550: registers a guest's serial driver reads back, output to its console ring. */
+/* The virtual 16550: registers a guest's serial driver reads back, its receive and THR-empty interrupts, output to its console ring. */
 #include "journal.h"
 #include "partition.h"
 #include "vuart.h"
@@ -18,14 +18,35 @@
 /* The transmitter is always empty: output is taken at once, as a fast real UART would. */
 #define LSR_THR_EMPTY 0x20
 #define LSR_TX_IDLE 0x40
-/* No interrupt pending, FIFOs enabled. */
-#define IIR_NONE_FIFO 0xC1
+/* IIR: FIFOs enabled, and the pending interrupt of highest priority. */
+#define IIR_FIFO 0xC0
+#define IIR_NONE 0x01
+#define IIR_RX_DATA 0x04
+#define IIR_THR_EMPTY 0x02
+#define IER_RX_DATA 0x01
+#define IER_THR_EMPTY 0x02
+#define MCR_OUT2 0x08
 /* Carrier, data set ready and clear to send: a cable with someone at the other end. */
 #define MSR_CONNECTED 0xB0
 
 static bool rx_ready(const struct partition *p)
 {
     return p->uart.rx_head != p->uart.rx_tail;
+}
+
+static bool rx_interrupt(const struct partition *p)
+{
+    return (p->uart.ier & IER_RX_DATA) && rx_ready(p);
+}
+
+static bool thre_interrupt(const struct partition *p)
+{
+    return (p->uart.ier & IER_THR_EMPTY) && p->uart.thre_pending;
+}
+
+bool vuart_irq_line(const struct partition *p)
+{
+    return (p->uart.mcr & MCR_OUT2) && (rx_interrupt(p) || thre_interrupt(p));
 }
 
 bool vuart_feed(struct partition *p, uint8_t c)
@@ -76,7 +97,15 @@ static uint8_t vuart_read(struct partition *p, unsigned reg)
     case REG_IER:
         return dlab ? p->uart.dlm : p->uart.ier;
     case REG_IIR_FCR:
-        return IIR_NONE_FIFO;
+        /* Received data before THR empty (16550 data sheet, table 4); reading
+         * IIR that reports THR empty clears it. */
+        if (rx_interrupt(p))
+            return IIR_FIFO | IIR_RX_DATA;
+        if (thre_interrupt(p)) {
+            p->uart.thre_pending = false;
+            return IIR_FIFO | IIR_THR_EMPTY;
+        }
+        return IIR_FIFO | IIR_NONE;
     case REG_LCR:
         return p->uart.lcr;
     case REG_MCR:
@@ -99,12 +128,17 @@ static void vuart_write(struct partition *p, unsigned reg, uint8_t v)
             p->uart.dll = v;
         } else {
             vuart_output(p, v);
+            /* Sent at once: THR is empty again, and says so. */
+            p->uart.thre_pending = true;
         }
         break;
     case REG_IER:
         if (dlab) {
             p->uart.dlm = v;
         } else {
+            /* Enabling the THR-empty interrupt with THR empty raises it. */
+            if ((v & IER_THR_EMPTY) && !(p->uart.ier & IER_THR_EMPTY))
+                p->uart.thre_pending = true;
             p->uart.ier = v & 0x0f;
         }
         break;

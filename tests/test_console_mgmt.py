@@ -96,7 +96,7 @@ def test_ps_and_stats_json_parse_and_hold_the_states(boot_config, vendor):
     (hello,) = doc["partitions"]
     assert set(hello) >= {"name", "state", "exit_code", "reason", "memory", "cpu_us", "uptime_us", "starts",
                           "restarts", "restart_policy", "restart_limit", "slice_us", "console_bytes",
-                          "console_dropped", "exits", "cpu", "upcalls", "halts"}
+                          "console_dropped", "exits", "cpu", "upcalls", "halts", "interrupts"}
     assert hello["name"] == "hello" and hello["uptime_us"] >= hello["cpu_us"] and hello["starts"] == 1
     assert hello["memory"] == 16 << 20
     assert console.command("stop hello") == "hello stopped\n"

@@ -12,7 +12,7 @@ KINDS = {
     "REG": "state the backend holds (VMCS/VMCB field or switched MSR), per vCPU; checked as the CPU checks it",
     "TSC": "the vCPU's TSC: host TSC + the vCPU's TSC offset; a write sets the offset",
     "TSC_ADJUST": "per vCPU; a write moves the TSC by the difference, as IA32_TSC_ADJUST does",
-    "APIC_BASE": "per vCPU value (the virtual APIC itself is later work): EN, EXTD (if CPUID has x2APIC), base",
+    "APIC_BASE": "per vCPU: the virtual APIC's page and mode (hv/vlapic.c): EN, EXTD, base; mode changes as in SDM 11.12.5",
     "MTRR_DEF_TYPE": "per vCPU: E and the default type; no fixed or variable ranges exist",
     "CONST": "read-only: reads the value, every write raises #GP",
     "ZERO_WRITABLE": "reads 0; writes are accepted and dropped (a loader's handshake register)",

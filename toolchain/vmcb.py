@@ -115,6 +115,7 @@ INTERCEPTS: dict[str, tuple[str, int]] = {
     "RDTSC": ("INTERCEPT_MISC1", 14),
     "CPUID": ("INTERCEPT_MISC1", 18),
     "INVD": ("INTERCEPT_MISC1", 22),
+    "IRET": ("INTERCEPT_MISC1", 20),
     "HLT": ("INTERCEPT_MISC1", 24),
     "INVLPGA": ("INTERCEPT_MISC1", 26),
     "IOIO_PROT": ("INTERCEPT_MISC1", 27),
@@ -141,6 +142,7 @@ EXIT_CODES: dict[str, int] = {
     "VINTR": 0x64,
     "RDTSC": 0x6E,
     "CPUID": 0x72,
+    "IRET": 0x74,
     "INVD": 0x76,
     "HLT": 0x78,
     "INVLPGA": 0x7A,
@@ -162,6 +164,9 @@ EXIT_CODES: dict[str, int] = {
 # Bits inside control fields and exit information (APM vol. 2, sections 15.10.2,
 # 15.15, 15.21, 15.25.6 and Table B-1), named FIELD_BIT.
 BITS: dict[str, int] = {
+    "V_IRQ": 8,                # V_INTR: a virtual interrupt is pending (with the VINTR intercept: the window)
+    "V_INTR_PRIO_SHIFT": 16,   # V_INTR: its priority in bits 19:16
+    "V_IGN_TPR": 20,           # V_INTR: taken whatever V_TPR says
     "V_INTR_MASKING": 24,      # V_INTR: host RFLAGS.IF, not the guest's, masks physical interrupts
     "NP_ENABLE": 0,            # NP_CONTROL
     "EXITINTINFO_VALID": 31,   # EXITINTINFO / EVENTINJ: V

@@ -399,6 +399,7 @@ def _record(index, tsc_khz):
         "slice_us": part["slice_us"],
         "upcalls": part["upcalls"],
         "halts": part["halts"],
+        "interrupts": part["interrupts"],
         "console_bytes": part["console_bytes"],
         "console_dropped": part["console_dropped"],
         "exits": part["exits"],

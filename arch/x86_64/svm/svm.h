@@ -26,6 +26,8 @@ struct svm_vcpu {
     /* TSC_AUX has no VMCB field: switched by hand around VMRUN where the CPU has it. */
     bool has_tsc_aux;
     uint64_t tsc_aux, host_tsc_aux;
+    /* An injected NMI blocks the next until the guest's IRET (intercepted while set). */
+    bool nmi_blocked;
 };
 
 /* Where the host's VMSAVE/VMLOAD state (FS, GS, TR, LDTR, syscall MSRs) is kept across VMRUN. */

@@ -9,6 +9,7 @@
 #include "cpu.h"
 #include "tsc.h"
 #include "vcpu_state.h"
+#include "vlapic.h"
 
 #define CR0_PE   (1ull << 0)
 #define CR0_TS   (1ull << 3)
@@ -38,6 +39,7 @@
 #define SVM_EVENT_NMI 2u
 #define SVM_EVENT_EXCEPTION 3u
 #define SVM_EVENT_SOFT_INT 4u
+#define RFLAGS_IF (1ull << 9)
 #define VEC_BP 3u
 #define VEC_OF 4u
 
@@ -242,8 +244,29 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
 
     vmcb[VMCB_TLB_CONTROL] = (uint8_t)(s->flush_tlb ? VMCB_TLB_FLUSH_ALL : VMCB_TLB_DO_NOTHING);
     s->flush_tlb = false;
-    /* An exception the core raised, or an event the last exit interrupted
-     * (e.g. a guest exception cut by the slice timer). */
+    /*
+     * The virtual APIC's interrupt or NMI when the guest can take it; if it
+     * cannot (IF clear, an interrupt shadow, an event first), V_IRQ with the
+     * VINTR intercept exits as soon as it can, and an NMI waits for the IRET
+     * that ends the last one.
+     */
+    bool shadow = vmcb_read64(vmcb, VMCB_INTERRUPT_SHADOW) & 1;
+    bool window = vevent_interrupt(v, (vmcb_read64(vmcb, VMCB_RFLAGS) & RFLAGS_IF) && !shadow,
+                                   !shadow && !s->nmi_blocked);
+    if (v->event.valid && v->event.type == VEVENT_NMI)
+        s->nmi_blocked = true;
+    uint64_t vintr = 1ull << VMCB_BIT_V_INTR_MASKING;
+    if (window)
+        vintr |= 1ull << VMCB_BIT_V_IRQ | 0xfull << VMCB_BIT_V_INTR_PRIO_SHIFT | 1ull << VMCB_BIT_V_IGN_TPR;
+    vmcb_write64(vmcb, VMCB_V_INTR, vintr);
+    uint32_t misc1 = vmcb_read32(vmcb, VMCB_INTERCEPT_MISC1) & ~(VMCB_INTERCEPT_VINTR | VMCB_INTERCEPT_IRET);
+    if (window)
+        misc1 |= VMCB_INTERCEPT_VINTR;
+    if (s->nmi_blocked)
+        misc1 |= VMCB_INTERCEPT_IRET;
+    vmcb_write32(vmcb, VMCB_INTERCEPT_MISC1, misc1);
+    /* An exception the core raised, an event the last exit interrupted
+     * (e.g. a guest exception cut by the slice timer), or the interrupt. */
     vmcb_write64(vmcb, VMCB_EVENTINJ, svm_eventinj(v));
     vmcb_write64(vmcb, VMCB_RAX, v->regs.rax);
     svm_snapshot_entry(vmcb, &s->entered);
@@ -326,6 +349,14 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         break;
     case VMCB_EXIT_SHUTDOWN:
         e->kind = EXIT_TRIPLE_FAULT;
+        break;
+    case VMCB_EXIT_VINTR:
+        e->kind = EXIT_INTR_WINDOW;
+        break;
+    case VMCB_EXIT_IRET:
+        /* The NMI handler returns: the IRET runs unintercepted, and the next NMI may come. */
+        s->nmi_blocked = false;
+        e->kind = EXIT_INTR_WINDOW;
         break;
     case VMCB_EXIT_INTR:
         /* The slice ends: a call with the same deadline is a new slice too. */

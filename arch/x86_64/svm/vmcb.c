@@ -136,6 +136,7 @@ void svm_vcpu_reset(struct vcpu *v)
     vmcb_fill_control(s->vmcb, v->part);
     vmcb_fill_guest(s->vmcb, b);
     s->flush_tlb = true;   /* the ASID may hold translations of the previous run */
+    s->nmi_blocked = false;
     uint32_t a, bx, c, d;
     cpuid(0x80000001u, 0, &a, &bx, &c, &d);
     s->has_tsc_aux = d & EXT1_EDX_RDTSCP;
@@ -214,6 +215,7 @@ static int32_t svm_reg_offset(enum vcpu_reg r)
     case VREG_SYSENTER_EIP: return VMCB_SYSENTER_EIP;
     case VREG_PAT: return VMCB_G_PAT;
     case VREG_TSC_OFFSET: return VMCB_TSC_OFFSET;
+    case VREG_RFLAGS: return VMCB_RFLAGS;
     default: return -1;
     }
 }

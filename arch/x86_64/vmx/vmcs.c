@@ -348,6 +348,7 @@ static int vmcs_fill(struct vcpu *v)
         x->entry &= ~VMX_ENTRY_CTL_IA32E_MODE_GUEST;
     vmcs_msr_areas(x);
     vmcs_control_state(x, d);
+    x->proc_now = x->proc;   /* no interrupt window asked for yet */
     vmcs_host_state();
     vmcs_guest_state(d);
     if (failed_field != ~0u) {
@@ -478,6 +479,7 @@ uint64_t vmcs_reg_get(struct vcpu *v, enum vcpu_reg r)
     case VREG_SYSENTER_EIP: return vmx_vmread(VMCS_GUEST_SYSENTER_EIP);
     case VREG_TSC_OFFSET: return vmx_vmread(VMCS_TSC_OFFSET);
     case VREG_CPL: return (vmx_vmread(VMCS_GUEST_SS_ACCESS) >> 5) & 3;   /* SS.DPL is the CPL (26.3.1.5) */
+    case VREG_RFLAGS: return vmx_vmread(VMCS_GUEST_RFLAGS);
     default: return 0;
     }
 }

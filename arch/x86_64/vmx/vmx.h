@@ -74,7 +74,8 @@ enum vmx_msr_slot { VMX_MSR_KERNEL_GS_BASE, VMX_MSR_STAR, VMX_MSR_LSTAR, VMX_MSR
 /* Per-vCPU backend state, behind struct vcpu's arch pointer. */
 struct vmx_vcpu {
     uint64_t vmcs;                       /* physical (= virtual) address of the 4 KiB VMCS */
-    uint32_t pin, proc, proc2, exit, entry;  /* the controls as written */
+    uint32_t pin, proc, proc2, exit, entry;  /* the controls as computed */
+    uint32_t proc_now;                   /* the processor-based controls in the VMCS: proc, or proc with the interrupt window */
     bool in_use;
     uint32_t msr_count;                  /* slots in use: TSC_AUX only where the CPU has it */
     struct vmx_msr_entry guest_msrs[VMX_MSR_SLOTS] __attribute__((aligned(16)));

@@ -7,6 +7,7 @@
 #include "printk.h"
 #include "tsc.h"
 #include "vcpu_state.h"
+#include "vlapic.h"
 #include "vmx.h"
 
 /* The generated stub (arch/x86_64/vmx/entry.py): 0 after a VM exit, else the VMfail kind.
@@ -46,6 +47,11 @@ typedef uint32_t (*vmx_enter_fn)(struct guest_regs *regs, uint64_t resume, struc
 #define RFLAGS_RESERVED_CLEAR 0xffffffffffc08028ull   /* bits 3, 5, 15, 22-63 must be 0 */
 #define RFLAGS_FIXED1 (1ull << 1)
 #define RFLAGS_VM (1ull << 17)
+#define RFLAGS_IF (1ull << 9)
+/* Guest interruptibility state (24.4.2): blocking by STI, by MOV SS, by NMI. */
+#define BLOCK_STI (1u << 0)
+#define BLOCK_MOV_SS (1u << 1)
+#define BLOCK_NMI (1u << 3)
 
 /* VM-instruction error numbers (SDM vol. 3C, 31.4). */
 static const char *const instruction_errors[] = {
@@ -395,6 +401,9 @@ static void vmx_decode_exit(struct vcpu *v, struct exit_info *e)
     case VMX_EXIT_REASON_PREEMPTION_TIMER:
         e->kind = EXIT_PREEMPT;
         break;
+    case VMX_EXIT_REASON_INTERRUPT_WINDOW:
+        e->kind = EXIT_INTR_WINDOW;
+        break;
     case VMX_EXIT_REASON_EXTERNAL_INTERRUPT:
         /* A host interrupt (the LAPIC timer, a scheduler IPI), acknowledged
          * on exit: the host handles it here as if delivered, and it ends the
@@ -438,6 +447,23 @@ void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
     uint64_t ticks = deadline_tsc > now ? (deadline_tsc - now) >> vmx_caps.preempt_shift : 0;
     vmx_vmwrite(VMCS_PREEMPTION_TIMER_VALUE, ticks > PREEMPT_MAX ? PREEMPT_MAX : ticks);
 
+    /*
+     * The virtual APIC's interrupt or NMI when the guest can take it (IF
+     * set, no STI or MOV SS blocking; for an NMI no NMI blocking either,
+     * which an injected NMI sets until the guest's IRET). Otherwise the
+     * interrupt-window control exits as soon as it can; an NMI waits for the
+     * next exit.
+     */
+    uint32_t block = (uint32_t)vmx_vmread(VMCS_GUEST_INTERRUPTIBILITY);
+    bool open = (vmx_vmread(VMCS_GUEST_RFLAGS) & RFLAGS_IF) && !(block & (BLOCK_STI | BLOCK_MOV_SS));
+    bool window = vevent_interrupt(v, open, !(block & (BLOCK_STI | BLOCK_MOV_SS | BLOCK_NMI)));
+    uint32_t proc = x->proc;
+    if (window && (vmx_caps.proc >> 32) & VMX_PROC_INTR_WINDOW_EXITING)
+        proc |= VMX_PROC_INTR_WINDOW_EXITING;
+    if (proc != x->proc_now) {
+        vmx_vmwrite(VMCS_PROC_BASED_CONTROLS, proc);
+        x->proc_now = proc;
+    }
     vmx_inject_event(v);
     uint32_t rc = enter(&v->regs, v->launched, &v->fpu);
     if (rc != ENTER_EXITED) {

@@ -1,4 +1,4 @@
-/* The longmode guest's multiboot header, its 32-bit entry into IA-32e mode, the trip out of it and back, and the IDT stubs. */
+/* The longmode guest's multiboot header, its 32-bit entry into IA-32e mode, the trip out of it and back, and the IDT stubs (exceptions and interrupts). */
     .intel_syntax noprefix
 
     .set MB1_MAGIC, 0x1BADB002
@@ -155,7 +155,49 @@ isr_common:
 6:  hlt
     jmp 6b
 
+/*
+ * Interrupt stubs for the virq mode (virq.c): each saves the registers a C
+ * call may clobber, calls irq_handler(vector) and returns with IRETQ. The
+ * CPU aligned RSP to 16 before the 5-word frame; nine pushes realign it.
+ */
+    .macro irq vector
+irq_\vector:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    mov edi, \vector
+    call irq_handler
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    iretq
+    .endm
+
+    .irp v, 2,0x40,0x41,0x44,0xff
+    irq \v
+    .endr
+
     .section .rodata
+    .align 8
+    .global irq_table
+irq_table:
+    .irp v, 2,0x40,0x41,0x44,0xff
+    .quad \v, irq_\v
+    .endr
+    .quad 0, 0
+
     .align 8
     .global isr_table
 isr_table:
@@ -176,6 +218,7 @@ gdt_pointer:
 
     .section .bss
     .align 4096
+    .global pdpt
 pml4: .skip 4096
 pdpt: .skip 4096
 pd:   .skip 4096

@@ -1,13 +1,7 @@
 /* The longmode guest's 64-bit part: reports EFER.LMA and checks that the CPU it runs on behaves as the manuals say. */
-#include <stdint.h>
-
-#define COM1 0x3f8
-#define DEBUG_EXIT 0xf4
-#define VEC_GP 13
-#define NO_FAULT (-1)
+#include "kernel.h"
 
 #define MSR_TSC 0x10u
-#define MSR_APIC_BASE 0x1bu
 #define MSR_FEATURE_CONTROL 0x3au
 #define MSR_MTRRCAP 0xfeu
 #define MSR_MISC_ENABLE 0x1a0u
@@ -42,25 +36,23 @@ extern const uint64_t isr_table[32];
 uint64_t longmode_roundtrip(uint64_t *efer_lme_clear);
 
 static int failures, checks;
-static int amd;
+int amd;
+const char *check_prefix = "longmode";
 
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
-static inline uint8_t inb(uint16_t port) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
-
-static void putc(char c)
+void putc(char c)
 {
     while (!(inb(COM1 + 5) & 0x20))
         ;
     outb(COM1, (uint8_t)c);
 }
 
-static void puts(const char *s)
+void puts(const char *s)
 {
     while (*s)
         putc(*s++);
 }
 
-static void puthex(uint64_t v)
+void puthex(uint64_t v)
 {
     puts("0x");
     int started = 0;
@@ -73,7 +65,7 @@ static void puthex(uint64_t v)
     }
 }
 
-static void putdec(int64_t v)
+void putdec(int64_t v)
 {
     char buf[24];
     int n = 0;
@@ -89,13 +81,13 @@ static void putdec(int64_t v)
         putc(buf[--n]);
 }
 
-static void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
+void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
 {
     __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
 }
 
 /* Each probe arms recover_rip at the instruction's end, so a fault resumes there with its vector recorded. */
-static int rdmsr_probe(uint32_t msr, uint64_t *value)
+int rdmsr_probe(uint32_t msr, uint64_t *value)
 {
     uint32_t lo = 0, hi = 0;
     fault_vector = NO_FAULT;
@@ -106,7 +98,7 @@ static int rdmsr_probe(uint32_t msr, uint64_t *value)
     return fault_vector;
 }
 
-static int wrmsr_probe(uint32_t msr, uint64_t value)
+int wrmsr_probe(uint32_t msr, uint64_t value)
 {
     fault_vector = NO_FAULT;
     __asm__ volatile("lea 1f(%%rip), %%r11\n\tmov %%r11, recover_rip(%%rip)\n\twrmsr\n1:\n\tmovq $0, recover_rip(%%rip)"
@@ -114,7 +106,7 @@ static int wrmsr_probe(uint32_t msr, uint64_t value)
     return fault_vector;
 }
 
-static uint64_t rdmsr(uint32_t msr)
+uint64_t rdmsr(uint32_t msr)
 {
     uint64_t v = 0;
     rdmsr_probe(msr, &v);
@@ -153,12 +145,13 @@ static uint64_t xgetbv0(void)
     return (uint64_t)hi << 32 | lo;
 }
 
-static void check(const char *name, int ok, const char *detail, uint64_t value)
+void check(const char *name, int ok, const char *detail, uint64_t value)
 {
     checks++;
     if (!ok)
         failures++;
-    puts("longmode: check ");
+    puts(check_prefix);
+    puts(": check ");
     puts(name);
     puts(": ");
     puts(detail);
@@ -167,12 +160,13 @@ static void check(const char *name, int ok, const char *detail, uint64_t value)
 }
 
 /* The check that the probe raised `vector` (NO_FAULT: none). */
-static void expect(const char *name, int got, int want)
+void expect(const char *name, int got, int want)
 {
     checks++;
     if (got != want)
         failures++;
-    puts("longmode: check ");
+    puts(check_prefix);
+    puts(": check ");
     puts(name);
     puts(": vector=");
     putdec(got);
@@ -186,19 +180,22 @@ struct idt_gate {
     uint32_t offset_hi, reserved;
 } __attribute__((packed));
 
-static struct idt_gate idt[32] __attribute__((aligned(16)));
+static struct idt_gate idt[256] __attribute__((aligned(16)));
+
+void idt_set(unsigned vector, uint64_t h)
+{
+    idt[vector] = (struct idt_gate){ (uint16_t)h, 0x08, 0, 0x8e, (uint16_t)(h >> 16), (uint32_t)(h >> 32), 0 };
+}
 
 static void idt_install(void)
 {
-    for (int i = 0; i < 32; i++) {
-        uint64_t h = isr_table[i];
-        idt[i] = (struct idt_gate){ (uint16_t)h, 0x08, 0, 0x8e, (uint16_t)(h >> 16), (uint32_t)(h >> 32), 0 };
-    }
+    for (int i = 0; i < 32; i++)
+        idt_set(i, isr_table[i]);
     struct __attribute__((packed)) { uint16_t limit; uint64_t base; } idtr = { sizeof(idt) - 1, (uint64_t)idt };
     __asm__ volatile("lidt %0" : : "m"(idtr));
 }
 
-static __attribute__((noreturn)) void finish(int code)
+__attribute__((noreturn)) void finish(int code)
 {
     outb(DEBUG_EXIT, (uint8_t)code);
     for (;;)
@@ -215,7 +212,7 @@ void unexpected_fault(uint64_t vector, uint64_t rip)
     finish(99);
 }
 
-static int has_bit(uint32_t leaf, uint32_t sub, int reg, int bit)
+int has_bit(uint32_t leaf, uint32_t sub, int reg, int bit)
 {
     uint32_t r[4];
     cpuid(leaf, sub, r);
@@ -437,6 +434,17 @@ static __attribute__((noreturn)) void fpu_mode(int setter)
     finish(bad ? 1 : 0);
 }
 
+int checks_report(void)
+{
+    puts(check_prefix);
+    puts(": ");
+    putdec(checks - failures);
+    puts(" of ");
+    putdec(checks);
+    puts(" checks passed\n");
+    return failures ? 1 : 0;
+}
+
 void kmain(uint32_t magic, uint32_t info)
 {
     uint32_t r[4];
@@ -447,6 +455,8 @@ void kmain(uint32_t magic, uint32_t info)
         fpu_mode(1);
     if (cmdline_has(magic, info, "xcr0-probe"))
         fpu_mode(0);
+    if (cmdline_has(magic, info, "virq"))
+        virq_mode();
     uint64_t efer = 0;
     int vector = rdmsr_probe(MSR_EFER, &efer);
     puts("longmode: in 64-bit mode, EFER=");
@@ -457,10 +467,5 @@ void kmain(uint32_t magic, uint32_t info)
     check_crs();
     check_xcr0();
     check_roundtrip();
-    puts("longmode: ");
-    putdec(checks - failures);
-    puts(" of ");
-    putdec(checks);
-    puts(" checks passed\n");
-    finish(failures ? 1 : 0);
+    finish(checks_report());
 }
