@@ -1,0 +1,102 @@
+"""A stock Debian kernel in a partition, booted to its busybox shell through Taipan's virtual platform."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ps_json, wait_ps
+
+from toolchain import linux_images
+
+pytestmark = pytest.mark.boot
+
+ROOT = Path(__file__).resolve().parent.parent
+VENDORS = [pytest.param("amd", id="amd-qemu"),
+           pytest.param("intel", id="intel-bochs", marks=[pytest.mark.bochs, pytest.mark.slow])]
+# Wall time to the shell: about 50 s under QEMU TCG on this shared host.
+PATIENCE = {"amd": 400, "intel": 3600}
+SHELL = "/ # "
+CTRL_RBRACKET = "\x1d"
+# The exits a boot may cost, by kind (docs/linux.md): probing ports is answered
+# in C, and must not take the 100,000 exits an absent PIT would.
+IO_EXITS_MAX = 60000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def linux_images_fetched() -> None:
+    linux_images.build(ROOT / "build")
+
+
+def attach(console, vendor: str) -> None:
+    """`console linux`, at its shell prompt."""
+    # A person's typing pace: each byte is one receive interrupt for the guest's 8250 driver.
+    console.char_delay = max(console.char_delay, 0.05)
+    console.type("console linux\r")
+    console.expect(r"console linux: the line is the partition's now")
+    console.expect(re.escape(SHELL), timeout=PATIENCE[vendor])
+
+
+def shell(console, line: str, vendor: str, timeout: float | None = None) -> str:
+    """One command typed at the guest's shell; what it printed before the next prompt."""
+    console.type(line + "\r")
+    console.expect(re.escape(line) + r"\r*\n", timeout=timeout or PATIENCE[vendor])
+    console.expect(re.escape(SHELL), timeout=timeout or PATIENCE[vendor])
+    return console.child.before.replace("\r", "")
+
+
+def local_timer(text: str) -> int:
+    match = re.search(r"^\s*LOC:\s+(\d+)", text, re.MULTILINE)
+    assert match, text
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_debian_kernel_reaches_its_shell_keeps_time_and_powers_off(boot_config, vendor):
+    started = time.monotonic()
+    console = boot_config(vendor, "linux", memory_mb=512)
+    attach(console, vendor)
+    print(f"{vendor}: shell after {time.monotonic() - started:.0f} s")
+    console.type("\r")
+    console.expect(re.escape(SHELL))
+    assert linux_images.KERNEL_ABI in shell(console, "uname -r", vendor)
+
+    begin = time.monotonic()
+    shell(console, "sleep 1", vendor)
+    assert 0.5 <= time.monotonic() - begin <= 2 + (0 if vendor == "amd" else 30)
+
+    first = local_timer(shell(console, "cat /proc/interrupts", vendor))
+    second = local_timer(shell(console, "cat /proc/interrupts", vendor))
+    assert second > first
+
+    dmesg = shell(console, "dmesg", vendor)
+    assert re.search(r"tsc: Detected [\d.]+ MHz processor", dmesg), dmesg
+    assert "APIC timer disabled" not in dmesg and "calibration failed" not in dmesg.lower()
+
+    console.type("poweroff -f\r")
+    console.type(CTRL_RBRACKET)
+    console.expect("back at taipan>")
+    console.wait_prompt()
+    parts = wait_ps(console, lambda p: p["linux"]["state"] == "exited", PATIENCE[vendor] / 4,
+                    "linux to power off")
+    assert parts["linux"]["exit_code"] == 0 and "power off" in parts["linux"]["reason"], parts
+    assert parts["hello"]["state"] == "running"
+    before = parts["hello"]["console_bytes"]
+    wait_ps(console, lambda p: p["hello"]["console_bytes"] > before, 60, "hello to go on printing")
+    io = parts["linux"]["exits"].get("io", 0)
+    print(f"{vendor}: exits during the boot and session: {parts['linux']['exits']}")
+    assert io < IO_EXITS_MAX, parts["linux"]["exits"]
+
+
+def test_guest_reboot_restarts_the_partition_by_its_policy(boot_config):
+    console = boot_config("amd", "linux", memory_mb=512)
+    attach(console, "amd")
+    console.type("reboot -f\r")
+    console.type(CTRL_RBRACKET)
+    console.expect("back at taipan>")
+    console.wait_prompt()
+    wait_ps(console, lambda p: p["linux"]["starts"] >= 2, 120, "linux to start again")
+    assert "reset itself" in console.command("events")
+    attach(console, "amd")
+    assert ps_json(console)["linux"]["state"] == "running"
