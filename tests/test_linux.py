@@ -72,7 +72,13 @@ def test_debian_kernel_reaches_its_shell_keeps_time_and_powers_off(boot_config, 
 
     dmesg = shell(console, "dmesg", vendor)
     assert re.search(r"tsc: Detected [\d.]+ MHz processor", dmesg), dmesg
-    assert "APIC timer disabled" not in dmesg and "calibration failed" not in dmesg.lower()
+    assert "APIC timer disabled" not in dmesg
+    # Linux's quick PIT calibration cannot meet its 500 ppm bound when each PIT
+    # read is a VM exit, and says so; the rate then comes from tsc_early_khz,
+    # which the hypervisor filled in (docs/linux.md). Any other failure counts.
+    failed = [line for line in dmesg.splitlines() if "calibration failed" in line.lower()
+              and "Fast TSC calibration failed" not in line]
+    assert not failed, failed
 
     console.type("poweroff -f\r")
     console.type(CTRL_RBRACKET)

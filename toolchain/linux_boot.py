@@ -11,9 +11,27 @@ from elftools.elf.elffile import ELFFile
 
 from toolchain import acpi_tables
 from toolchain.guest_image import (
-    CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, GDT_CODE32,
-    GDT_CODE64, GDT_DATA, HIGH_MEMORY, LOW_MEMORY_END, MODE_LONG64, MODE_PROT32, PAGE,
-    RAW_GDT, BootState, Chunk, identity_map,
+    CR0_ET,
+    CR0_MP,
+    CR0_NE,
+    CR0_PE,
+    CR0_PG,
+    CR0_WP,
+    CR4_PAE,
+    EFER_LMA,
+    EFER_LME,
+    GDT_CODE32,
+    GDT_CODE64,
+    GDT_DATA,
+    HIGH_MEMORY,
+    LOW_MEMORY_END,
+    MODE_LONG64,
+    MODE_PROT32,
+    PAGE,
+    RAW_GDT,
+    BootState,
+    Chunk,
+    identity_map,
 )
 
 # The x86 boot protocol (Documentation/arch/x86/boot.rst). Offsets in the
