@@ -9,6 +9,7 @@
 #include "port.h"
 #include "printk.h"
 #include "tsc.h"
+#include "uart16550.h"
 
 #define SCHED_STACK_PAGES 16    /* 64 KiB: the scheduler, the exit path, printk */
 /* The timer fires a little early at times (it counts bus clocks, the
@@ -24,6 +25,11 @@ static volatile bool active;
 static bool yielded, preemptible;
 static uint64_t deadline;
 static volatile bool notice;
+/* What management waits for when it gives its window back: its next window
+ * (wake_tsc 0), a time, and perhaps a key. Until then CPU 0's scheduler
+ * looks at the UART itself, so an idle console costs no Python at all. */
+static uint64_t wake_tsc;
+static bool wake_on_key;
 /* A yield is a call, after which the ABI promises x87 control and MXCSR
  * unchanged; guests run in between, so the whole FPU state is kept here. */
 static uint8_t fpu_state[512] __attribute__((aligned(16)));
@@ -59,6 +65,8 @@ bool mgmt_run(uint64_t deadline_tsc, bool may_preempt)
     deadline = deadline_tsc;
     preemptible = may_preempt;
     yielded = false;
+    wake_tsc = 0;
+    wake_on_key = false;
     if (may_preempt) {
         uint64_t now = tsc_read();
         apic_timer_arm(deadline_tsc > now ? deadline_tsc - now : 1);
@@ -74,10 +82,17 @@ bool mgmt_run(uint64_t deadline_tsc, bool may_preempt)
 
 void mgmt_yield(void)
 {
+    mgmt_wait(0, false);
+}
+
+void mgmt_wait(uint64_t until_tsc, bool key)
+{
     uint64_t flags;
     __asm__ volatile("pushfq; pop %0; cli" : "=r"(flags) : : "memory");
     __asm__ volatile("fxsave64 %0" : "=m"(fpu_state));
     yielded = true;
+    wake_tsc = until_tsc;
+    wake_on_key = key;
     active = false;
     ctx_switch(&mgmt_rsp, sched_rsp);
     __asm__ volatile("fxrstor64 %0" : : "m"(fpu_state));
@@ -108,6 +123,16 @@ void mgmt_notify(void)
     struct cpu *c0 = cpu_get(0);
     if (cpu_current() != c0)
         sched_kick(c0);
+}
+
+bool mgmt_ready(void)
+{
+    return notice || tsc_read() >= wake_tsc || (wake_on_key && uart_rx_ready());
+}
+
+uint64_t mgmt_wake_tsc(void)
+{
+    return wake_tsc;
 }
 
 bool mgmt_take_notice(void)

@@ -15,6 +15,13 @@ bool mgmt_run(uint64_t deadline_tsc, bool preemptible);
 /* MicroPython side: give the rest of this window back (the console waits
  * for a key, or sleep_ms). Returns when management runs again. */
 void mgmt_yield(void);
+/* The same, but management need not run again before until_tsc, unless mail
+ * arrives or (key) a byte waits in the console's UART. */
+void mgmt_wait(uint64_t until_tsc, bool key);
+/* Scheduler side: whether management has something to do now, and the time
+ * it asked to be woken at (0: its next window). */
+bool mgmt_ready(void);
+uint64_t mgmt_wake_tsc(void);
 
 /* From an interrupt on CPU 0: if management is running and its window is
  * over, switch to the scheduler (the interrupt returns when it resumes). */

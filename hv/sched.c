@@ -97,6 +97,16 @@ static void sched_idle(struct cpu *c, uint64_t until)
     c->sched.idle_tsc += tsc_read() - now;
 }
 
+/* Nothing to run now: halt a poll period, or until management's wake-up
+ * time on CPU 0 when that comes first. */
+static void sched_idle_poll(struct cpu *c)
+{
+    uint64_t until = tsc_read() + us_to_tsc(IDLE_POLL_US);
+    if (c->index == 0 && mgmt_wake_tsc() < until)
+        until = mgmt_wake_tsc();
+    sched_idle(c, until);
+}
+
 static struct partition *ready_partition(struct cpu *c, int index)
 {
     struct partition *p = partition_get(index);
@@ -145,6 +155,30 @@ static bool run_partition(struct cpu *c, int index, uint64_t end)
     }
 }
 
+/* Management's window until `end`: it runs when it has something to do (a
+ * key, mail, its wake-up time). In its own time-triggered window (strict) it
+ * is woken there as soon as it has; elsewhere the window ends when it
+ * yields. Returns whether it wanted more time (was preempted). */
+static bool run_management(struct cpu *c, uint64_t end, bool preemptible, bool strict)
+{
+    for (;;) {
+        if (mgmt_ready()) {
+            c->sched.running = SCHED_MGMT;
+            bool yielded = mgmt_run(end, preemptible);
+            c->sched.running = SCHED_NOBODY;
+            if (!yielded)
+                return true;
+        }
+        uint64_t now = tsc_read();
+        if (!strict || now >= end)
+            return false;
+        uint64_t until = now + us_to_tsc(IDLE_POLL_US);
+        if (mgmt_wake_tsc() < until)
+            until = mgmt_wake_tsc();
+        sched_idle(c, until < end ? until : end);
+    }
+}
+
 /* Run one window's owner until `end`; the window's statistics follow. */
 static void run_window(struct cpu *c, uint32_t w, uint64_t end, bool strict)
 {
@@ -157,12 +191,9 @@ static void run_window(struct cpu *c, uint32_t w, uint64_t end, bool strict)
     if (win->owner == SCHED_MGMT) {
         /* Management is preemptible only where something else may run. */
         bool others = s->plan.count > 1 || s->plan.kind == SCHED_CYCLIC;
-        c->sched.running = SCHED_MGMT;
-        wanted = !mgmt_run(end, others);
-        s->mgmt_idle = !wanted;
+        wanted = run_management(c, end, others, strict);
     } else {
         wanted = run_partition(c, win->owner, end);
-        s->mgmt_idle = false;
     }
     uint64_t now = tsc_read();
     st->run_tsc += now - start;
@@ -237,13 +268,8 @@ static void step_round_robin(struct cpu *c)
     for (uint32_t step = 0; step < n; step++) {
         uint32_t w = (s->cur + step) % n;
         const struct sched_window *win = &s->plan.w[w];
-        if (win->owner != SCHED_MGMT && !ready_partition(c, win->owner))
+        if (win->owner == SCHED_MGMT ? !mgmt_ready() : !ready_partition(c, win->owner))
             continue;
-        /* Management said it had nothing to do, and nothing ran since: halt
-         * a poll period first rather than spin between the two (it polls
-         * the console's UART when it runs). */
-        if (win->owner == SCHED_MGMT && s->mgmt_idle && !mgmt_noticed())
-            sched_idle(c, tsc_read() + us_to_tsc(IDLE_POLL_US));
         s->cur = w + 1;
         uint64_t us = win->us;
         if (c->index == 0 && win->owner != SCHED_MGMT && port_typing() && us > TYPING_WINDOW_US)
@@ -251,7 +277,7 @@ static void step_round_robin(struct cpu *c)
         run_window(c, w, tsc_read() + us_to_tsc(us), false);
         return;
     }
-    sched_idle(c, tsc_read() + us_to_tsc(IDLE_POLL_US));
+    sched_idle_poll(c);
 }
 
 _Noreturn void sched_run(struct cpu *c)

@@ -52,7 +52,6 @@ struct cpu_sched {
     uint64_t adopted_tsc;        /* when the plan in force was taken: its statistics start there */
     uint64_t idle_tsc;           /* halted with nothing to run */
     volatile int32_t running;    /* owner now on this CPU, SCHED_MGMT, or SCHED_NOBODY */
-    bool mgmt_idle;              /* management's last window ended by its yield, and nothing ran since */
 };
 #define SCHED_NOBODY (-2)
 

@@ -50,6 +50,13 @@ int uart_poll(void)
     return inb(COM1 + UART_DATA);
 }
 
+bool uart_rx_ready(void)
+{
+    /* An absent port reads all ones: nothing will ever arrive there. */
+    uint8_t lsr = inb(COM1 + UART_LSR);
+    return lsr != 0xff && (lsr & LSR_DATA_READY);
+}
+
 int uart_getc(void)
 {
     int c;

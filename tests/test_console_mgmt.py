@@ -27,13 +27,15 @@ def wait_json(console, predicate, vendor: str, what: str) -> dict[str, dict]:
     return wait_ps(console, predicate, PATIENCE[vendor], what)
 
 
-def attach(console, name: str, seconds: float, vendor: str, escape: str = CTRL_RBRACKET) -> tuple[str, str]:
-    """`console NAME` for a while, then the escape: (what the partition wrote, the note on return)."""
+def attach(console, name: str, lines: int, vendor: str, escape: str = CTRL_RBRACKET) -> tuple[str, str]:
+    """`console NAME` until it printed 1 + `lines` lines, then the escape: (what the partition
+    wrote, the note on return). Counted in lines, not seconds: Bochs's time is its own."""
     console.type(f"console {name}\r")
     console.expect(rf"console {name}: the line is the partition's now; \S+ returns to the shell\r*\n")
-    console.expect(rf"hello from {name} \d+\r*\n", timeout=PATIENCE[vendor])
-    seen = console.child.before + console.child.after
-    time.sleep(seconds)
+    seen = ""
+    for _ in range(1 + lines):
+        console.expect(rf"hello from {name} \d+\r*\n", timeout=PATIENCE[vendor])
+        seen += console.child.before + console.child.after
     console.type(escape)
     console.expect(r"\nback at taipan>: [^\n]*\n")
     seen += console.child.before
@@ -49,7 +51,7 @@ def counters(text: str, name: str) -> list[int]:
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_background_console_is_intact_after_detach_and_reattach(boot_config, vendor):
     console = boot_config(vendor, "demo")
-    first, note = attach(console, "hello2", 1, vendor)
+    first, note = attach(console, "hello2", 5, vendor)
     assert re.fullmatch(r"back at taipan>: [12] partitions? wrote \d+ bytes while attached \(0 dropped\)", note), note
     # hello2 goes on writing into its ring while the shell has the line.
     before = ps_json(console)["hello2"]["console_bytes"]

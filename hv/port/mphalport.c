@@ -121,8 +121,8 @@ int mp_hal_stdin_rx_chr(void)
         if (c >= 0) {
             return c;
         }
-        // Nothing typed, nothing posted: the rest of the window is CPU 0's partitions'.
-        mgmt_yield();
+        // Nothing typed, nothing posted: CPU 0 is its partitions' until a key or mail comes.
+        mgmt_wait(UINT64_MAX, true);
     }
 }
 
@@ -178,13 +178,11 @@ mp_uint_t mp_hal_ticks_ms(void)
 /*
  * The promise: returns once the TSC has reached deadline_tsc, or sooner when a
  * keyboard interrupt is pending (the caller raises it); never raises itself.
- * CPU 0's partitions run meanwhile: each pass gives the rest of management's
- * window back (mgmt_yield) and returns at management's next window, so a
- * wait may end up to one round of CPU 0's other windows late. The mailbox is
- * answered between windows, as when the console waits for a key. The last
- * WAIT_SPIN_US spin: one more round would overshoot a short sleep by far more
- * than the sleep itself. A scheduler that wakes management at a deadline
- * would make every wait exact; it will replace this body, not its promise.
+ * CPU 0's partitions run meanwhile: management gives its window back until
+ * the deadline (mgmt_wait), a key or mail, and runs again at its first window
+ * after that, so a wait may end up to one slice of CPU 0's partitions late.
+ * The mailbox is answered on the way, as when the console waits for a key.
+ * The last WAIT_SPIN_US spin, since waking takes a window of its own.
  */
 void port_wait_until(uint64_t deadline_tsc)
 {
@@ -204,7 +202,7 @@ void port_wait_until(uint64_t deadline_tsc)
             mp_sched_keyboard_interrupt();  // the hook consumed Ctrl-C: pend it again for the sleeper
             return;
         }
-        mgmt_yield();
+        mgmt_wait(spin_from, true);
     }
 }
 
