@@ -1,4 +1,4 @@
-"""The `bench` guest: one multiboot kernel that times a CPUID or compute loop with RDTSC, under Taipan or bare."""
+"""The `bench` guest: one multiboot kernel that times a CPUID, compute or APIC timer interrupt loop with RDTSC, under Taipan or bare."""
 
 from __future__ import annotations
 
@@ -32,14 +32,21 @@ CODE_AT = MB2_AT + MB2_BYTES
 IMAGE_SPAN = 0x10000        # code and strings, then a zeroed stack (the segment's bss)
 STACK_BYTES = 0x2000
 
-MODES = ("cpuid", "compute")
+MODES = ("cpuid", "compute", "timer")
 COUNT_MAX = 0xFFFFFFFF      # the loop counter is one 32-bit register
 DEFAULT_COUNT = {
     "cpuid": 100_000,
     # About 2 s of a register-only loop under QEMU TCG on these machines
     # (scripts/bench prints what it really took).
     "compute": 2_000_000_000,
+    "timer": 20_000,
 }
+
+# The timer loop: the xAPIC at its RESET address, one-shot on vector 0x40 with
+# a count of 1 (divide by 1), so the interrupt is due as soon as it is armed.
+APIC = 0xFEE00000
+APIC_EOI, APIC_SVR, APIC_LVT_TIMER, APIC_TIMER_INITIAL, APIC_TIMER_DIVIDE = 0xB0, 0xF0, 0x320, 0x380, 0x3E0
+TIMER_VECTOR = 0x40
 
 # "TaipanTaipan" in EBX, ECX, EDX of CPUID leaf 0x40000000 (docs/hypercalls.md).
 HV_LEAF = 0x40000000
@@ -56,7 +63,45 @@ PIT_SPINS = 0x4000000       # give up (rate 0, "unknown") if OUT2 never rises
 
 
 
+def _timer_setup() -> str:
+    """An IDT with one 32-bit interrupt gate (vector 0x40) in the zeroed span below the stack, and the APIC enabled."""
+    idt = LOAD_ADDR + IMAGE_SPAN - STACK_BYTES - 8 * (TIMER_VECTOR + 1) - 8
+    gate = idt + 8 * TIMER_VECTOR
+    return f"""    mov eax, bench_timer_irq
+    mov word ptr [{gate:#x}], ax
+    shr eax, 16
+    mov word ptr [{gate + 6:#x}], ax
+    mov ax, cs
+    mov word ptr [{gate + 2:#x}], ax
+    mov word ptr [{gate + 4:#x}], 0x8e00
+    mov word ptr [{idt - 6:#x}], {8 * (TIMER_VECTOR + 1) - 1}
+    mov dword ptr [{idt - 4:#x}], {idt:#x}
+    lidt [{idt - 6:#x}]
+    # Bare, the 8259s would deliver the BIOS's PIT ticks through vectors this IDT has not: masked.
+    cmp edi, bench_via_pit
+    jne .Lbench_timer_pic_done
+    mov al, 0xff
+    out 0x21, al
+    out 0xa1, al
+.Lbench_timer_pic_done:
+    mov dword ptr [{APIC + APIC_SVR:#x}], 0x1ff
+    mov dword ptr [{APIC + APIC_TIMER_DIVIDE:#x}], 0xb
+    mov dword ptr [{APIC + APIC_LVT_TIMER:#x}], {TIMER_VECTOR:#x}
+"""
+
+
 def _loop(mode: str) -> str:
+    if mode == "timer":
+        # Arm, wait in HLT (STI's shadow covers it), and the handler counts
+        # down ESI and sends the EOI: one interrupt delivered per iteration.
+        return f""".Lbench_loop:
+    mov dword ptr [{APIC + APIC_TIMER_INITIAL:#x}], 1
+    sti
+    hlt
+    cli
+    test esi, esi
+    jnz .Lbench_loop
+"""
     if mode == "cpuid":
         # Leaf 0 passes through Taipan to the host CPU: the exit's cost, not
         # the leaf's, is what the loop measures.
@@ -100,7 +145,7 @@ bench_start:
 .Lbench_rate_known:
     push eax
     push edi
-    rdtsc
+{_timer_setup() if mode == "timer" else ""}    rdtsc
     push edx
     push eax
     mov esi, {count}
@@ -125,6 +170,10 @@ bench_start:
     xor eax, eax
     out {DEBUG_EXIT_PORT:#x}, al
 {halt_forever("bench_halt")}
+bench_timer_irq:
+    dec esi
+    mov dword ptr [{APIC + APIC_EOI:#x}], 0
+    iretd
 taipan_tsc_khz:
     # Hypercall 3 (tsc_khz); VMCALL is Intel's, VMMCALL AMD's (CPUID leaf 0).
     push ebx

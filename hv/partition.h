@@ -51,6 +51,7 @@ struct partition {
     /* A message the mailbox had no room for, posted again at the next window. */
     int mail_owed;                       /* enum mailbox_event + 1, or 0 */
     uint64_t halts;                      /* windows it ended by HLT */
+    uint64_t interrupts;                 /* external interrupts its virtual APIC delivered */
     uint64_t wake_tsc;                   /* halted: not entered again before this TSC or an interrupt (UINT64_MAX: only an interrupt) */
     struct vuart_state {                 /* the virtual 16550's registers the guest can read back */
         uint8_t ier, lcr, mcr, scr, dll, dlm;

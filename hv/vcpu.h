@@ -34,6 +34,7 @@ enum exit_kind {
     EXIT_CR_WRITE,      /* MOV to CR0/CR4 or LMSW the backend intercepts (VMX): cr, cr_value, insn_len set */
     EXIT_XSETBV,        /* XSETBV: index in regs.rcx, value in regs.rdx:regs.rax; insn_len set */
     EXIT_INTR_WINDOW,   /* the guest can take the interrupt it could not before (VMX window / SVM VINTR) */
+    EXIT_CR_READ,       /* MOV from CR8 (VMX): cr, cr_gpr (the destination's x86 number), insn_len set */
     EXIT_KIND_COUNT
 };
 
@@ -51,6 +52,7 @@ struct exit_info {
     uint32_t msr;
     /* EXIT_CR_WRITE: which control register and the value the guest writes to it */
     uint8_t cr;
+    uint8_t cr_gpr;
     uint64_t cr_value;
     /* EXIT_PAGE_FAULT */
     uint64_t gpa;
@@ -96,6 +98,7 @@ enum vcpu_reg {
     VREG_PAT, VREG_TSC_OFFSET, VREG_TSC_AUX,
     VREG_CPL,                 /* read only: the guest's current privilege level */
     VREG_RFLAGS,              /* read only: IF decides whether an interrupt is taken at HLT */
+    VREG_RSP,                 /* the one general register the VMCS/VMCB holds */
     VREG_COUNT
 };
 
@@ -134,7 +137,6 @@ struct vlapic {
     uint64_t deadline;        /* host TSC of the timer's next interrupt, 0 when it is not armed */
     uint64_t tsc_deadline;    /* IA32_TSC_DEADLINE as the guest wrote it (its own TSC), 0 when disarmed */
     bool nmi_pending;
-    uint64_t delivered;       /* interrupts injected, for ps */
 };
 
 struct vcpu {

@@ -33,6 +33,7 @@ static const char *const exit_names[EXIT_KIND_COUNT] = {
     [EXIT_PAGE_FAULT] = "page_fault", [EXIT_TRIPLE_FAULT] = "triple_fault",
     [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
     [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv", [EXIT_INTR_WINDOW] = "intr_window",
+    [EXIT_CR_READ] = "cr_read",
 };
 
 const char *partition_exit_name(enum exit_kind kind)
@@ -301,6 +302,7 @@ enum run_event partition_run_slice(struct partition *p, uint64_t slice_tsc)
         case EXIT_MSR_READ:
         case EXIT_MSR_WRITE:
         case EXIT_CR_WRITE:
+        case EXIT_CR_READ:
         case EXIT_XSETBV:
             /* The virtual CPU's own state (hv/vcpu_state.c): emulated, or #GP injected. */
             if (!vcpu_state_exit(&p->vcpu, e)) {

@@ -2,6 +2,14 @@
 #include "partition.h"
 #include "vcpu_state.h"
 
+uint64_t *vcpu_gpr(struct vcpu *v, unsigned n)
+{
+    struct guest_regs *r = &v->regs;
+    uint64_t *const map[16] = { &r->rax, &r->rcx, &r->rdx, &r->rbx, NULL, &r->rbp, &r->rsi, &r->rdi,
+                                &r->r8, &r->r9, &r->r10, &r->r11, &r->r12, &r->r13, &r->r14, &r->r15 };
+    return map[n & 15];
+}
+
 bool vcpu_state_exit(struct vcpu *v, const struct exit_info *e)
 {
     const struct vcpu_ops *ops = partition_backend();
@@ -23,6 +31,16 @@ bool vcpu_state_exit(struct vcpu *v, const struct exit_info *e)
     case EXIT_CR_WRITE:
         ok = vcr_write(v, e->cr, e->cr_value);
         break;
+    case EXIT_CR_READ: {
+        uint64_t value = vcr_read(v, e->cr);
+        uint64_t *reg = vcpu_gpr(v, e->cr_gpr);
+        if (reg)
+            *reg = value;
+        else
+            ops->reg_set(v, VREG_RSP, value);
+        ok = true;
+        break;
+    }
     case EXIT_XSETBV:
         ok = vcr_xsetbv(v, (uint32_t)r->rcx, (r->rdx << 32) | (uint32_t)r->rax);
         break;

@@ -37,6 +37,8 @@ bool vmsr_write(struct vcpu *v, uint32_t msr, uint64_t value);
 /* hv/vcr.c: MOV to CR0/CR3/CR4 and XSETBV as the manuals define them; false: #GP. */
 bool vcr_write(struct vcpu *v, unsigned cr, uint64_t value);
 bool vcr_xsetbv(struct vcpu *v, uint32_t index, uint64_t value);
+/* MOV from a CR that exits: CR8, the virtual APIC's TPR[7:4]. */
+uint64_t vcr_read(const struct vcpu *v, unsigned cr);
 /* CR4 bits the partition's CPUID offers (VMXE and SMXE never). */
 uint64_t vcr_cr4_supported(void);
 
@@ -51,6 +53,10 @@ void vcpuid_emulate(struct vcpu *v);
 /* The host's CPUID with Taipan's static filtering, for checks against what the guest is offered. */
 void vcpuid_query(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d);
 bool vcpuid_vendor_amd(void);
+
+/* A general register by its x86 number (0 RAX, 1 RCX, 2 RDX, 3 RBX, 5 RBP, ... 15 R15); NULL for 4,
+ * RSP, which the backend holds (VREG_RSP). */
+uint64_t *vcpu_gpr(struct vcpu *v, unsigned n);
 
 /* The exits this file set handles, for hv/vcpu_run.c's switch: emulate the
  * instruction and step past it, or inject #GP. False: the guest triple-faulted. */

@@ -51,6 +51,11 @@ void vcpuid_query(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_
         /* The local APIC is all virtual (hv/vlapic.c): x2APIC and the
          * TSC-deadline timer whatever the host has. */
         *c |= LEAF1_ECX_X2APIC | LEAF1_ECX_TSC_DEADLINE;
+    } else if (leaf == 0xb || leaf == 0x1f) {
+        /* The topology leaves name the x2APIC ID in EDX: the vCPU's (0), not the host CPU's. */
+        *d = 0;
+    } else if (leaf == 0x8000001eu) {
+        *a = 0;   /* AMD's extended APIC ID, likewise */
     } else if (leaf == 0xd) {
         uint64_t allowed = vfpu_xcr0_allowed();
         if (sub == 0) {

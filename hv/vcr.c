@@ -146,9 +146,20 @@ bool vcr_write(struct vcpu *v, unsigned cr, uint64_t value)
         return true;
     case 4:
         return vcr_cr4(v, ops, value);
+    case 8:
+        /* CR8 is TPR[7:4] (SDM vol. 3A, 11.8.6); bits 63:4 are reserved. */
+        if (value >> 4)
+            return false;
+        v->lapic.tpr = (uint32_t)value << 4;
+        return true;
     default:
         return false;
     }
+}
+
+uint64_t vcr_read(const struct vcpu *v, unsigned cr)
+{
+    return cr == 8 ? (v->lapic.tpr >> 4) & 0xf : 0;
 }
 
 bool vcr_xsetbv(struct vcpu *v, uint32_t index, uint64_t value)

@@ -1,4 +1,5 @@
 /* Exception injection, vendor-neutral: the event queued for the next VM entry and the CPU's rules for folding two. */
+#include "partition.h"
 #include "vcpu_state.h"
 #include "vlapic.h"
 
@@ -30,7 +31,7 @@ bool vevent_exception(struct vcpu *v, uint8_t vector, bool has_error, uint32_t e
     if (q->valid && q->type == VEVENT_EXT_INTR) {
         v->lapic.isr[q->vector / 32] &= ~(1u << (q->vector % 32));
         vlapic_accept(v, q->vector, v->lapic.tmr[q->vector / 32] & (1u << (q->vector % 32)));
-        v->lapic.delivered--;
+        v->part->interrupts--;
     } else if (q->valid && q->type == VEVENT_NMI) {
         v->lapic.nmi_pending = true;
     }

@@ -235,7 +235,7 @@ void vlapic_ack(struct vcpu *v, uint8_t vector)
 {
     bit_clear(v->lapic.irr, vector);
     bit_set(v->lapic.isr, vector);
-    v->lapic.delivered++;
+    v->part->interrupts++;
 }
 
 static void vlapic_eoi(struct vcpu *v)

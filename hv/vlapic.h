@@ -59,5 +59,11 @@ bool vmmio_emulate(struct vcpu *v, const struct exit_info *e);
  * no NMI blocking either). True when one still waits: the backend asks for
  * an exit at the guest's next interrupt window. */
 bool vevent_interrupt(struct vcpu *v, bool open, bool nmi_open);
+/* Whether the APIC has an interrupt or NMI for the guest at all: when not,
+ * the backend skips reading the guest's interruptibility (the common exit). */
+static inline bool vevent_interrupt_waiting(const struct vcpu *v)
+{
+    return v->lapic.nmi_pending || vlapic_pending(v) >= 0;
+}
 /* Whether HLT would be woken at once: an interrupt the guest takes (IF set) or an NMI. */
 bool vevent_wakes_hlt(struct vcpu *v, bool interrupts_on);

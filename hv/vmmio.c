@@ -110,15 +110,6 @@ static bool mmio_decode(const uint8_t *b, uint32_t got, bool long64, struct mmio
     return true;
 }
 
-/* The guest register by its x86 number, in struct guest_regs' order; RSP (4) is the backend's, never an MMIO operand here. */
-static uint64_t *gpr(struct vcpu *v, unsigned n)
-{
-    struct guest_regs *r = &v->regs;
-    uint64_t *const map[16] = { &r->rax, &r->rcx, &r->rdx, &r->rbx, NULL, &r->rbp, &r->rsi, &r->rdi,
-                                &r->r8, &r->r9, &r->r10, &r->r11, &r->r12, &r->r13, &r->r14, &r->r15 };
-    return map[n & 15];
-}
-
 bool vmmio_emulate(struct vcpu *v, const struct exit_info *e)
 {
     const struct vcpu_ops *ops = partition_backend();
@@ -132,7 +123,7 @@ bool vmmio_emulate(struct vcpu *v, const struct exit_info *e)
     /* Byte registers 4-7 are AH..BH or SPL..DIL depending on REX: not decoded. */
     if (d.size == 1 && d.reg >= 4 && d.reg < 8)
         return false;
-    uint64_t *reg = d.has_imm ? NULL : gpr(v, d.reg);
+    uint64_t *reg = d.has_imm ? NULL : vcpu_gpr(v, d.reg);
     if (!d.has_imm && !reg)
         return false;
     uint32_t value = d.write ? (d.has_imm ? d.imm : (uint32_t)*reg) : 0;

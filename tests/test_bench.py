@@ -68,6 +68,10 @@ def test_bench_json_reports_partition_exit_costs_and_compute_ratio(doc: dict) ->
         assert qemu[key] > 0 and len(qemu["samples"][key]) == 1
     assert qemu["floor_ratio"] == pytest.approx(qemu["fast_exit_cycles"] / qemu["floor_exit_cycles"])
     assert qemu["floor_exits"] == qemu["cpuid_count"] + 1
+    # One timer interrupt delivered per iteration, under Taipan and bare.
+    for key in ("timer_irq_us", "bare_timer_us", "timer_ratio"):
+        assert qemu[key] > 0 and len(qemu["samples"][key]) == 1
+    assert qemu["timer_ratio"] == pytest.approx(qemu["timer_irq_us"] / qemu["fast_exit_us"])
 
 
 FLOOR_VENDORS = [pytest.param("qemu", id="amd-qemu", marks=pytest.mark.boot),

@@ -1,4 +1,4 @@
-"""The benchmark behind `scripts/bench`: image size by part, MicroPython heap after boot, boot time against a trivial kernel, and partitions' exit and compute costs (CPUID against a minimal hypervisor's)."""
+"""The benchmark behind `scripts/bench`: image size by part, MicroPython heap after boot, boot time against a trivial kernel, and partitions' exit, timer-interrupt and compute costs (CPUID against a minimal hypervisor's)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,11 @@ class PartitionCosts:
     floor_exit_cycles: float = 0.0   # and the floor's (one TSC, so no rate's noise in the ratio)
     floor_ratio: float = 0.0         # fast / floor per round, then the median; goal <= 1.2
     floor_exits: int = 0             # CPUID exits the floor counted
+    # One APIC timer interrupt delivered into the guest (arm, HLT, handler, EOI).
+    timer_count: int = 0
+    timer_irq_us: float = 0.0        # under Taipan
+    bare_timer_us: float = 0.0       # the same kernel run bare (the emulator's own APIC)
+    timer_ratio: float = 0.0         # timer interrupt / fast-path CPUID exit, under Taipan
     samples: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -211,6 +216,9 @@ BENCH_LINE = rb"bench (\w+) count=(\d+) cycles=(\d+) tsc_khz=(\d+) tsc=(\w+)\r*\
 # it gets a shorter loop (4 instructions an iteration: 4 s of emulated time).
 COUNTS = {"qemu": (100_000, bench_guest.DEFAULT_COUNT["compute"]), "bochs": (100_000, 100_000_000)}
 SMALL_COUNTS = {"qemu": (2_000, 20_000_000), "bochs": (2_000, 2_000_000)}
+# Timer interrupts a run (normal, --small): each is an MMIO write to arm the
+# timer, a HLT and an EOI under Taipan, three exits and one injection.
+TIMER_COUNTS = {"qemu": (20_000, 500), "bochs": (5_000, 200)}
 # The up-call loop is shorter: since up-calls became messages to CPU 0's
 # management window, one costs milliseconds (about 4.5 ms under QEMU TCG),
 # so 100,000 of them would take the better part of ten minutes a run.
@@ -359,20 +367,23 @@ def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
     """Fast-path and upcall CPUID exits, and compute under Taipan against bare, on one emulator."""
     cpuid_count, compute_count = (SMALL_COUNTS if small else COUNTS)[emulator]
     upcall_count = min(cpuid_count, UPCALL_COUNTS[emulator])
+    timer_count = TIMER_COUNTS[emulator][1 if small else 0]
     work.mkdir(parents=True, exist_ok=True)
     progress(f"{emulator}: building the bench images")
     configs = {"fast": bench_config("cpuid", cpuid_count),
                "upcall": bench_config("cpuid", upcall_count, upcall=True),
-               "compute": bench_config("compute", compute_count)}
+               "compute": bench_config("compute", compute_count),
+               "timer": bench_config("timer", timer_count)}
     taipan: dict[str, Path] = {}
     for key, text in configs.items():
         path = work / f"{key}.toml"
         path.write_text(text)
         taipan[key] = builder.build(quiet=True, config_path=path, image=f"bench-{emulator}-{key}")
     floor = floor_image(emulator, cpuid_count, work)
-    bare = {mode: work / f"bare-{mode}.elf" for mode in ("cpuid", "compute")}
+    bare = {mode: work / f"bare-{mode}.elf" for mode in ("cpuid", "compute", "timer")}
     bare["cpuid"].write_bytes(bench_guest.kernel_bytes(mode="cpuid", count=cpuid_count))
     bare["compute"].write_bytes(bench_guest.kernel_bytes(mode="compute", count=compute_count))
+    bare["timer"].write_bytes(bench_guest.kernel_bytes(mode="timer", count=timer_count))
     if emulator == "bochs":
         taipan = {k: make_iso(p, work / f"{k}.iso", tree=work / f"iso-{k}") for k, p in taipan.items()}
         bare = {k: make_iso(p, work / f"bare-{k}.iso", tree=work / f"iso-bare-{k}")
@@ -381,7 +392,8 @@ def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
     counter = iter(range(1 << 30))
     samples: dict[str, list[float]] = {k: [] for k in (
         "fast_exit_us", "upcall_exit_us", "bare_cpuid_us", "compute_taipan_s", "compute_bare_s",
-        "floor_exit_us", "fast_exit_cycles", "floor_exit_cycles", "floor_ratio")}
+        "floor_exit_us", "fast_exit_cycles", "floor_exit_cycles", "floor_ratio", "timer_irq_us",
+        "bare_timer_us", "timer_ratio")}
     exits = {"fast": 0, "upcall": 0, "floor": 0}
     for i in range(runs):
         # One of each per round, so a change in the machine's load weighs on all alike.
@@ -405,11 +417,20 @@ def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
         line = _check_source(run_bare(emulator, bare["cpuid"], work / f"run{next(counter)}"), "pit",
                              f"{emulator} bare cpuid")
         samples["bare_cpuid_us"].append(line.seconds / line.count * 1e6)
+        line, _ = run_partition(emulator, taipan["timer"], work / f"run{next(counter)}")
+        samples["timer_irq_us"].append(_check_source(line, "hypercall", f"{emulator} timer").seconds
+                                       / line.count * 1e6)
+        samples["timer_ratio"].append(samples["timer_irq_us"][-1] / samples["fast_exit_us"][-1])
+        line = _check_source(run_bare(emulator, bare["timer"], work / f"run{next(counter)}"), "pit",
+                             f"{emulator} bare timer")
+        samples["bare_timer_us"].append(line.seconds / line.count * 1e6)
         progress(f"  run {i + 1}/{runs}: CPUID exit {samples['fast_exit_us'][-1]:.2f} us fast, "
                  f"{samples['floor_exit_us'][-1]:.2f} us floor ({samples['floor_ratio'][-1]:.2f}x), "
                  f"{samples['upcall_exit_us'][-1]:.2f} us upcall; compute "
                  f"{samples['compute_taipan_s'][-1]:.3f} s taipan, "
-                 f"{samples['compute_bare_s'][-1]:.3f} s bare")
+                 f"{samples['compute_bare_s'][-1]:.3f} s bare; timer interrupt "
+                 f"{samples['timer_irq_us'][-1]:.2f} us ({samples['timer_ratio'][-1]:.2f}x CPUID), "
+                 f"{samples['bare_timer_us'][-1]:.2f} us bare")
     med = {k: statistics.median(v) for k, v in samples.items()}
     return PartitionCosts(
         runs=runs, cpuid_count=cpuid_count, upcall_count=upcall_count, compute_count=compute_count,
@@ -420,7 +441,8 @@ def measure_partitions(emulator: str, *, runs: int, small: bool, work: Path,
         compute_ratio=med["compute_taipan_s"] / med["compute_bare_s"],
         floor_exit_us=med["floor_exit_us"], fast_exit_cycles=med["fast_exit_cycles"],
         floor_exit_cycles=med["floor_exit_cycles"], floor_ratio=med["floor_ratio"],
-        floor_exits=exits["floor"], samples=samples)
+        floor_exits=exits["floor"], timer_count=timer_count, timer_irq_us=med["timer_irq_us"],
+        bare_timer_us=med["bare_timer_us"], timer_ratio=med["timer_ratio"], samples=samples)
 
 
 def run(*, runs: int = 5, only: str | None = None, elf: Path | None = None, small: bool = False,
@@ -511,6 +533,12 @@ def format_result(result: Result) -> str:
                          f"{p.floor_exit_us:>9.2f} us{p.floor_exit_cycles:>10,.0f}{p.floor_ratio:>7.2f}x")
         for name, p in result.partitions.items():
             lines.append(f"  {name}: the floor counted {p.floor_exits:,} CPUID exits")
+        lines += ["", ("one APIC timer interrupt into the guest, median of runs (arm the one-shot timer, "
+                       "HLT, handler, EOI; ratio to the fast-path CPUID exit, run by run)"),
+                  f"  {'emulator':<10}{'runs':>5}{'count':>8}{'taipan':>12}{'bare':>12}{'/ CPUID':>9}"]
+        for name, p in result.partitions.items():
+            lines.append(f"  {name:<10}{p.runs:>5}{p.timer_count:>8,}{p.timer_irq_us:>9.2f} us"
+                         f"{p.bare_timer_us:>9.2f} us{p.timer_ratio:>8.2f}x")
     if result.smp:
         lines += ["", "across CPUs (guest TSC; one partition per CPU unless said)"]
         for r in result.smp.values():
@@ -524,6 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Image size by part, MicroPython heap after boot, boot time under QEMU "
                     "TCG and Bochs against a trivial multiboot kernel, and partitions: a CPUID "
                     "exit on the C fast path against a minimal hypervisor's and as an upcall, "
+                    "an APIC timer interrupt delivered into the guest, "
                     "a compute loop under Taipan against the same kernel run bare; across CPUs: "
                     "interference, window jitter and the up-call round trip.")
     parser.add_argument("--runs", type=int, default=5, help="boots per kernel and emulator (default 5)")

@@ -107,6 +107,7 @@ SEGMENT_PARTS = {"SEL": (0, 2), "ATTRIB": (2, 2), "LIMIT": (4, 4), "BASE": (8, 8
 INTERCEPTS: dict[str, tuple[str, int]] = {
     "CR0_WRITE": ("INTERCEPT_CR", 16),
     "CR4_WRITE": ("INTERCEPT_CR", 20),
+    "CR8_WRITE": ("INTERCEPT_CR", 24),
     "INTR": ("INTERCEPT_MISC1", 0),
     "NMI": ("INTERCEPT_MISC1", 1),
     "SMI": ("INTERCEPT_MISC1", 2),
@@ -135,6 +136,7 @@ INTERCEPTS: dict[str, tuple[str, int]] = {
 EXIT_CODES: dict[str, int] = {
     "WRITE_CR0": 0x10,
     "WRITE_CR4": 0x14,
+    "WRITE_CR8": 0x18,
     "INTR": 0x60,
     "NMI": 0x61,
     "SMI": 0x62,

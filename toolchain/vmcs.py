@@ -243,7 +243,10 @@ CONTROL_BITS: dict[str, dict[str, int]] = {
 REQUIRED: dict[str, list[str]] = {
     "PIN": ["EXTINT_EXITING", "PREEMPTION_TIMER"],
     # TSC offsetting: each vCPU's IA32_TSC is the host's plus its own offset.
-    "PROC": ["HLT_EXITING", "USE_TSC_OFFSETTING", "USE_IO_BITMAPS", "USE_MSR_BITMAPS", "ACTIVATE_SECONDARY"],
+    # CR8 exiting: without a TPR shadow, MOV to/from CR8 would reach the host's own
+    # APIC TPR; the exits give the guest its virtual APIC's (hv/vcr.c).
+    "PROC": ["HLT_EXITING", "USE_TSC_OFFSETTING", "USE_IO_BITMAPS", "USE_MSR_BITMAPS", "ACTIVATE_SECONDARY",
+             "CR8_LOAD_EXITING", "CR8_STORE_EXITING"],
     "PROC2": ["ENABLE_EPT"],
     "EXIT_CTL": ["HOST_ADDR_SPACE_SIZE", "ACK_INTR_ON_EXIT", "SAVE_EFER", "LOAD_EFER"],
     "ENTRY_CTL": ["LOAD_EFER"],

@@ -68,7 +68,7 @@ static mp_obj_t hv_part_info(mp_obj_t index)
     store(info, MP_QSTR_cpu, mp_obj_new_int_from_uint(p->cpu));
     store(info, MP_QSTR_upcalls, mp_obj_new_int_from_ull(p->upcalls));
     store(info, MP_QSTR_halts, mp_obj_new_int_from_ull(p->halts));
-    store(info, MP_QSTR_interrupts, mp_obj_new_int_from_ull(p->vcpu.lapic.delivered));
+    store(info, MP_QSTR_interrupts, mp_obj_new_int_from_ull(p->interrupts));
     store(info, MP_QSTR_console_bytes, mp_obj_new_int_from_ull(p->console.written));
     store(info, MP_QSTR_console_dropped, mp_obj_new_int_from_ull(p->console.dropped));
     store(info, MP_QSTR_restart, str_obj(d->restart <= PT_RESTART_ALWAYS ? restart_names[d->restart] : "never"));

@@ -175,7 +175,7 @@ static uint64_t svm_gpr(const struct vcpu *v, const uint8_t *vmcb, unsigned n)
 }
 
 /*
- * A CR0/CR4 write intercept gives no operand without decode assists (TCG has
+ * A CR0/CR4/CR8 write intercept gives no operand without decode assists (TCG has
  * none): read the instruction through the guest's page tables. MOV to CR
  * (0F 22 /r), CLTS (0F 06) and register-form LMSW (0F 01 /6) are the writes
  * these intercepts see; anything else is EXIT_OTHER, for policy.
@@ -200,7 +200,7 @@ static void svm_decode_cr_write(struct vcpu *v, const uint8_t *vmcb, unsigned cr
     if (i + 2 > got || insn[i] != 0x0f)
         return;
     uint8_t op = insn[i + 1];
-    uint64_t old = svm_reg_get(v, cr == 0 ? VREG_CR0 : VREG_CR4);
+    uint64_t old = cr == 8 ? 0 : svm_reg_get(v, cr == 0 ? VREG_CR0 : VREG_CR4);
     if (op == 0x22 && i + 3 <= got) {
         uint8_t modrm = insn[i + 2];
         unsigned target = ((modrm >> 3) & 7) | (rex & 4 ? 8u : 0u);
@@ -250,12 +250,16 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
      * VINTR intercept exits as soon as it can, and an NMI waits for the IRET
      * that ends the last one.
      */
-    bool shadow = vmcb_read64(vmcb, VMCB_INTERRUPT_SHADOW) & 1;
-    bool window = vevent_interrupt(v, (vmcb_read64(vmcb, VMCB_RFLAGS) & RFLAGS_IF) && !shadow,
-                                   !shadow && !s->nmi_blocked);
+    bool window = false;
+    if (vevent_interrupt_waiting(v)) {
+        bool shadow = vmcb_read64(vmcb, VMCB_INTERRUPT_SHADOW) & 1;
+        window = vevent_interrupt(v, (vmcb_read64(vmcb, VMCB_RFLAGS) & RFLAGS_IF) && !shadow,
+                                  !shadow && !s->nmi_blocked);
+    }
     if (v->event.valid && v->event.type == VEVENT_NMI)
         s->nmi_blocked = true;
-    uint64_t vintr = 1ull << VMCB_BIT_V_INTR_MASKING;
+    /* V_TPR is what the guest's CR8 reads and writes (V_INTR_MASKING): the virtual APIC's TPR[7:4]. */
+    uint64_t vintr = 1ull << VMCB_BIT_V_INTR_MASKING | ((v->lapic.tpr >> 4) & 0xf);
     if (window)
         vintr |= 1ull << VMCB_BIT_V_IRQ | 0xfull << VMCB_BIT_V_INTR_PRIO_SHIFT | 1ull << VMCB_BIT_V_IGN_TPR;
     vmcb_write64(vmcb, VMCB_V_INTR, vintr);
@@ -303,6 +307,10 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         wrmsr(MSR_TSC_AUX, s->host_tsc_aux);
 
     v->regs.rax = vmcb_read64(vmcb, VMCB_RAX);
+    /* A MOV to CR8 changed V_TPR: TPR[7:4] from it, TPR[3:0] cleared, as CR8 writes do. */
+    uint32_t vtpr = (uint32_t)vmcb_read64(vmcb, VMCB_V_INTR) & 0xf;
+    if (vtpr != ((v->lapic.tpr >> 4) & 0xf))
+        v->lapic.tpr = vtpr << 4;
     uint64_t code = vmcb_read64(vmcb, VMCB_EXITCODE);
     uint64_t info1 = vmcb_read64(vmcb, VMCB_EXITINFO1);
     uint64_t info2 = vmcb_read64(vmcb, VMCB_EXITINFO2);
@@ -339,6 +347,9 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
         break;
     case VMCB_EXIT_WRITE_CR4:
         svm_decode_cr_write(v, vmcb, 4, e);
+        break;
+    case VMCB_EXIT_WRITE_CR8:
+        svm_decode_cr_write(v, vmcb, 8, e);
         break;
     case VMCB_EXIT_XSETBV:
         e->kind = EXIT_XSETBV;

@@ -56,7 +56,10 @@ static void vmcb_fill_control(uint8_t *vmcb, const struct partition *part)
      * ends the guest with VMEXIT_INVALID instead of #GP for a reserved CR4
      * bit; intercepted, the write never reaches that check.)
      */
-    vmcb_write32(vmcb, VMCB_INTERCEPT_CR, VMCB_INTERCEPT_CR0_WRITE | VMCB_INTERCEPT_CR4_WRITE);
+    /* CR8 writes too: they set V_TPR (the virtual APIC's TPR), but QEMU TCG
+     * does not raise #GP for CR8's reserved bits 63:4; hv/vcr.c does. */
+    vmcb_write32(vmcb, VMCB_INTERCEPT_CR, VMCB_INTERCEPT_CR0_WRITE | VMCB_INTERCEPT_CR4_WRITE |
+                                          VMCB_INTERCEPT_CR8_WRITE);
     vmcb_write32(vmcb, VMCB_INTERCEPT_MISC1,
                  VMCB_INTERCEPT_INTR | VMCB_INTERCEPT_SHUTDOWN | VMCB_INTERCEPT_CPUID |
                  VMCB_INTERCEPT_HLT | VMCB_INTERCEPT_IOIO_PROT | VMCB_INTERCEPT_MSR_PROT |
@@ -216,6 +219,7 @@ static int32_t svm_reg_offset(enum vcpu_reg r)
     case VREG_PAT: return VMCB_G_PAT;
     case VREG_TSC_OFFSET: return VMCB_TSC_OFFSET;
     case VREG_RFLAGS: return VMCB_RFLAGS;
+    case VREG_RSP: return VMCB_RSP;
     default: return -1;
     }
 }

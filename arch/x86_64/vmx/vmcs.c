@@ -480,6 +480,7 @@ uint64_t vmcs_reg_get(struct vcpu *v, enum vcpu_reg r)
     case VREG_TSC_OFFSET: return vmx_vmread(VMCS_TSC_OFFSET);
     case VREG_CPL: return (vmx_vmread(VMCS_GUEST_SS_ACCESS) >> 5) & 3;   /* SS.DPL is the CPL (26.3.1.5) */
     case VREG_RFLAGS: return vmx_vmread(VMCS_GUEST_RFLAGS);
+    case VREG_RSP: return vmx_vmread(VMCS_GUEST_RSP);
     default: return 0;
     }
 }
@@ -552,6 +553,7 @@ void vmcs_reg_set(struct vcpu *v, enum vcpu_reg r, uint64_t value)
     case VREG_SYSENTER_ESP: vmx_vmwrite(VMCS_GUEST_SYSENTER_ESP, value); break;
     case VREG_SYSENTER_EIP: vmx_vmwrite(VMCS_GUEST_SYSENTER_EIP, value); break;
     case VREG_TSC_OFFSET: vmx_vmwrite(VMCS_TSC_OFFSET, value); break;
+    case VREG_RSP: vmx_vmwrite(VMCS_GUEST_RSP, value); break;
     default: break;
     }
 }

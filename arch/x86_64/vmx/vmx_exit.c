@@ -35,6 +35,7 @@ typedef uint32_t (*vmx_enter_fn)(struct guest_regs *regs, uint64_t resume, struc
 #define CRQ_GPR(q) ((unsigned)(((q) >> 8) & 0xf))
 #define CRQ_LMSW_DATA(q) ((uint16_t)((q) >> 16))
 #define CRQ_MOV_TO_CR 0
+#define CRQ_MOV_FROM_CR 1
 #define CRQ_LMSW 3
 /* Interruption information: valid bit (25.8.3, 28.2.4). */
 #define INTR_INFO_VALID (1u << 31)
@@ -314,8 +315,8 @@ static uint64_t vmx_gpr(const struct vcpu *v, unsigned n)
     return regs[n & 15];
 }
 
-/* MOV to CR0/CR3/CR4 and LMSW: the value the guest writes. MOV from CR and CLTS never exit (reads see
- * the read shadows; TS is the guest's own). */
+/* MOV to CR0/CR3/CR4/CR8 and LMSW: the value the guest writes; MOV from CR8 (the virtual APIC's TPR).
+ * MOV from the other CRs and CLTS never exit (reads see the read shadows; TS is the guest's own). */
 static void vmx_decode_cr(struct vcpu *v, uint64_t q, struct exit_info *e)
 {
     e->insn_len = (uint32_t)vmx_vmread(VMCS_EXIT_INSTRUCTION_LEN);
@@ -323,6 +324,10 @@ static void vmx_decode_cr(struct vcpu *v, uint64_t q, struct exit_info *e)
         e->kind = EXIT_CR_WRITE;
         e->cr = (uint8_t)CRQ_CR(q);
         e->cr_value = vmx_gpr(v, CRQ_GPR(q));
+    } else if (CRQ_TYPE(q) == CRQ_MOV_FROM_CR && CRQ_CR(q) == 8) {
+        e->kind = EXIT_CR_READ;
+        e->cr = 8;
+        e->cr_gpr = (uint8_t)CRQ_GPR(q);
     } else if (CRQ_TYPE(q) == CRQ_LMSW) {
         /* LMSW writes PE, MP, EM, TS and can set PE but never clear it. */
         uint64_t old = vmcs_reg_get(v, VREG_CR0);
@@ -454,9 +459,12 @@ void vmx_exit_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
      * interrupt-window control exits as soon as it can; an NMI waits for the
      * next exit.
      */
-    uint32_t block = (uint32_t)vmx_vmread(VMCS_GUEST_INTERRUPTIBILITY);
-    bool open = (vmx_vmread(VMCS_GUEST_RFLAGS) & RFLAGS_IF) && !(block & (BLOCK_STI | BLOCK_MOV_SS));
-    bool window = vevent_interrupt(v, open, !(block & (BLOCK_STI | BLOCK_MOV_SS | BLOCK_NMI)));
+    bool window = false;
+    if (vevent_interrupt_waiting(v)) {
+        uint32_t block = (uint32_t)vmx_vmread(VMCS_GUEST_INTERRUPTIBILITY);
+        bool open = (vmx_vmread(VMCS_GUEST_RFLAGS) & RFLAGS_IF) && !(block & (BLOCK_STI | BLOCK_MOV_SS));
+        window = vevent_interrupt(v, open, !(block & (BLOCK_STI | BLOCK_MOV_SS | BLOCK_NMI)));
+    }
     uint32_t proc = x->proc;
     if (window && (vmx_caps.proc >> 32) & VMX_PROC_INTR_WINDOW_EXITING)
         proc |= VMX_PROC_INTR_WINDOW_EXITING;

@@ -12,6 +12,9 @@ static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %
 static inline uint8_t inb(uint16_t port) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
 
 extern int amd;                    /* the CPU says AuthenticAMD */
+/* A fault the probes expect resumes at recover_rip with its vector in fault_vector (entry.S). */
+extern volatile uint64_t recover_rip;
+extern volatile int32_t fault_vector;
 extern const char *check_prefix;   /* what each check line starts with */
 
 void putc(char c);

@@ -14,6 +14,7 @@
 #define APIC_EOI 0xb0
 #define APIC_SVR 0xf0
 #define APIC_ISR 0x100
+#define APIC_TMR 0x180
 #define APIC_IRR 0x200
 #define APIC_ICR_LO 0x300
 #define APIC_ICR_HI 0x310
@@ -53,6 +54,7 @@ static uint64_t pd_high[512] __attribute__((aligned(4096)));
 static volatile uint32_t counts[256];
 static volatile uint8_t uart_byte;
 static volatile uint8_t uart_iir;
+static volatile uint32_t uart_rte, uart_tmr;   /* pin 4's entry and the vector's TMR word, seen by the handler */
 static int x2;
 static uint64_t tsc_khz;
 
@@ -100,11 +102,40 @@ static uint32_t ioapic_read(uint32_t reg)
     return *(volatile uint32_t *)(IOAPIC_PAGE + 0x10);
 }
 
+static int write_cr8_probe(uint64_t value)
+{
+    fault_vector = NO_FAULT;
+    __asm__ volatile("lea 1f(%%rip), %%r11\n\tmov %%r11, recover_rip(%%rip)\n\tmov %0, %%cr8\n1:\n\tmovq $0, recover_rip(%%rip)"
+                     : : "r"(value) : "r11", "memory");
+    return fault_vector;
+}
+
+static uint64_t read_cr8(void)
+{
+    uint64_t v;
+    __asm__ volatile("mov %%cr8, %0" : "=r"(v));
+    return v;
+}
+
+/* CR8 is the APIC's TPR[7:4], the virtual one: the host's own TPR never changes. */
+static void cr8_checks(void)
+{
+    expect("mov cr8, 5", write_cr8_probe(5), NO_FAULT);
+    check("CR8 writes TPR[7:4]", apic_read(APIC_TPR) == 0x50, "tpr=", apic_read(APIC_TPR));
+    apic_write(APIC_TPR, 0x3f);
+    check("CR8 reads TPR[7:4]", read_cr8() == 3, "cr8=", read_cr8());
+    expect("mov cr8 with reserved bit 4", write_cr8_probe(0x10), VEC_GP);
+    write_cr8_probe(0);
+    check("CR8 0 clears TPR", apic_read(APIC_TPR) == 0, "tpr=", apic_read(APIC_TPR));
+}
+
 /* Called by the stubs in entry.S with interrupts off. */
 void irq_handler(uint64_t vector)
 {
     counts[vector & 0xff]++;
     if (vector == VEC_UART) {
+        uart_rte = ioapic_read(0x10 + 2 * 4);
+        uart_tmr = apic_read(APIC_TMR + (VEC_UART / 32) * 0x10);
         uart_iir = inb(COM1 + UART_IIR);
         while (inb(COM1 + UART_LSR) & 1)
             uart_byte = inb(COM1);
@@ -131,6 +162,20 @@ static void wait_for(unsigned vector, uint32_t want)
         __asm__ volatile("sti; hlt; cli" : : : "memory");
 }
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+
+/* "virq: MODE WHAT after N us": how long the wait for an interrupt took, for the log. */
+static void report_wait(const char *mode, const char *what, uint64_t tsc)
+{
+    puts("virq: ");
+    puts(mode);
+    puts(what);
+    puts(" after ");
+    putdec((int64_t)(tsc * 1000 / tsc_khz));
+    puts(" us\n");
+}
+
 static void timer_checks(const char *mode)
 {
     /* One-shot: 1 ms at the TSC's rate (divide by 1). */
@@ -143,11 +188,7 @@ static void timer_checks(const char *mode)
           apic_read(APIC_TIMER_CURRENT) <= tsc_khz, "current=", apic_read(APIC_TIMER_CURRENT));
     wait_for(VEC_TIMER, before + 1);
     uint64_t waited = rdtsc() - t0;
-    puts("virq: ");
-    puts(mode);
-    puts(" one-shot timer interrupt after ");
-    putdec((int64_t)(waited * 1000 / tsc_khz));
-    puts(" us\n");
+    report_wait(mode, " one-shot timer interrupt", waited);
     check(x2 ? "x2APIC one-shot fires after its count" : "xAPIC one-shot fires after its count",
           waited >= tsc_khz, "tsc=", waited);
     check(x2 ? "x2APIC one-shot current count 0 after firing" : "xAPIC one-shot current count 0 after firing",
@@ -170,13 +211,7 @@ static void timer_checks(const char *mode)
     waited = rdtsc() - t0;
     apic_write(APIC_LVT_TIMER, VEC_TIMER | LVT_PERIODIC | LVT_MASKED);
     apic_write(APIC_TIMER_INITIAL, 0);
-    puts("virq: ");
-    puts(mode);
-    puts(" periodic timer: ");
-    putdec(PERIODS);
-    puts(" interrupts in ");
-    putdec((int64_t)(waited * 1000 / tsc_khz));
-    puts(" us\n");
+    report_wait(mode, " periodic timer, " STRINGIFY(PERIODS) " interrupts,", waited);
     check(x2 ? "x2APIC periodic timer keeps its period" : "xAPIC periodic timer keeps its period",
           waited >= (PERIODS - 1) * tsc_khz, "tsc=", waited);
 }
@@ -231,6 +266,7 @@ static void xapic_checks(void)
     check("xAPIC LVT timer masked at reset", apic_read(APIC_LVT_TIMER) == LVT_MASKED, "lvt=", apic_read(APIC_LVT_TIMER));
     timer_checks("xAPIC");
     ipi_checks();
+    cr8_checks();
     /* An NMI to its own APIC ID (the self shorthand takes fixed IPIs only): its handler runs, no EOI. */
     uint32_t before = counts[VEC_NMI];
     apic_write(APIC_ICR_HI, 0);
@@ -245,6 +281,12 @@ static void x2apic_checks(void)
     uint64_t base = rdmsr(MSR_APIC_BASE);
     check("CPUID offers x2APIC", has_bit(1, 0, 2, 21), "bit=", (uint64_t)has_bit(1, 0, 2, 21));
     check("CPUID offers the TSC-deadline timer", has_bit(1, 0, 2, 24), "bit=", (uint64_t)has_bit(1, 0, 2, 24));
+    uint32_t r[4];
+    cpuid(0, 0, r);
+    if (r[0] >= 0xb) {
+        cpuid(0xb, 0, r);
+        check("CPUID.0xB:EDX is the x2APIC ID 0", r[3] == 0, "edx=", r[3]);
+    }
     expect("rdmsr x2APIC ID in xAPIC mode", rdmsr_probe(X2APIC_MSR(APIC_ID), 0), VEC_GP);
     expect("wrmsr APIC_BASE.EXTD", wrmsr_probe(MSR_APIC_BASE, base | APIC_BASE_EXTD), NO_FAULT);
     x2 = 1;
@@ -273,9 +315,7 @@ static void x2apic_checks(void)
     check("TSC_DEADLINE reads back until it fires", armed == t0 + 2 * tsc_khz || (armed == 0 && fired), "deadline=", armed);
     wait_for(VEC_TIMER, before + 1);
     uint64_t waited = rdtsc() - t0;
-    puts("virq: TSC-deadline timer interrupt after ");
-    putdec((int64_t)(waited * 1000 / tsc_khz));
-    puts(" us\n");
+    report_wait("x2APIC", " TSC-deadline timer interrupt", waited);
     check("TSC-deadline timer fires at the deadline", waited >= 2 * tsc_khz, "tsc=", waited);
     check("TSC_DEADLINE reads 0 after firing", rdmsr(MSR_TSC_DEADLINE) == 0, "deadline=", rdmsr(MSR_TSC_DEADLINE));
 
@@ -305,6 +345,18 @@ static void uart_checks(void)
     outb(COM1 + UART_IER, 0);
     check("UART THR-empty interrupt when enabled", taken == 1 && uart_iir == 0xc2, "iir=", uart_iir);
     check("UART IIR clear after reporting THR empty", iir == 0xc1, "iir=", iir);
+
+    /* Level-triggered: TMR set and remote IRR held from delivery to the EOI, once per assertion. */
+    ioapic_write(0x10 + 2 * 4, VEC_UART | (1u << 15));
+    before = counts[VEC_UART];
+    outb(COM1 + UART_IER, 0x02);
+    __asm__ volatile("sti; nop; nop; nop; cli" ::: "memory");
+    taken = counts[VEC_UART] - before;
+    uint32_t rte = ioapic_read(0x10 + 2 * 4);
+    outb(COM1 + UART_IER, 0);
+    check("IOAPIC level pin: one interrupt, TMR set", taken == 1 && ((uart_tmr >> (VEC_UART % 32)) & 1), "tmr=", uart_tmr);
+    check("IOAPIC level pin: remote IRR until the EOI", (uart_rte & (1u << 14)) && !(rte & (1u << 14)), "rte=", uart_rte);
+    ioapic_write(0x10 + 2 * 4, VEC_UART);
 }
 
 __attribute__((noreturn)) void virq_mode(void)
