@@ -30,6 +30,8 @@ HIDDEN: list[Hidden] = [
     Hidden(1, ANY_SUBLEAF, "ecx", (1 << 2) | (1 << 4), "DTES64, DS-CPL", "no debug store MSRs"),
     Hidden(1, ANY_SUBLEAF, "ecx", (1 << 7) | (1 << 8), "EST, TM2", "no SpeedStep or thermal MSRs"),
     Hidden(1, ANY_SUBLEAF, "ecx", 1 << 15, "PDCM", "no IA32_PERF_CAPABILITIES"),
+    Hidden(1, ANY_SUBLEAF, "ecx", 1 << 3, "MONITOR",
+           "MWAIT does not exit: it would sleep the CPU past the virtual APIC's interrupts; idle by HLT"),
     Hidden(1, ANY_SUBLEAF, "edx", (1 << 21) | (1 << 22) | (1 << 29), "DS, ACPI, TM",
            "no debug store, thermal or clock-modulation MSRs"),
     Hidden(6, ANY_SUBLEAF, "ecx", 1 << 0, "APERFMPERF", "no IA32_APERF/IA32_MPERF"),
