@@ -28,10 +28,12 @@ mptest: setup
 bench: setup
 	scripts/bench $(ARGS)
 
-# The file images configs/raw-file.toml and configs/multiboot-file.toml boot.
+# The file images configs/raw-file.toml and configs/multiboot-file.toml boot, and the
+# Debian kernel and initramfs of configs/linux.toml and configs/linux-pair.toml.
 images: setup
 	.venv/bin/python -m guests hello build/images/hello.bin --name rawfile
 	.venv/bin/python -m guests mbtest build/images/mbtest.elf --name mbfile
+	$(TAIPAN) images linux
 
 clean:
 	rm -rf build

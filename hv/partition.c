@@ -6,6 +6,7 @@
 #include "page_alloc.h"
 #include "partition.h"
 #include "printk.h"
+#include "tsc.h"
 
 /* The toolchain links the table (toolchain/ptable.py) into the image between these. */
 extern const uint8_t __partitions_start[], __partitions_end[];
@@ -183,4 +184,8 @@ void partition_load_memory(struct partition *p)
         const struct pt_chunk *c = &d->chunks[i];
         memcpy(mem + c->gpa, __partitions_start + c->blob_offset, c->size);
     }
+    /* The toolchain cannot know this machine's TSC rate; a linux partition's
+     * command line ends with room for it (toolchain/linux_boot.py). */
+    if (d->tsc_khz_gpa && d->tsc_khz_gpa + 11 <= d->mem_size)
+        snprintk((char *)(mem + d->tsc_khz_gpa), 11, "%llu", (unsigned long long)tsc_khz());
 }

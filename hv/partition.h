@@ -7,6 +7,7 @@
 #include "console_ring.h"
 #include "journal.h"
 #include "vdeny.h"
+#include "vplatform.h"
 
 #define PARTITIONS_MAX 16
 
@@ -60,6 +61,7 @@ struct partition {
         bool thre_pending;               /* the THR-empty interrupt, until IIR reports it or THR is written */
     } uart;
     struct vdeny deny;                   /* ports no policy claims: answered in C, counted */
+    struct vplatform_state platform;     /* linux partitions: PIT, CMOS (hv/vplatform.c) */
     struct vioapic {                     /* the virtual IOAPIC (hv/vioapic.c) */
         uint32_t select;                 /* IOREGSEL */
         uint32_t id;

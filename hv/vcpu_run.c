@@ -114,6 +114,7 @@ int partition_start(struct partition *p)
     }
     p->uart = (struct vuart_state){ 0 };
     vdeny_reset(p);
+    vplatform_reset(p);
     vioapic_reset(p);
     p->line_len = 0;
     p->upcall_pending = false;
@@ -198,6 +199,11 @@ static enum run_event fault(struct partition *p, const struct exit_info *e)
     return RUN_FAULTED;
 }
 
+static uint64_t all_ones(uint8_t size)
+{
+    return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
+}
+
 /* The UART's IRQ 4 line (ISA IRQ 4 is IOAPIC pin 4, as on a PC) and the APIC timer, as of `now`. */
 void partition_poll_interrupts(struct partition *p, uint64_t now)
 {
@@ -278,6 +284,15 @@ static enum run_event port_io(struct partition *p, const struct exit_info *e)
         p->exit_code = value & (e->size == 1 ? 0xffu : e->size == 2 ? 0xffffu : 0xffffffffu);
         partition_stop(p, PART_EXITED, "wrote its exit code to port 0xf4");
         return RUN_EXITED;
+    }
+    bool stopped;
+    if (vplatform_io(p, e, &value, &stopped)) {
+        if (stopped)
+            return p->state == PART_EXITED ? RUN_EXITED : RUN_FAULTED;
+        if (e->in)
+            r->rax = e->size == 4 ? value : (r->rax & ~(uint64_t)all_ones(e->size)) | value;
+        ops->advance_rip(&p->vcpu, e->insn_len);
+        return RUN_SLICE_END;
     }
     if (vdeny_claimed(p, e->port)) {
         return RUN_UPCALL;

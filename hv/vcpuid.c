@@ -2,12 +2,15 @@
 #include "cpu.h"
 #include "libc.h"
 #include "partition.h"
+#include "tsc.h"
 #include "vcpu_state.h"
 #include "vcpuid_table.h"
 
 /* CPUID: the hypervisor leaves Taipan answers itself. */
 #define CPUID_HV_BASE 0x40000000u
 #define CPUID_HV_ABI 0x40000001u
+/* The timing leaf as VMware defined it and other hypervisors copied: EAX the TSC's kHz. */
+#define CPUID_HV_TIMING 0x40000010u
 #define HYPERCALL_ABI_VERSION 1u
 
 #define LEAF1_ECX_X2APIC (1u << 21)
@@ -77,13 +80,18 @@ void vcpuid_emulate(struct vcpu *v)
     uint32_t a, b, c, d;
     if (leaf == CPUID_HV_BASE) {
         /* "TaipanTaipan" in EBX, ECX, EDX, as KVM and Xen put their names. */
-        a = CPUID_HV_ABI;
+        a = CPUID_HV_TIMING;
         memcpy(&b, "Taip", 4);
         memcpy(&c, "anTa", 4);
         memcpy(&d, "ipan", 4);
     } else if (leaf == CPUID_HV_ABI) {
         a = HYPERCALL_ABI_VERSION;
         b = c = d = 0;
+    } else if (leaf == CPUID_HV_TIMING) {
+        a = (uint32_t)tsc_khz();
+        b = c = d = 0;
+    } else if (leaf > CPUID_HV_ABI && leaf < CPUID_HV_TIMING) {
+        a = b = c = d = 0;   /* reserved hypervisor leaves: nothing of the host's shows */
     } else {
         vcpuid_query(leaf, sub, &a, &b, &c, &d);
         uint64_t cr4 = ops->reg_get(v, VREG_CR4);

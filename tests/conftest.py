@@ -166,12 +166,12 @@ def boot_config(request, tmp_path: Path) -> Iterator:
     TCG, -cpu EPYC: AMD-V+NPT) or "intel" (Bochs from a GRUB ISO: VT-x+EPT)."""
     stack: list = []
 
-    def boot(vendor: str, name: str, cpus: int | None = None) -> Console:
+    def boot(vendor: str, name: str, cpus: int | None = None, memory_mb: int = 256) -> Console:
         """cpus: the emulator's CPU count, by default what the configuration plans."""
         elf = config_image(name)
         cpus = cpus or config_cpus(name)
         if vendor == "amd":
-            child = _qemu(elf, cpu="EPYC", memory_mb=256, smp=cpus, no_reboot=True)
+            child = _qemu(elf, cpu="EPYC", memory_mb=memory_mb, smp=cpus, no_reboot=True)
             stack.append(child.terminate)
             return Console(child).boot()
         missing = emulator.bochs_missing()
@@ -180,7 +180,7 @@ def boot_config(request, tmp_path: Path) -> Iterator:
         workdir = tmp_path / f"bochs-{name.replace('/', '-')}"
         workdir.mkdir()
         image = iso.make_iso(elf, workdir / "taipan.iso")
-        run = emulator.BochsRun(image, workdir, cpu_model="corei7_skylake_x", memory_mb=256,
+        run = emulator.BochsRun(image, workdir, cpu_model="corei7_skylake_x", memory_mb=memory_mb,
                                 cpus=cpus).__enter__()
         stack.append(run.close)
         child = pexpect.fdpexpect.fdspawn(run.fileno(), encoding="utf-8", codec_errors="replace", timeout=60)

@@ -34,8 +34,9 @@ def test_layout_matches_the_documented_sizes() -> None:
     assert ptable.sizeof("pt_chunk") == 24
     assert ptable.sizeof("pt_boot") == 104
     # Version 2 appended restart, restart_limit, slice_us, cpus (3: vcpus) and eight port
-    # ranges; 3 made a reserved word the home cpu byte.
-    assert ptable.sizeof("pt_partition") == 472
+    # ranges; 3 made a reserved word the home cpu byte; 4 appended tsc_khz_gpa.
+    assert ptable.sizeof("pt_partition") == 480
+    assert ptable.offsetof("pt_partition", "tsc_khz_gpa") == 472
     assert ptable.offsetof("pt_partition", "restart") == 416
     assert ptable.offsetof("pt_partition", "vcpus") == 428
     assert ptable.offsetof("pt_partition", "cpu") == 436

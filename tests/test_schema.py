@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import guests
-from toolchain import build, config, schema
+from toolchain import build, config, linux_images, schema
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "configs").glob("*.toml"))
@@ -16,11 +16,12 @@ EXAMPLES = sorted((ROOT / "configs").glob("*.toml"))
 
 @pytest.fixture(scope="module", autouse=True)
 def example_images() -> None:
-    """What `make images` writes: the file images two examples boot."""
+    """What `make images` writes: the file images the file and linux examples boot."""
     images = ROOT / "build" / "images"
     images.mkdir(parents=True, exist_ok=True)
     (images / "hello.bin").write_bytes(guests.build_guest("hello", name="rawfile", memory=16 << 20).data)
     (images / "mbtest.elf").write_bytes(guests.build_guest("mbtest", name="mbfile", memory=16 << 20).data)
+    linux_images.build(ROOT / "build")
 
 
 def test_docs_config_md_is_rendered_from_the_schema() -> None:
@@ -63,7 +64,7 @@ def test_examples_cover_every_guest_kind() -> None:
     for path in EXAMPLES:
         for part in config.load(path).partitions:
             kinds.add("builtin" if part.builtin else part.kind)
-    assert kinds == {"builtin", "raw", "multiboot"}
+    assert kinds == {"builtin", "raw", "multiboot", "linux"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from toolchain import build as builder
-from toolchain import config, ctl, fleet, host_console, hwcheck, micropython, verify
+from toolchain import config, ctl, fleet, host_console, hwcheck, linux_images, micropython, verify
 
 ROOT = builder.ROOT
 
@@ -179,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     ctl.add_parser(sub)
     fleet.add_parser(sub)
     hwcheck.add_parser(sub)
+    linux_images.add_parser(sub)
     return top
 
 

@@ -115,6 +115,10 @@ class PartitionConfig:
     policy_path: Path | None = None   # that file, resolved
     python_failures: int = PARTITIONS.key("python_failures").default
     devices: list[DeviceConfig] = field(default_factory=list)
+    kernel: str | None = None         # linux: the kernel and initrd as written
+    initrd: str | None = None
+    kernel_path: Path | None = None   # resolved
+    initrd_path: Path | None = None
 
     def key(self, name: str) -> str:
         """The key path of one of this partition's keys, as errors spell it."""
@@ -130,9 +134,10 @@ class PartitionConfig:
                 "host_address": self.host_base if self.host_base is not None else self.host_address,
                 "vcpus": self.vcpus, "cpu": self.cpu,
                 "cpus": [self.home_cpu] if self.cpu is None else None,
-                "image": self.image, "kind": kind or self.kind,
+                "image": self.image if self.kind != "linux" else None, "kind": kind or self.kind,
+                "kernel": self.kernel, "initrd": self.initrd,
                 "entry": self.entry if self.kind == "raw" and self.builtin is None else None,
-                "cmdline": self.cmdline if (kind or self.kind) == "multiboot" else None,
+                "cmdline": self.cmdline if (kind or self.kind) in ("multiboot", "linux") else None,
                 "modules": list(self.module_names) if (kind or self.kind) == "multiboot" else None,
                 "ports": self.ports, "trusted": self.trusted or None,
                 "console_size": self.console_size, "autostart": self.autostart,
@@ -474,6 +479,13 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
 
     image, kind = v["image"], v["kind"]
     builtin = image_path = None
+    if image is None and kind != "linux" and prefix + "image" not in check.broken:
+        check.error(prefix + "image", "(missing)", "is required: \"guest:NAME\" or a file path "
+                    "relative to the config file")
+    if kind == "linux" and image is not None:
+        check.error(prefix + "image", image, "a linux partition takes `kernel` (and `initrd`), "
+                    "not `image`")
+        image = None
     if image is not None and image.startswith(BUILTIN_PREFIX):
         builtin = image[len(BUILTIN_PREFIX):]
         if builtin not in builtins:
@@ -489,7 +501,7 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
             _image_kind(check, prefix + "image", image, image_path.read_bytes(), kind)
         if "kind" not in table:
             check.error(prefix + "kind", "(missing)",
-                        "is required for a file image: \"raw\" or \"multiboot\"")
+                        "is required for a file image: \"raw\", \"multiboot\" or \"linux\"")
 
     cmdline = v["cmdline"]
     if cmdline is not None and (len(cmdline) >= CMDLINE_MAX or "\0" in cmdline):
@@ -509,12 +521,19 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         for key in ("cmdline", "modules"):
             if key in table:
                 check.error(prefix + key, table[key], "applies to multiboot partitions only")
+    if kind == "linux" and "modules" in table:
+        check.error(prefix + "modules", table["modules"], "applies to multiboot partitions only "
+                    "(linux: `initrd`)")
+    kernel_path, initrd_path = _linux_files(check, table, v, prefix, kind)
+    if kernel_path is not None and memory is not None and not any(
+            k.startswith(prefix) for k in check.broken):
+        _linux_image(check, prefix, v, kernel_path, initrd_path, cmdline or "", memory)
 
     entry = v["entry"]
     if "entry" in table and entry is not None:
-        if kind == "multiboot":
+        if kind in ("multiboot", "linux"):
             check.error(prefix + "entry", entry,
-                        "applies to raw images only (multiboot: ELF entry)")
+                        f"applies to raw images only ({kind}: the kernel's own entry)")
         elif memory is not None and not 0 <= entry < memory:
             check.error(prefix + "entry", entry,
                         f"must lie inside the partition's memory (< {memory:#x})")
@@ -542,7 +561,47 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         slice_ms=v["slice_ms"] if v["slice_ms"] is not None else scheduler.slice_ms,
         module_names=list(table.get("modules", [])),
         policy=policy, policy_path=policy_path, python_failures=v["python_failures"],
-        devices=devices)
+        devices=devices, kernel=v["kernel"], initrd=v["initrd"],
+        kernel_path=kernel_path, initrd_path=initrd_path)
+
+
+def _linux_files(check: _Checker, table: dict[str, Any], v: dict[str, Any], prefix: str,
+                 kind: str | None) -> tuple[Path | None, Path | None]:
+    """`kernel` and `initrd`: resolved files for a linux partition, refused for any other."""
+    if kind != "linux":
+        for key in ("kernel", "initrd"):
+            if key in table:
+                check.error(prefix + key, table[key], "applies to linux partitions only "
+                            "(kind = \"linux\")")
+        return None, None
+    if v["kernel"] is None:
+        if "kernel" not in table:
+            check.error(prefix + "kernel", "(missing)", "is required for kind = \"linux\": a "
+                        "bzImage or a PVH vmlinux (`taipan images linux` fetches Debian's)")
+        return None, None
+    paths = []
+    for key in ("kernel", "initrd"):
+        if v[key] is None:
+            paths.append(None)
+            continue
+        path = (check.path.parent / v[key]).resolve()
+        if not path.is_file():
+            hint = " (`taipan images linux` fetches Debian's)" if v[key].startswith("../build/") else ""
+            check.error(prefix + key, v[key], f"no such file ({path}){hint}")
+            path = None
+        paths.append(path)
+    return (paths[0], paths[1]) if paths[0] is not None else (None, None)
+
+
+def _linux_image(check: _Checker, prefix: str, v: dict[str, Any], kernel: Path,
+                 initrd: Path | None, cmdline: str, memory: int) -> None:
+    """Load the kernel as the build will, so its protocol's rules show at `taipan check`."""
+    from toolchain import linux_boot
+
+    try:
+        linux_boot.load_files(kernel, initrd, cmdline, memory, v["vcpus"] or 1)
+    except linux_boot.LinuxImageError as error:
+        check.error(prefix + "kernel", v["kernel"], str(error))
 
 
 def _table(check: _Checker, data: dict[str, Any], section: schema.Section) -> dict[str, Any]:

@@ -98,6 +98,7 @@ class GuestLoad:
     kind: str
     chunks: list[Chunk]
     boot: BootState
+    tsc_khz_gpa: int = 0   # linux: where the hypervisor writes its TSC rate into the cmdline
 
 
 def _fail(part: PartitionConfig, key: str, value: Any, rule: str) -> ConfigError:
@@ -266,6 +267,20 @@ def load_multiboot(part: PartitionConfig, data: bytes) -> GuestLoad:
     return GuestLoad("multiboot", chunks, boot)
 
 
+def load_linux(part: PartitionConfig) -> GuestLoad:
+    """A Linux kernel by its own boot protocol (toolchain/linux_boot.py)."""
+    from toolchain import linux_boot
+
+    assert part.kernel_path is not None
+    try:
+        loaded = linux_boot.load_files(part.kernel_path, part.initrd_path, part.cmdline,
+                                       part.memory, part.vcpus)
+        chunks = merge_chunks(loaded.pieces)
+    except (linux_boot.LinuxImageError, ValueError) as error:
+        raise _fail(part, "kernel", part.kernel, str(error)) from error
+    return GuestLoad("linux", chunks, loaded.boot, loaded.tsc_khz_gpa)
+
+
 def load(part: PartitionConfig) -> GuestLoad:
     """Build or read the partition's image and lay out its memory; ConfigError names the key."""
     stack = None
@@ -282,6 +297,8 @@ def load(part: PartitionConfig) -> GuestLoad:
         stack = getattr(image, "stack", None)
         if part.kind is not None and part.kind != kind:
             raise _fail(part, "kind", part.kind, f"guest:{part.builtin} is a {kind} guest")
+    elif part.kind == "linux":
+        return load_linux(part)
     else:
         assert part.image_path is not None and part.kind is not None
         kind, data, entry = part.kind, part.image_path.read_bytes(), part.entry

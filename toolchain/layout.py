@@ -59,7 +59,7 @@ EXCEPTIONS_WITH_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
 EXCEPTION_VECTORS = 32
 
 # Size budget of the whole loaded image; the verifier enforces it.
-IMAGE_BUDGET_BYTES = 8 << 20
+IMAGE_BUDGET_BYTES = 24 << 20
 
 # Partition support, decided at build time (toolchain/partition_layout.py):
 # the region the hypervisor copies the generated EPT/NPT tables and I/O and

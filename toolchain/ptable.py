@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolchain import bitmaps, guest_image, layout, nested_paging, partition_layout, schema, user_modules
+from toolchain import (
+    acpi_tables,
+    bitmaps,
+    guest_image,
+    layout,
+    nested_paging,
+    partition_layout,
+    schema,
+    user_modules,
+)
 from toolchain.config import ConfigError, SystemConfig, plan
 from toolchain.tables_region import PAGE, TablesRegion
 
@@ -17,7 +26,8 @@ MAGIC = b"TAIPANPT"
 # 3: the CPU count, management's minimum share and a scheduling plan per CPU
 # in the header, which the signature now covers too; per partition `vcpus`
 # (was `cpus`) and its home `cpu`.
-# 4: the user's Python modules (compiled .mpy bytes, their sha256 and path).
+# 4: the user's Python modules (compiled .mpy bytes, their sha256 and path), and
+#    tsc_khz_gpa per partition (a linux partition's command line gets the TSC rate).
 VERSION = 4
 MAX_CHUNKS = 8
 # A partition's passed-through I/O ports as inclusive ranges; the config
@@ -27,7 +37,7 @@ RESTARTS = {name: number for number, name in enumerate(schema.RESTARTS)}
 FLAG_AUTOSTART = 1
 FLAG_CPUID_UPCALL = 2  # the config's cpuid_upcall bench knob: CPUID exits go to policy
 FLAG_MSR_UPCALL = 4    # a user policy: MSRs the virtual CPU lacks go to it, not #GP
-KINDS = {"raw": 0, "multiboot": 1}
+KINDS = {"raw": 0, "multiboot": 1, "linux": 2}
 MODULE_KINDS = {name: number for number, name in enumerate(user_modules.KINDS)}
 MODE_LONG64 = guest_image.MODE_LONG64
 MODE_PROT32 = guest_image.MODE_PROT32
@@ -55,6 +65,13 @@ DEFINES: list[tuple[str, str]] = [
     ("PT_MODULE_OWNER_PLATFORM", f"{user_modules.OWNER_PLATFORM:#x}u"),
     ("PT_KIND_RAW", f"{KINDS['raw']}u"),
     ("PT_KIND_MULTIBOOT", f"{KINDS['multiboot']}u"),
+    ("PT_KIND_LINUX", f"{KINDS['linux']}u"),
+    # The ports a linux partition's FADT names (toolchain/acpi_tables.py).
+    ("PT_ACPI_SLEEP_CONTROL_PORT", f"{acpi_tables.SLEEP_CONTROL_PORT:#x}u"),
+    ("PT_ACPI_SLEEP_STATUS_PORT", f"{acpi_tables.SLEEP_STATUS_PORT:#x}u"),
+    ("PT_ACPI_SLP_EN", f"{acpi_tables.SLP_EN:#x}u"),
+    ("PT_ACPI_RESET_PORT", f"{acpi_tables.RESET_PORT:#x}u"),
+    ("PT_ACPI_RESET_VALUE", f"{acpi_tables.RESET_VALUE:#x}u"),
     ("PT_MODE_LONG64", f"{MODE_LONG64}u"),
     ("PT_MODE_PROT32", f"{MODE_PROT32}u"),
     ("PT_MAX_PORT_RANGES", str(MAX_PORT_RANGES)),
@@ -177,6 +194,8 @@ STRUCTS: dict[str, list[Field]] = {
         Field("reserved", "uint8_t", 3),
         Field("port_ranges", "pt_port_range", MAX_PORT_RANGES,
               "passed through: the I/O bitmaps let these exit-free"),
+        Field("tsc_khz_gpa", "uint64_t",
+              comment="0, or where the TSC's kHz goes as decimal digits and a NUL at each load"),
     ],
 }
 
@@ -458,19 +477,25 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None,
             "slice_us": part.slice_ms * 1000, "vcpus": part.vcpus, "cpu": part.home_cpu,
             "port_range_count": len(part.ports),
             "port_ranges": [{"first": lo, "last": hi} for lo, hi in part.ports],
+            "tsc_khz_gpa": loaded.tsc_khz_gpa,
         })
 
     descs_end = HEADER_SIZE + len(descs) * sizeof("pt_partition")
     tables_offset = descs_end + -descs_end % PAGE
     body = bytearray(tables_offset - HEADER_SIZE)
     body += region.contents()
+    # Chunks with the same bytes (two partitions booting one kernel) are stored
+    # once: the hypervisor only ever copies from the blob.
+    stored: dict[bytes, int] = {}
     for desc, loaded in zip(descs, loads, strict=True):
         chunks = []
         for chunk in loaded.chunks:
-            body += bytes(-(HEADER_SIZE + len(body)) % CHUNK_ALIGN)
-            chunks.append({"blob_offset": HEADER_SIZE + len(body), "size": len(chunk.data),
+            if chunk.data not in stored:
+                body += bytes(-(HEADER_SIZE + len(body)) % CHUNK_ALIGN)
+                stored[chunk.data] = HEADER_SIZE + len(body)
+                body += chunk.data
+            chunks.append({"blob_offset": stored[chunk.data], "size": len(chunk.data),
                            "gpa": chunk.gpa})
-            body += chunk.data
         desc["chunks"] = chunks
     # The active configuration closes the body, after a signed copy of its
     # length: the unsigned header's config_size must agree with it.

@@ -65,7 +65,7 @@ SERIAL_PORTS = {"com1": 0x3F8}
 # The C core programs its UART for this rate and no other (hv/uart16550.c).
 UART_BAUD = 115200
 RESTARTS = ("never", "on-fault", "always")
-KINDS = ("raw", "multiboot")
+KINDS = ("raw", "multiboot", "linux")
 SLICE_MS_MAX = 1000
 # The partition table holds this many passed-through port ranges per partition.
 PORT_RANGES_MAX = 8
@@ -154,14 +154,20 @@ PARTITIONS = Section("partitions", True, (
         "`[0]`: round robin there, or the windows of that CPU's `[[schedule]]`",
         default_doc="`[0]`, or the CPU whose `[[schedule]]` names it"),
     Key("image", "string", "`\"guest:NAME\"` (a built-in guest, see guests/README.md) or a "
-        "file path", required=True,
-        required_hint=": \"guest:NAME\" or a file path relative to the config file"),
-    Key("kind", "string", "`\"raw\"` (bytes copied to `entry`, started in 64-bit mode) or "
-        "`\"multiboot\"` (a multiboot1 ELF or a.out-kludge kernel); required for file images",
+        "file path; every kind but `linux` (which takes `kernel`)",
+        default_doc="required, except for `kind = \"linux\"`"),
+    Key("kind", "string", "`\"raw\"` (bytes copied to `entry`, started in 64-bit mode), "
+        "`\"multiboot\"` (a multiboot1 ELF or a.out-kludge kernel) or `\"linux\"` (a Linux "
+        "kernel booted by its own protocol, docs/linux.md); required for file images",
         choices=KINDS, default_doc="the built-in guest's"),
+    Key("kernel", "string", "linux only: a bzImage (64-bit boot protocol, 2.12 or later) or an "
+        "ELF `vmlinux` with a PVH entry, relative to the config file",
+        default_doc="required for `kind = \"linux\"`"),
+    Key("initrd", "string", "linux only: the initial RAM disk, loaded at the top of its memory",
+        default_doc="none"),
     Key("entry", "address", "raw file images only: the guest-physical load and entry "
         "address", default=0x100000),
-    Key("cmdline", "string", "multiboot only: the kernel's command line (under 1024 bytes)",
+    Key("cmdline", "string", "multiboot and linux: the kernel's command line (under 1024 bytes)",
         default=""),
     Key("modules", "paths", "multiboot only: module files, loaded page-aligned after the "
         "kernel", default=[]),

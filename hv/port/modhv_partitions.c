@@ -74,7 +74,8 @@ static mp_obj_t hv_part_info(mp_obj_t index)
     store(info, MP_QSTR_memory, mp_obj_new_int_from_ull(d->mem_size));
     store(info, MP_QSTR_host_base, mp_obj_new_int_from_ull(d->mem_host_base));
     store(info, MP_QSTR_autostart, mp_obj_new_bool(d->flags & PT_FLAG_AUTOSTART));
-    store(info, MP_QSTR_kind, str_obj(d->kind == PT_KIND_MULTIBOOT ? "multiboot" : "raw"));
+    store(info, MP_QSTR_kind, str_obj(d->kind == PT_KIND_MULTIBOOT ? "multiboot"
+                                      : d->kind == PT_KIND_LINUX ? "linux" : "raw"));
     store(info, MP_QSTR_starts, mp_obj_new_int_from_ull(p->starts));
     store(info, MP_QSTR_cpu_us, mp_obj_new_int_from_ull(tsc_to_us(p->run_tsc)));
     store(info, MP_QSTR_cpu, mp_obj_new_int_from_uint(p->cpu));
