@@ -245,11 +245,6 @@ static enum run_event mmio(struct partition *p, const struct exit_info *e)
     return fault(p, e);
 }
 
-static uint64_t all_ones(uint8_t size)
-{
-    return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
-}
-
 static enum run_event port_io(struct partition *p, const struct exit_info *e)
 {
     struct guest_regs *r = &p->vcpu.regs;
