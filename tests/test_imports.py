@@ -10,13 +10,13 @@ PACKAGES = ("toolchain", "boot", "arch", "guests")
 # Helpers that import nothing of ours but each other: assembling, constants,
 # layout arithmetic, table encodings, host I/O.
 LEAVES = {
-    "asm_offsets", "bitmaps", "cpuid", "emulator", "fb_font", "hwcheck", "iso", "keystone_asm",
+    "acpi_tables", "asm_offsets", "bitmaps", "cpuid", "emulator", "fb_font", "hwcheck", "iso", "keystone_asm",
     "layout", "micropython", "msrs", "nested_paging", "placement", "progress", "schema", "serial_line",
     "tables_region", "terminal", "vmcb", "vmcs",
 }
 GENERATORS = ("boot", "arch", "guests")
 # Config validates, layout places, images parse, user modules compile, tables encode.
-PIPELINE = ("config", "partition_layout", "guest_image", "user_modules", "ptable")
+PIPELINE = ("config", "partition_layout", "guest_image", "linux_boot", "user_modules", "ptable")
 # Everything else in toolchain/ (build, cli, verify, ctl, bench...) is an orchestrator.
 RANKS = {"leaf": 0, "generator": 1, **{name: 2 + i for i, name in enumerate(PIPELINE)},
          "orchestrator": 2 + len(PIPELINE)}

@@ -193,15 +193,15 @@ def test_plans_and_home_cpus_reach_the_table(tmp_path: Path) -> None:
 
 def test_a_plan_out_of_range_is_refused_even_when_signed(demo: ptable.PartitionTable) -> None:
     plans = ptable.offsetof("pt_header", "plans")
-    owner = plans + ptable.offsetof("pt_cpu_plan", "windows") + ptable.sizeof("pt_window")
+    owner = plans + ptable.offsetof("pt_cpu_plan", "windows")   # CPU 0's one window: management
     for at, value, match in ((plans, 4, "plans\\[0\\]"), (owner, 2, "plans\\[0\\]"),
-                             (plans + 2 * ptable.sizeof("pt_cpu_plan"), 2, "plans\\[2\\]"),
+                             (plans + 3 * ptable.sizeof("pt_cpu_plan"), 2, "plans\\[3\\]"),
                              (ptable.offsetof("pt_header", "cpu_count"), 17, "cpu_count")):
         blob = bytearray(demo.blob)
         blob[at] = value
         with pytest.raises(ptable.TableError, match=match):
             ptable.parse(_resigned(blob))
     blob = bytearray(demo.blob)
-    blob[ptable.HEADER_SIZE + ptable.offsetof("pt_partition", "cpu")] = 2
-    with pytest.raises(ptable.TableError, match="beyond cpu_count 2"):
+    blob[ptable.HEADER_SIZE + ptable.offsetof("pt_partition", "cpu")] = 3   # the demo plans 3 CPUs
+    with pytest.raises(ptable.TableError, match="beyond cpu_count 3"):
         ptable.parse(_resigned(blob))

@@ -525,9 +525,6 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
         check.error(prefix + "modules", table["modules"], "applies to multiboot partitions only "
                     "(linux: `initrd`)")
     kernel_path, initrd_path = _linux_files(check, table, v, prefix, kind)
-    if kernel_path is not None and memory is not None and not any(
-            k.startswith(prefix) for k in check.broken):
-        _linux_image(check, prefix, v, kernel_path, initrd_path, cmdline or "", memory)
 
     entry = v["entry"]
     if "entry" in table and entry is not None:
@@ -592,16 +589,6 @@ def _linux_files(check: _Checker, table: dict[str, Any], v: dict[str, Any], pref
         paths.append(path)
     return (paths[0], paths[1]) if paths[0] is not None else (None, None)
 
-
-def _linux_image(check: _Checker, prefix: str, v: dict[str, Any], kernel: Path,
-                 initrd: Path | None, cmdline: str, memory: int) -> None:
-    """Load the kernel as the build will, so its protocol's rules show at `taipan check`."""
-    from toolchain import linux_boot
-
-    try:
-        linux_boot.load_files(kernel, initrd, cmdline, memory, v["vcpus"] or 1)
-    except linux_boot.LinuxImageError as error:
-        check.error(prefix + "kernel", v["kernel"], str(error))
 
 
 def _table(check: _Checker, data: dict[str, Any], section: schema.Section) -> dict[str, Any]:

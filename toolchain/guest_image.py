@@ -267,20 +267,6 @@ def load_multiboot(part: PartitionConfig, data: bytes) -> GuestLoad:
     return GuestLoad("multiboot", chunks, boot)
 
 
-def load_linux(part: PartitionConfig) -> GuestLoad:
-    """A Linux kernel by its own boot protocol (toolchain/linux_boot.py)."""
-    from toolchain import linux_boot
-
-    assert part.kernel_path is not None
-    try:
-        loaded = linux_boot.load_files(part.kernel_path, part.initrd_path, part.cmdline,
-                                       part.memory, part.vcpus)
-        chunks = merge_chunks(loaded.pieces)
-    except (linux_boot.LinuxImageError, ValueError) as error:
-        raise _fail(part, "kernel", part.kernel, str(error)) from error
-    return GuestLoad("linux", chunks, loaded.boot, loaded.tsc_khz_gpa)
-
-
 def load(part: PartitionConfig) -> GuestLoad:
     """Build or read the partition's image and lay out its memory; ConfigError names the key."""
     stack = None
@@ -297,8 +283,6 @@ def load(part: PartitionConfig) -> GuestLoad:
         stack = getattr(image, "stack", None)
         if part.kind is not None and part.kind != kind:
             raise _fail(part, "kind", part.kind, f"guest:{part.builtin} is a {kind} guest")
-    elif part.kind == "linux":
-        return load_linux(part)
     else:
         assert part.image_path is not None and part.kind is not None
         kind, data, entry = part.kind, part.image_path.read_bytes(), part.entry

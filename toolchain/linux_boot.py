@@ -10,6 +10,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from toolchain import acpi_tables
+from toolchain.config import PartitionConfig
 from toolchain.guest_image import (
     CR0_ET,
     CR0_MP,
@@ -31,8 +32,11 @@ from toolchain.guest_image import (
     RAW_GDT,
     BootState,
     Chunk,
+    GuestLoad,
     identity_map,
+    merge_chunks,
 )
+from toolchain.guest_image import _fail as config_error
 
 # The x86 boot protocol (Documentation/arch/x86/boot.rst). Offsets in the
 # setup header and in struct boot_params, the "zero page".
@@ -275,3 +279,14 @@ def load(kernel: bytes, initrd: bytes, cmdline: str, memory: int, vcpus: int = 1
 def load_files(kernel: Path, initrd: Path | None, cmdline: str, memory: int, vcpus: int = 1
                ) -> LinuxLoad:
     return load(kernel.read_bytes(), initrd.read_bytes() if initrd else b"", cmdline, memory, vcpus)
+
+
+def load_partition(part: PartitionConfig) -> GuestLoad:
+    """A linux partition's kernel and initrd laid out in its memory; ConfigError names the key."""
+    assert part.kernel_path is not None
+    try:
+        loaded = load_files(part.kernel_path, part.initrd_path, part.cmdline, part.memory, part.vcpus)
+        chunks = merge_chunks(loaded.pieces)
+    except (LinuxImageError, ValueError) as error:
+        raise config_error(part, "kernel", part.kernel, str(error)) from error
+    return GuestLoad("linux", chunks, loaded.boot, loaded.tsc_khz_gpa)

@@ -12,6 +12,7 @@ from toolchain import (
     bitmaps,
     guest_image,
     layout,
+    linux_boot,
     nested_paging,
     partition_layout,
     schema,
@@ -457,7 +458,7 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None,
     loads: list[guest_image.GuestLoad] = []
     for part, placed in zip(config.partitions, placements, strict=True):
         try:
-            loaded = guest_image.load(part)
+            loaded = linux_boot.load_partition(part) if part.kind == "linux" else guest_image.load(part)
         except ConfigError as error:
             raise ConfigError([f"{source}: {line}" for line in error.errors]) from error
         loads.append(loaded)

@@ -19,7 +19,7 @@ VIEWS = ("VERSION", "part_count", "part_info", "part_state", "cpus", "plan_get",
 ACTIONS = ("part_start", "part_stop", "part_resolve", "plan_set", "sched_yield", "mailbox",
            "console_read", "console_input", "journal_read", "set_idle", "write", "poll_char",
            "typing", "input", "interruptible", "repl", "reboot", "peek", "ptable", "ptable_trust",
-           "load_module", "run_guarded", "wake_at")
+           "load_module", "run_guarded", "wake_at", "part_claim")
 # hv/py functions shown, by section.
 POLICY = (("usermods", "answer"), ("usermods", "notify"))
 DEVICE = (("usermods", "device_answer"),)
