@@ -76,6 +76,9 @@ def served(config: str, workdir: Path) -> Iterator[Served]:
                 return probe.connect_ex(("127.0.0.1", rfc)) == 0
 
         _wait_for("ser2net did not listen", listening, 10, lambda: server.poll() is None)
+        # The probe was a client: until ser2net has closed its session and the pty, it
+        # refuses the next one ("Port already in use").
+        time.sleep(2)
         yield Served(f"tcp:127.0.0.1:{raw}", f"rfc2217://127.0.0.1:{rfc}")
     finally:
         for proc in (server, qemu):

@@ -102,6 +102,7 @@ def test_debian_kernel_reaches_its_shell_keeps_time_and_powers_off(boot_config, 
     assert io - 3 * written < PROBE_EXITS_MAX, (io, written)
 
 
+@pytest.mark.slow   # a known failure waits out its whole timeout: out of the default run
 @pytest.mark.xfail(strict=True, reason="reboot -f stops after 'reboot: machine restart' (in "
                    "native_machine_shutdown, before any write to the reset register: no port exit "
                    "follows); the reset port itself is not reached yet")

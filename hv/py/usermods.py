@@ -83,6 +83,8 @@ def init():
             sched = mod
         elif mod.kind == "device":
             devices.setdefault(mod.owner, []).append(mod)
+            # Its ports come up to Python; every other port a guest touches is denied in C.
+            hv.part_claim(mod.owner, mod.ports[0], mod.ports[1])
         else:
             policies[mod.owner] = mod
         load(mod)
