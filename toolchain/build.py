@@ -242,20 +242,22 @@ DEFAULT_CONFIG = ROOT / "configs" / "demo.toml"
 
 
 def build_partitions(paths: Paths, system: config.SystemConfig, config_path: Path,
-                     modules: list[user_modules.UserModule]) -> None:
+                     modules: list[user_modules.UserModule], dev: bool) -> None:
     """The signed partition table for the system description, as an object for the link."""
-    ptable.write(system, paths.ptable, config_path=config_path, modules=modules)
+    ptable.write(system, paths.ptable, config_path=config_path, modules=modules, dev=dev)
     _write_if_changed(paths.gen / "ptable.h", ptable.c_header())
     _binary_object(paths.ptable / "ptable.bin", ".partitions", "contents,alloc,load,readonly,data",
                    paths.ptable / "ptable.o")
 
 
 def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = False,
-          config_path: Path | None = None, image: str = "taipan", test_hooks: bool = False) -> Path:
+          config_path: Path | None = None, image: str = "taipan", test_hooks: bool = False,
+          dev: bool = False) -> Path:
     """Build build/taipan.elf for a system description (configs/demo.toml by default).
 
     The image is build/<image>.elf; `test_hooks` accepts the description's
-    [test] table. Raises config.ConfigError before anything is written,
+    [test] table; `dev` makes a development image, whose policy modules
+    `taipan ctl TARGET push` may replace while it runs. Raises config.ConfigError before anything is written,
     BuildError, or verify.VerifyError.
     """
     started = time.monotonic()
@@ -270,7 +272,7 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
     # so the bytes match the interpreter that loads them.
     modules = user_modules.compile_all(
         system, lambda: micropython.mpy_cross(micropython.source_tree(paths.build, progress), jobs, progress))
-    ptable.build_table(system, config_path=config_path, modules=modules)
+    ptable.build_table(system, config_path=config_path, modules=modules, dev=dev)
     for folder in (paths.gen, paths.obj, paths.mp):
         folder.mkdir(parents=True, exist_ok=True)
     with progress.step("generated headers and the partition table"):
@@ -280,7 +282,7 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
         vmcs.generate_headers(paths.gen)
         msrs.generate_headers(paths.gen)
         cpuid.generate_headers(paths.gen)
-        build_partitions(paths, system, config_path, modules)
+        build_partitions(paths, system, config_path, modules, dev)
     with progress.step("boot stub (keystone)"):
         generated = build_stub(paths)
     libmp = build_micropython(paths, jobs, progress)
@@ -290,7 +292,8 @@ def build(build_dir: Path | None = None, jobs: int | None = None, quiet: bool = 
         report = verify.verify(paths.elf, parts=_parts(paths, core))
     if not quiet:
         print(verify.format_report(report))
-        print(f"taipan build: {_shown(paths.elf)} for {_shown(config_path)}, built and verified in "
+        print(f"taipan build: {_shown(paths.elf)}{' (development image)' if dev else ''} for "
+              f"{_shown(config_path)}, built and verified in "
               f"{time.monotonic() - started:.1f}s")
     return paths.elf
 

@@ -15,7 +15,7 @@ ROOT = builder.ROOT
 def _build(args: argparse.Namespace) -> Path:
     config_path = Path(args.config) if getattr(args, "config", None) else None
     return builder.build(jobs=args.jobs, quiet=getattr(args, "quiet", False), config_path=config_path,
-                         test_hooks=getattr(args, "test_hooks", False))
+                         test_hooks=getattr(args, "test_hooks", False), dev=getattr(args, "dev", False))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -131,6 +131,12 @@ def _config_option(p: argparse.ArgumentParser) -> None:
     _test_hooks_option(p)
 
 
+def _dev_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dev", action="store_true",
+                   help="a development image: 'taipan ctl TARGET push FILE' may replace a partition's "
+                   "policy module while it runs (never the default)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="taipan", description="Build, verify and run the Taipan hypervisor.")
     top.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (default: all cores)")
@@ -143,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build build/taipan.elf and verify it")
     _config_option(p)
+    _dev_option(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("verify", help="check an image with the ELF verifier")
@@ -151,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("iso", help="build build/taipan.iso, a GRUB image that boots Taipan by multiboot2")
     _config_option(p)
+    _dev_option(p)
     p.set_defaults(func=cmd_iso)
 
     p = sub.add_parser("run", help="build if needed and boot Taipan in an emulator, console attached")
@@ -168,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--serial", default="stdio", help="stdio (default), pty or unix:PATH "
                    "(a socket for taipan console and taipan ctl, one client at a time)")
     _config_option(p)
+    _dev_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("mptest", help="run MicroPython's own test suite against the interpreter on the metal")

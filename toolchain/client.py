@@ -32,8 +32,12 @@ INTERACTIVE = {"console": "taipan console TARGET, then 'console NAME'", "tail": 
 # A telnet server's first bytes: IAC WILL/WONT/DO/DONT. Taipan never sends 0xff.
 TELNET_IAC, TELNET_OFFERS = b"\xff", (b"\xfb", b"\xfc", b"\xfd", b"\xfe")
 PROMPT_RETRY_S = 5.0  # then the line may be held by a partition's console: escape once
-CTRL_B = b"\x02"
+CTRL_A, CTRL_B, CTRL_D = b"\x01", b"\x02", b"\x04"
 DEFAULT_TIMEOUT = 30.0
+# MicroPython's raw REPL (shared/runtime/pyexec.c): its banner, and raw-paste mode's
+# request, its yes, and the byte that grants one more window of input.
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
+RAW_PASTE_ASK, RAW_PASTE_YES, RAW_PASTE_MORE = b"\x05A\x01", b"R\x01", b"\x01"
 
 
 class ConsoleTimeout(LineError):
@@ -215,9 +219,52 @@ class Console:
         """
         return answer(command, self.result(command, timeout))
 
-    def _exchange(self, line: Line, command: str, timeout: float | None) -> Result:
-        """Bring the shell to its prompt, type `command`, return what it printed."""
+    def exec_raw(self, code: str, timeout: float | None = None) -> tuple[str, str]:
+        """Run Python `code` in MicroPython's raw REPL on the metal: (what it printed, its traceback or "").
+
+        From the shell's prompt Ctrl-A enters the raw REPL. The code goes in
+        raw-paste mode, whose flow control sends no more than the interpreter
+        has room for, so a UART FIFO that fills while guests run loses no byte.
+        Ctrl-B then leaves for the shell, which main.py starts again without a
+        soft reset: partitions and loaded modules stay as they are.
+        """
+        if self._line is not None:
+            return self._exec_raw(self._line, code, timeout)
+        with self:
+            return self._exec_raw(self.line, code, timeout)
+
+    def _exec_raw(self, line: Line, code: str, timeout: float | None) -> tuple[str, str]:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        self._prompt(line, deadline)
+        line.write(CTRL_A)
+        raw = _RawReader(line, deadline)
+        raw.until(RAW_BANNER)
+        line.write(RAW_PASTE_ASK)
+        if raw.take(2) != RAW_PASTE_YES:
+            raise LineError(f"{line.target}: the raw REPL refused raw-paste mode")
+        window = int.from_bytes(raw.take(2), "little")
+        data, sent, room = code.encode("ascii"), 0, window
+        while sent < len(data):
+            while room == 0 or raw.pending(0):
+                got = raw.take(1)
+                if got != RAW_PASTE_MORE:
+                    raise LineError(f"{line.target}: the raw REPL ended the paste early ({got!r})")
+                room += window
+            chunk = data[sent:sent + room]
+            line.write(chunk)
+            sent += len(chunk)
+            room -= len(chunk)
+        line.write(CTRL_D)
+        raw.until(CTRL_D)  # the end of the paste, acknowledged; the code runs now
+        output = _normal(raw.until(CTRL_D))
+        error = _normal(raw.until(CTRL_D))
+        raw.until(b">")
+        line.write(CTRL_B)
+        _read_until(line, prompt_shown, deadline)
+        return output, error
+
+    def _prompt(self, line: Line, deadline: float) -> None:
+        """Bring the shell to its prompt, whatever the line was doing."""
         waiting = b""
         try:
             while more := line.read(0.05):  # bytes from before us (a partition's escape, old output) mean nothing
@@ -236,6 +283,11 @@ class Console:
         # (Ctrl-A on an empty line enters it: a telnet client's negotiation, say).
         _read_until(line, prompt_shown, deadline,
                     retry=(time.monotonic() + PROMPT_RETRY_S, bytes([self.escape]) + CTRL_B + b"\r"))
+
+    def _exchange(self, line: Line, command: str, timeout: float | None) -> Result:
+        """Bring the shell to its prompt, type `command`, return what it printed."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        self._prompt(line, deadline)
         line.write(command.encode("ascii") + b"\r")
         found: list[str] = []
 
@@ -263,3 +315,36 @@ def _read_until(line: Line, done, deadline: float, retry: tuple[float, bytes] | 
                                  f"{_normal(raw)[-120:]!r}); is the machine up, and no other client "
                                  "connected (QEMU serves one at a time)?")
         raw += line.read(min(deadline - now, 0.2))
+
+
+class _RawReader:
+    """The raw REPL's bytes as they come, taken by count or up to a marker, all before `deadline`."""
+
+    def __init__(self, line: Line, deadline: float) -> None:
+        self.line = line
+        self.deadline = deadline
+        self.buffer = b""
+
+    def pending(self, wait: float) -> bool:
+        self.buffer += self.line.read(wait)
+        return bool(self.buffer)
+
+    def _more(self) -> None:
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise ConsoleTimeout(f"{self.line.target}: the raw REPL did not answer in time (last output: "
+                                 f"{_normal(self.buffer)[-120:]!r})")
+        self.buffer += self.line.read(min(self.deadline - now, 0.2))
+
+    def take(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            self._more()
+        got, self.buffer = self.buffer[:count], self.buffer[count:]
+        return got
+
+    def until(self, marker: bytes) -> bytes:
+        """What comes before `marker`, which is consumed too."""
+        while marker not in self.buffer:
+            self._more()
+        got, _, self.buffer = self.buffer.partition(marker)
+        return got

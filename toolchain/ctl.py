@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from toolchain import terminal
+from toolchain import push, terminal
 from toolchain.client import CommandError, Console, LineError, answer, check_command
 from toolchain.host_console import parse_escape
 from toolchain.serial_line import DEFAULT_BAUD, TARGET_FORMS, TARGET_HELP
@@ -24,6 +24,9 @@ def add_line_options(p: argparse.ArgumentParser, timeout_help: str) -> None:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
+    if args.words[:1] == ["push"]:
+        return push.cmd_push(Console(args.target, baud=args.baud, timeout=args.timeout, escape=args.escape),
+                             args.words[1:])
     try:
         command = check_command(" ".join(args.words))
     except ValueError as e:
@@ -55,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Run one shell command on the Taipan at TARGET and print its output. "
                        "Exit status: 0 success, 1 the command failed (its error: line on stderr), "
                        "2 usage, 3 the line failed (cannot connect, no prompt, timeout). "
-                       f"TARGET is {TARGET_FORMS}.")
+                       f"TARGET is {TARGET_FORMS}. '{push.USAGE}' replaces a partition's policy "
+                       "module on an image built with --dev (1: the image refused it).")
     p.add_argument("--json", action="store_true",
                    help="run the command with --json and print the parsed document (indented)")
     add_line_options(p, "seconds for the whole exchange (default 30)")

@@ -29,7 +29,8 @@ MAGIC = b"TAIPANPT"
 # (was `cpus`) and its home `cpu`.
 # 4: the user's Python modules (compiled .mpy bytes, their sha256 and path), and
 #    tsc_khz_gpa per partition (a linux partition's command line gets the TSC rate).
-VERSION = 4
+# 5: header flags after the plans: PT_HEADER_DEV for an image built with --dev.
+VERSION = 5
 MAX_CHUNKS = 8
 # A partition's passed-through I/O ports as inclusive ranges; the config
 # refuses more than fit here, after merging adjacent ports.
@@ -38,6 +39,9 @@ RESTARTS = {name: number for number, name in enumerate(schema.RESTARTS)}
 FLAG_AUTOSTART = 1
 FLAG_CPUID_UPCALL = 2  # the config's cpuid_upcall bench knob: CPUID exits go to policy
 FLAG_MSR_UPCALL = 4    # a user policy: MSRs the virtual CPU lacks go to it, not #GP
+# The header's flags. DEV: built with --dev, so `taipan ctl TARGET push` may replace a
+# policy module at run time; signed, so an image cannot be talked into it afterwards.
+HEADER_FLAG_DEV = 1
 KINDS = {"raw": 0, "multiboot": 1, "linux": 2}
 MODULE_KINDS = {name: number for number, name in enumerate(user_modules.KINDS)}
 MODE_LONG64 = guest_image.MODE_LONG64
@@ -60,6 +64,7 @@ DEFINES: list[tuple[str, str]] = [
     ("PT_FLAG_AUTOSTART", f"{FLAG_AUTOSTART}u"),
     ("PT_FLAG_CPUID_UPCALL", f"{FLAG_CPUID_UPCALL}u"),
     ("PT_FLAG_MSR_UPCALL", f"{FLAG_MSR_UPCALL}u"),
+    ("PT_HEADER_DEV", f"{HEADER_FLAG_DEV}u"),
     ("PT_MODULE_POLICY", f"{MODULE_KINDS['policy']}u"),
     ("PT_MODULE_SCHEDULER", f"{MODULE_KINDS['scheduler']}u"),
     ("PT_MODULE_DEVICE", f"{MODULE_KINDS['device']}u"),
@@ -171,6 +176,8 @@ STRUCTS: dict[str, list[Field]] = {
         Field("module_count", "uint32_t", comment="user Python modules"),
         Field("modules_offset", "uint64_t", comment="their struct pt_module records in the blob"),
         Field("plans", "pt_cpu_plan", CPUS_MAX, "per CPU; those from cpu_count on are idle"),
+        Field("flags", "uint32_t", comment="PT_HEADER_*"),
+        Field("reserved", "uint32_t"),
     ],
     "pt_partition": [
         Field("name", "char", 32, "NUL-terminated"),
@@ -443,10 +450,11 @@ def _boot_values(boot: guest_image.BootState) -> dict[str, Any]:
 
 
 def build_table(config: SystemConfig, *, config_path: Path | str | None = None,
-                modules: list[user_modules.UserModule] | None = None) -> PartitionTable:
+                modules: list[user_modules.UserModule] | None = None, dev: bool = False) -> PartitionTable:
     """Lay out, prove, and sign everything the hypervisor needs to create `config`'s partitions.
 
-    `modules` are the user's compiled Python modules (user_modules.compile_all).
+    `modules` are the user's compiled Python modules (user_modules.compile_all);
+    `dev` marks a development image, whose policies `taipan ctl push` may replace.
     """
     modules = modules or []
     source = Path(config_path) if config_path is not None else config.path
@@ -534,6 +542,7 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None,
         "upcall_timeout_ms": config.scheduler.upcall_timeout_ms,
         "module_count": len(records), "modules_offset": modules_offset if records else 0,
         "plans": [_plan_record(p) for p in config.plans],
+        "flags": HEADER_FLAG_DEV if dev else 0,
     })
     unsigned = header + bytes(body)
     signed = bytearray(unsigned)
@@ -549,9 +558,9 @@ def _plan_record(cpu_plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def write(config: SystemConfig, gen_dir: Path, *, config_path: Path | str | None = None,
-          modules: list[user_modules.UserModule] | None = None) -> PartitionTable:
+          modules: list[user_modules.UserModule] | None = None, dev: bool = False) -> PartitionTable:
     """Write gen_dir/ptable.h and gen_dir/ptable.bin; return the table."""
-    table = build_table(config, config_path=config_path, modules=modules)
+    table = build_table(config, config_path=config_path, modules=modules, dev=dev)
     gen_dir.mkdir(parents=True, exist_ok=True)
     for path, data in ((gen_dir / "ptable.h", c_header().encode()), (gen_dir / "ptable.bin", table.blob)):
         if not path.exists() or path.read_bytes() != data:

@@ -36,7 +36,12 @@ class UserModule:
         return hashlib.sha256(self.mpy).hexdigest()
 
 
-def _compile(mpy_cross: Path, source: Path, shown: str, key: str, config_path: Path) -> bytes:
+class CompileError(Exception):
+    """mpy-cross refused a file: the message is "SHOWN:LINE: what it said"."""
+
+
+def compile_source(mpy_cross: Path, source: Path, shown: str) -> bytes:
+    """`source` compiled to .mpy bytes, its code named `shown`; CompileError naming the line it refused."""
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / "module.mpy"
         result = subprocess.run([str(mpy_cross), "-s", shown, "-o", str(out), str(source)],
@@ -47,7 +52,14 @@ def _compile(mpy_cross: Path, source: Path, shown: str, key: str, config_path: P
     found = _LOCATION.search(result.stderr + result.stdout)
     where = f"{shown}:{found.group(2)}" if found else shown
     message = lines[-1] if lines else f"mpy-cross exited with status {result.returncode}"
-    raise ConfigError([f"{config_path}: {key} = \"{shown}\": {where}: {message}"])
+    raise CompileError(f"{where}: {message}")
+
+
+def _compile(mpy_cross: Path, source: Path, shown: str, key: str, config_path: Path) -> bytes:
+    try:
+        return compile_source(mpy_cross, source, shown)
+    except CompileError as e:
+        raise ConfigError([f"{config_path}: {key} = \"{shown}\": {e}"]) from None
 
 
 def compile_all(config: SystemConfig, mpy_cross: Callable[[], Path]) -> list[UserModule]:

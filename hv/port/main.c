@@ -167,7 +167,13 @@ void mp_port_main(void)
                     break;
                 }
             } else if (pyexec_frozen_module("main.py", true) & PYEXEC_FORCED_EXIT) {
-                break;
+                // Ctrl-A's SystemExit goes on to the raw REPL in the same interpreter, with
+                // no soft reset: what the shell loaded stays, so code run there (`taipan ctl
+                // push` replacing a policy) changes the modules the partitions' exits use,
+                // and Ctrl-B's main.py finds them. Any other exit resets.
+                if (pyexec_mode_kind != PYEXEC_MODE_RAW_REPL) {
+                    break;
+                }
             } else if (pyexec_mode_kind != PYEXEC_MODE_RAW_REPL) {
                 // The shell only returns to leave for the raw REPL; anything
                 // else is a fault in it. Restarting it could fail the same way

@@ -258,6 +258,7 @@ def _info_doc():
                            for b, n, k in hv.memmap()]},
         "heap": {"total": hv.mem()["heap_total"], "used": gc.mem_alloc(), "free": gc.mem_free()},
         "partitions": manager.names(),
+        "development": usermods.dev_image(),
     }
 
 
@@ -330,6 +331,8 @@ def cmd_info(args):
         print("cpu %-6d APIC ID %d, %s%s" % (c["index"], c["apic_id"], c["state"],
                                             ": " + c["problem"] if c["problem"] else ": runs " + runs))
     print("memory:    %s usable" % _size(usable_ram()))
+    if usermods.dev_image():
+        print("image:     development image (built with --dev): 'taipan ctl TARGET push' may replace policies")
     print("memory map: %s, %d entries" % (boot["map_source"], boot["map_entries"]))
     for base, length, kind in hv.memmap():
         print("  %016x-%016x %10s  %s" % (base, base + length - 1, _size(length), MEM_TYPES.get(kind, "type %d" % kind)))
@@ -507,7 +510,7 @@ def cmd_devices(args):
     if args:
         raise UsageError("devices [--json]")
     recs = [{"partition": usermods.owner_name(m), "kind": m.kind, "path": m.path,
-             "sha256": m.sha256, "loaded": m.module is not None, "loads": m.loads,
+             "sha256": m.sha256, "loaded": m.module is not None, "pushed": m.pushed, "loads": m.loads,
              "runs": m.runs, "failures": m.failures, "failure_limit": m.failure_limit,
              "last_error": m.last_error} for m in usermods.modules]
     if "--json" in opts:
@@ -520,9 +523,15 @@ def cmd_devices(args):
     for rec in recs:
         print("%-12s %-8s %-28s %-12s %-8s %6d %5d/%-3d" % (
             rec["partition"], rec["kind"], rec["path"], rec["sha256"][:12],
-            "loaded" if rec["loaded"] else "failed", rec["runs"], rec["failures"], rec["failure_limit"]))
+            _module_state(rec), rec["runs"], rec["failures"], rec["failure_limit"]))
         if rec["last_error"]:
             print("%-12s %s" % ("", rec["last_error"]))
+
+
+def _module_state(rec):
+    if not rec["loaded"]:
+        return "failed"
+    return "pushed" if rec["pushed"] else "loaded"
 
 
 def cmd_policy(args):
@@ -537,8 +546,10 @@ def cmd_policy(args):
         if mod is None:
             raise ValueError("%s has no policy module (its `policy` key)" % args[0])
     if usermods.load(mod):
-        manager.event("%s: %s reloaded from the table (sha256 %s)" % (args[0], mod.path, mod.sha256[:12]))
-        print("%s: %s reloaded (sha256 %s)" % (args[0], mod.path, mod.sha256[:12]))
+        source = "as pushed" if mod.pushed else "from the table"
+        manager.event("%s: %s reloaded %s (sha256 %s)" % (args[0], mod.path, source, mod.sha256[:12]))
+        print("%s: %s reloaded%s (sha256 %s)" % (args[0], mod.path, " as pushed" if mod.pushed else "",
+                                                 mod.sha256[:12]))
     else:
         raise ValueError("%s: %s did not load: %s" % (args[0], mod.path, mod.last_error))
 

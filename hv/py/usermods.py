@@ -9,6 +9,8 @@ MODULES_OFFSET_AT = 120
 MODULE_SIZE = 160
 MODULE_PATH_AT = 64
 MODULE_PATH_SIZE = 96
+HEADER_FLAGS_AT = 2432
+HEADER_FLAG_DEV = 1  # built with --dev: `taipan ctl TARGET push` may replace a policy
 KINDS = ("policy", "scheduler", "device")
 # struct pt_module's owner for the platform's scheduler module (no partition).
 OWNER_PLATFORM = 0xFF
@@ -38,6 +40,7 @@ class UserModule:
         self.failures = 0
         self.last_error = ""
         self.loads = 0
+        self.pushed = False  # its bytes came by `taipan ctl push`, not from the signed table
 
 
 modules = []  # every UserModule, in table order
@@ -74,8 +77,14 @@ def _records(blob):
 
 
 def init():
-    """Load every module the (already checked) table lists; a module that fails to load stays unloaded."""
+    """Load every module the (already checked) table lists; a module that fails to load stays unloaded.
+
+    Leaving the raw REPL (Ctrl-B) runs main.py again without a soft reset: the
+    modules loaded then, and any pushed since, stay as they are.
+    """
     global modules
+    if modules:
+        return
     modules = list(_records(hv.ptable()))
     global sched
     for mod in modules:
@@ -112,6 +121,54 @@ def load(mod):
     mod.module = None
     _failed(mod, "loading", result)
     return False
+
+
+def dev_image():
+    """Whether the image was built with --dev (a flag of the signed table's header)."""
+    blob = hv.ptable()
+    return len(blob) >= HEADER_FLAGS_AT + 4 and bool(_u32(blob, HEADER_FLAGS_AT) & HEADER_FLAG_DEV)
+
+
+def push(name, path, mpy, sha256):
+    """Replace partition `name`'s policy with `mpy` (the .mpy bytes of `path`), as `taipan ctl push` asks.
+
+    Only in an image built with --dev: any other refuses with ValueError, as it
+    does a partition without a policy module or bytes whose sha256 is not
+    `sha256` (altered on the line). The new module loads under the guard while
+    the old one keeps answering; only if it loaded does one store put it in
+    the old one's place. Up-calls are answered on CPU 0 by MicroPython, one at
+    a time between bytecodes, so each exit sees the old module or the new,
+    never half of either: that is "swapped atomically between exits".
+    """
+    if not dev_image():
+        raise ValueError("this image was built without --dev: replacing a policy at run time is refused "
+                         "(build it with 'taipan build --dev' or 'taipan run --dev')")
+    import hashlib
+
+    index = manager.find(name)
+    old = policies.get(index)
+    if old is None:
+        raise ValueError("%s has no policy module (its `policy` key): nothing to replace" % name)
+    digest = hashlib.sha256(mpy).digest().hex()
+    if digest != sha256:
+        raise ValueError("%s arrived altered: sha256 %s, not the %s sent" % (path, digest[:12], sha256[:12]))
+    new = UserModule("policy", index, path, digest, mpy, old.failure_limit, old.budget_us // 1000, (0, 0))
+    new.pushed = True
+    module = path.rsplit("/", 1)[-1].split(".")[0]
+    ok, result = hv.run_guarded(hv.load_module, (module, mpy), new.budget_us)
+    if not ok:
+        at = where(result)
+        why = "%s: push of %s refused: loading raised %s: %s%s; %s stays" % (
+            name, path, type(result).__name__, result, (" at " + at) if at else "", old.path)
+        manager.last_traceback = "%s (loading):\n%s" % (path, manager.traceback_text(result))
+        manager.event(why)
+        raise ValueError(why)
+    new.module = result
+    new.loads = 1
+    modules[modules.index(old)] = new
+    policies[index] = new
+    manager.event("%s: policy replaced by push of %s sha256 %s" % (name, path, digest))
+    return digest
 
 
 def _no_device(name):
