@@ -21,7 +21,7 @@ ACTIONS = ("part_start", "part_stop", "part_resolve", "plan_set", "sched_yield",
            "typing", "input", "interruptible", "repl", "reboot", "peek", "ptable", "ptable_trust",
            "load_module", "run_guarded", "wake_at", "part_claim")
 # hv/py functions shown, by section.
-POLICY = (("usermods", "answer"), ("usermods", "notify"))
+POLICY = (("usermods", "answer"), ("usermods", "notify"), ("usermods", "push"))
 DEVICE = (("usermods", "device_answer"),)
 PLAN = (("usermods", "tick"), ("scheduler", "change"), ("scheduler", "install"), ("plan", "check"),
         ("plan", "check_change"), ("plan", "describe"))
@@ -65,9 +65,18 @@ that grants one partition the read of one MSR and logs and denies the rest; and
 `examples/load-scheduler/`, a scheduler that gives CPU 0's slices by the
 partitions' measured load.
 
+While developing a policy, an image built with `taipan build --dev` (or booted
+by `taipan run --dev`) takes a new one over the serial line: `taipan ctl TARGET
+push FILE --partition NAME` compiles FILE with the same mpy-cross (a syntax error
+names the file and line, exit 2, and nothing is sent) and hands the bytes through
+MicroPython's raw REPL to `usermods.push` below, which loads them under the guard
+and swaps them in between two exits; `devices` then lists FILE and its hash as
+"pushed", and `events` records the replacement. An image built without `--dev`
+refuses (ctl exits 1 with the reason): run-time replacement is a development
+convenience, never the default (docs/host-tools.md).
+
 Not built yet (issue 11): a device model raising a guest interrupt (it needs the
-virtual IOAPIC of the virtual-platform work), MMIO device models, and `taipan ctl
-TARGET push FILE` under `taipan run --dev`.
+virtual IOAPIC of the virtual-platform work) and MMIO device models.
 """
 
 
