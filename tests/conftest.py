@@ -36,7 +36,7 @@ def taipan_iso(taipan_elf: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
-_images: dict[str, Path] = {}
+_images: dict[tuple[str, bool], Path] = {}
 
 
 def config_path(name: str) -> Path:
@@ -48,12 +48,12 @@ def config_path(name: str) -> Path:
     return example if example.exists() else CONFIGS / "tests" / f"{name}.toml"
 
 
-def config_image(name: str) -> Path:
-    """build/cfg-NAME.elf for config_path(NAME), built once."""
-    if name not in _images:
-        _images[name] = build.build(quiet=True, config_path=config_path(name),
-                                    image=f"cfg-{name.replace('/', '-')}", test_hooks=True)
-    return _images[name]
+def config_image(name: str, dev: bool = False) -> Path:
+    """build/cfg-NAME.elf for config_path(NAME), built once; with `dev`, cfg-NAME-dev.elf built with --dev."""
+    if (name, dev) not in _images:
+        _images[name, dev] = build.build(quiet=True, config_path=config_path(name), test_hooks=True, dev=dev,
+                                         image=f"cfg-{name.replace('/', '-')}" + ("-dev" if dev else ""))
+    return _images[name, dev]
 
 
 def config_cpus(name: str) -> int:

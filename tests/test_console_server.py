@@ -40,12 +40,13 @@ def _wait_for(what: str, done, patience: float, alive) -> None:
 
 
 @contextmanager
-def served(config: str, workdir: Path) -> Iterator[Served]:
-    """QEMU boots `config` with COM1 on a pty; ser2net exports the pty on two loopback ports."""
+def served(config: str, workdir: Path, dev: bool = False) -> Iterator[Served]:
+    """QEMU boots `config` (built with --dev if `dev`) with COM1 on a pty; ser2net exports the pty on two
+    loopback ports."""
     if shutil.which("ser2net") is None:
         pytest.fail("ser2net is missing: scripts/bootstrap installs it")  # a broken set-up, not a skip
     workdir.mkdir(parents=True, exist_ok=True)
-    argv = emulator.qemu_argv(config_image(config), serial="pty", memory_mb=256, smp=config_cpus(config),
+    argv = emulator.qemu_argv(config_image(config, dev), serial="pty", memory_mb=256, smp=config_cpus(config),
                               no_reboot=True)
     qemu_log = workdir / "qemu.log"
     with qemu_log.open("w") as log:
@@ -183,3 +184,21 @@ def test_fleet_runs_one_command_on_two_machines_and_reports_the_unreachable(demo
         status = {row.split()[0]: row.split()[1] for row in run.stdout.splitlines()[1:] if row[:1].strip()}
         assert status == {"demo": "ok", "second": "failed", "gone": "unreachable"}, run.stdout
         assert "error: no partition named 'hello1'" in run.stdout
+
+
+def test_ctl_push_replaces_a_policy_through_ser2net_by_raw_tcp_and_rfc2217(tmp_path):
+    # Two pushes, one per protocol: each goes through the raw REPL and back to the shell.
+    with served("examples/msr-policy", tmp_path / "msr", dev=True) as machine:
+        for number, target in enumerate((machine.raw, machine.rfc2217)):
+            policy = tmp_path / f"lab{number}.py"
+            policy.write_text(f"def on_msr(name, exit):\n    return {number + 40}\n")
+            run = taipan("ctl", "--timeout", str(BOOT_S), target, "push", str(policy), "--partition", "lab")
+            assert run.returncode == 0, (target, run.stderr)
+            assert f"lab: policy replaced by {policy}" in run.stdout
+            [lab, _] = Console(target, timeout=BOOT_S).run("devices --json")["modules"]
+            assert (lab["path"], lab["pushed"]) == (str(policy), True), target
+        Console(machine.rfc2217, timeout=BOOT_S).run("restart lab")
+        deadline = time.monotonic() + 60
+        while "lab rdmsr 52 = 41" not in (log := Console(machine.raw, timeout=BOOT_S).run("log lab")):
+            assert time.monotonic() < deadline, log
+            time.sleep(1)

@@ -38,15 +38,6 @@ def on_msr(name, exit):
 '''
 RAISES_AT_LOAD = 'x = 1\nraise KeyError("not today")\n'
 SYNTAX_ERROR = "def on_msr(name, exit):\n    return 1 +\n"
-_dev_images: dict[str, Path] = {}
-
-
-def _dev_image(name: str) -> Path:
-    """build/cfg-NAME-dev.elf: config_path(NAME) built with --dev, once."""
-    if name not in _dev_images:
-        _dev_images[name] = build.build(quiet=True, config_path=config_path(name), dev=True, test_hooks=True,
-                                        image=f"cfg-{name.replace('/', '-')}-dev")
-    return _dev_images[name]
 
 
 # --- host only: the flag, the metal's reader, the command line
@@ -234,7 +225,7 @@ def test_push_replaces_a_policy_between_exits_and_a_failing_one_leaves_it(vendor
     lab2.write_text(GRANTS_0X34)
     raises = tmp_path / "raises.py"
     raises.write_text(RAISES_AT_LOAD)
-    with _machine(vendor, _dev_image(MSR_EXAMPLE), MSR_EXAMPLE, tmp_path) as target:
+    with _machine(vendor, config_image(MSR_EXAMPLE, dev=True), MSR_EXAMPLE, tmp_path) as target:
         assert "development image" in Console(target, timeout=60).run("info")
         assert "lab rdmsr 52 #GP" in _log_until(target, 1)
         signed = _modules(target)
