@@ -30,7 +30,9 @@ def test_layout_matches_the_documented_sizes() -> None:
     assert ptable.offsetof("pt_header", "cpu_count") == 104
     assert ptable.offsetof("pt_header", "management_min_percent") == 108
     assert ptable.offsetof("pt_header", "plans") == 128
-    assert ptable.sizeof("pt_header") == ptable.HEADER_SIZE == 128 + 16 * 144
+    # Version 5 appended the header's flags and a reserved word after the plans.
+    assert ptable.offsetof("pt_header", "flags") == 128 + 16 * 144
+    assert ptable.sizeof("pt_header") == ptable.HEADER_SIZE == 128 + 16 * 144 + 8
     assert ptable.sizeof("pt_chunk") == 24
     assert ptable.sizeof("pt_boot") == 104
     # Version 2 appended restart, restart_limit, slice_us, cpus (3: vcpus) and eight port

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BOCHS_CHAR_DELAY, BOOT_TIMEOUT, ROOT, config_cpus, config_image, config_path, taipan
+from tests.conftest import (
+    BOCHS_CHAR_DELAY,
+    BOOT_TIMEOUT,
+    ROOT,
+    config_cpus,
+    config_image,
+    config_path,
+    taipan,
+)
 from toolchain import build, cli, config, emulator, iso, ptable, push, user_modules
 from toolchain.client import Console, LineError
 
