@@ -9,6 +9,7 @@
 #include "py/mperrno.h"
 #include "shared/readline/readline.h"
 #include "shared/runtime/gchelper.h"
+#include "shared/runtime/interrupt_char.h"
 #include "shared/runtime/pyexec.h"
 #include "page_alloc.h"
 #include "printk.h"
@@ -170,10 +171,12 @@ void mp_port_main(void)
                 // Ctrl-A's SystemExit goes on to the raw REPL in the same interpreter, with
                 // no soft reset: what the shell loaded stays, so code run there (`taipan ctl
                 // push` replacing a policy) changes the modules the partitions' exits use,
-                // and Ctrl-B's main.py finds them. Any other exit resets.
+                // and Ctrl-B's main.py finds them. Any other exit resets. Ctrl-C, which
+                // the shell takes as a key, interrupts code there again, as after a reset.
                 if (pyexec_mode_kind != PYEXEC_MODE_RAW_REPL) {
                     break;
                 }
+                mp_hal_set_interrupt_char(CHAR_CTRL_C);
             } else if (pyexec_mode_kind != PYEXEC_MODE_RAW_REPL) {
                 // The shell only returns to leave for the raw REPL; anything
                 // else is a fault in it. Restarting it could fail the same way
