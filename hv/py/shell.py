@@ -849,12 +849,13 @@ COMMANDS = {
     "config": (cmd_config, "config", "the active configuration, as the hypervisor holds it", ()),
     "devices": (cmd_devices, "devices [--json]", "the user's Python modules: partition, file, sha256, runs, failures", (
         "each module the configuration names (a partition's `policy`, [platform] scheduler), as signed into the",
-        "table: its sha256, whether it loaded, calls made into it and failures against its limit.",
+        "table (or as `taipan ctl push` put it there: state pushed): its sha256, whether it loaded,",
+        "calls made into it and failures against its limit.",
         "--json: one line {\"modules\": [...]} (docs/console.md)",
     )),
     "policy": (cmd_policy, "policy NAME reload", "load a partition's policy module again from the table", (
         "NAME 'platform' is the scheduler module ([platform] scheduler).",
-        "a fresh module from the signed bytes, its failures forgiven; between two exits",
+        "a fresh module from the signed bytes (a pushed one's: its own), its failures forgiven; between two exits",
         "(MicroPython answers one up-call at a time), so no exit sees half of each",
     )),
     "debug": (cmd_debug, "debug [on|off]", "the last unexpected exception's traceback", (
