@@ -130,10 +130,11 @@ def _mpy_cross() -> Path:
 
 @contextmanager
 def _bridge(fd: int, path: Path) -> Iterator[str]:
-    """A unix: target for a pty master: one client at a time, its bytes to the UART at a serial line's pace.
+    """A unix: target for a pty master: one client at a time, its bytes to the UART at a typist's pace.
 
-    Bochs feeds COM1 faster than its FIFO drains while a guest runs (conftest's
-    BOCHS_CHAR_DELAY); what arrives with no client connected is dropped, as on a line.
+    Bochs feeds COM1 faster than its FIFO drains while a guest runs, so the
+    bytes go at conftest's BOCHS_CHAR_DELAY apart, as its Console types them;
+    what arrives with no client connected is dropped, as on a line.
     """
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(path))
@@ -155,8 +156,8 @@ def _bridge(fd: int, path: Path) -> Iterator[str]:
                 if not data:
                     client.close()
                     client = None
-                for at in range(0, len(data), 8):
-                    os.write(fd, data[at:at + 8])
+                for byte in data:
+                    os.write(fd, bytes([byte]))
                     time.sleep(BOCHS_CHAR_DELAY)
 
     thread = threading.Thread(target=pump, daemon=True)
