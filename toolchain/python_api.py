@@ -13,7 +13,7 @@ PORT = ROOT / "hv" / "port"
 # The native functions a user module may call freely: they read and change nothing.
 VIEWS = ("VERSION", "part_count", "part_info", "part_state", "cpus", "plan_get", "plan_table", "cpu", "clock",
          "memmap", "acpi", "boot", "mem", "ticks", "backend", "config_text", "console_tail",
-         "journal_tail")
+         "journal_tail", "heap_denials")
 # The rest belong to Taipan's own Python (manager, scheduler, shell): a user module
 # that calls them acts as the console would, with nothing in between.
 ACTIONS = ("part_start", "part_stop", "part_resolve", "plan_set", "sched_yield", "mailbox",
