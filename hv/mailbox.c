@@ -40,14 +40,23 @@ void mailbox_post(struct partition *p, enum mailbox_event event)
     mailbox_retry(p);
 }
 
-bool mailbox_take(struct mail *out)
+/* Only CPU 0 reads the box, so what it peeked is still the oldest when it drops it. */
+bool mailbox_peek(struct mail *out)
 {
     uint64_t f = spin_lock_irqsave(&lock);
     bool ok = head != tail;
     if (ok)
-        *out = ring[tail++ % MAILBOX_SLOTS];
+        *out = ring[tail % MAILBOX_SLOTS];
     spin_unlock_irqrestore(&lock, f);
     return ok;
+}
+
+void mailbox_drop(void)
+{
+    uint64_t f = spin_lock_irqsave(&lock);
+    if (head != tail)
+        tail++;
+    spin_unlock_irqrestore(&lock, f);
 }
 
 bool mailbox_empty(void)

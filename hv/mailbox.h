@@ -21,7 +21,9 @@ struct partition;
  * in the partition and posted again by mailbox_retry: nothing is lost. */
 void mailbox_post(struct partition *p, enum mailbox_event event);
 void mailbox_retry(struct partition *p);
-/* Take the oldest message (CPU 0); false when there is none. */
-bool mailbox_take(struct mail *out);
+/* The oldest message (CPU 0), left in the box until mailbox_drop takes it;
+ * false when there is none. */
+bool mailbox_peek(struct mail *out);
+void mailbox_drop(void);
 bool mailbox_empty(void);
 uint64_t mailbox_posted(void);

@@ -346,6 +346,7 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_part_start), MP_ROM_PTR(&hv_part_start_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_stop), MP_ROM_PTR(&hv_part_stop_obj) },
     { MP_ROM_QSTR(MP_QSTR_mailbox), MP_ROM_PTR(&hv_mailbox_obj) },
+    { MP_ROM_QSTR(MP_QSTR_heap_denials), MP_ROM_PTR(&hv_heap_denials_obj) },
     { MP_ROM_QSTR(MP_QSTR_cpus), MP_ROM_PTR(&hv_cpus_obj) },
     { MP_ROM_QSTR(MP_QSTR_plan_set), MP_ROM_PTR(&hv_plan_set_obj) },
     { MP_ROM_QSTR(MP_QSTR_plan_get), MP_ROM_PTR(&hv_plan_get_obj) },

@@ -8,6 +8,7 @@ MP_DECLARE_CONST_FUN_OBJ_1(hv_part_state_obj);
 MP_DECLARE_CONST_FUN_OBJ_1(hv_part_start_obj);
 MP_DECLARE_CONST_FUN_OBJ_2(hv_part_stop_obj);
 MP_DECLARE_CONST_FUN_OBJ_0(hv_mailbox_obj);
+MP_DECLARE_CONST_FUN_OBJ_0(hv_heap_denials_obj);
 MP_DECLARE_CONST_FUN_OBJ_0(hv_cpus_obj);
 MP_DECLARE_CONST_FUN_OBJ_VAR_BETWEEN(hv_plan_set_obj);
 MP_DECLARE_CONST_FUN_OBJ_1(hv_plan_get_obj);

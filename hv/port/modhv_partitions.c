@@ -1,6 +1,7 @@
 // The `hv` module's partition functions: what the manager, scheduler and policy need, nothing hot.
 #include <stdint.h>
 #include <string.h>
+#include "py/nlr.h"
 #include "py/obj.h"
 #include "py/objstr.h"
 #include "py/runtime.h"
@@ -156,39 +157,90 @@ static mp_obj_t upcall_detail(const struct partition *p)
     return detail;
 }
 
-// hv.mailbox() -> [(i, event, detail)]: what the CPUs posted since the last call, oldest first:
-// "upcall" (detail: the exit, for policy), "exited" (its exit code), "faulted" and "timeout" (why),
-// "denied" (its first port denied in C since its start, as [(port, "in"|"out", count)]).
-static mp_obj_t hv_mailbox(void)
+static mp_obj_t mail_obj(const struct mail *m)
 {
     static const char *const names[] = {
         [MAIL_UPCALL] = "upcall", [MAIL_EXITED] = "exited",
         [MAIL_FAULTED] = "faulted", [MAIL_TIMEOUT] = "timeout", [MAIL_DENIED] = "denied",
     };
-    mp_obj_t list = mp_obj_new_list(0, NULL);
-    struct mail m;
+    struct partition *p = partition_get(m->index);
+    if (!p || m->event > MAIL_DENIED) {
+        return MP_OBJ_NULL;
+    }
+    mp_obj_t detail;
+    if (m->event == MAIL_UPCALL) {
+        detail = upcall_detail(p);
+    } else if (m->event == MAIL_DENIED) {
+        detail = deny_keys(p, 1);
+    } else if (m->event == MAIL_EXITED) {
+        detail = mp_obj_new_int_from_uint(p->exit_code);
+    } else {
+        detail = str_obj(p->reason);
+    }
+    mp_obj_t t[3] = { mp_obj_new_int(m->index), str_obj(names[m->event]), detail };
+    return mp_obj_new_tuple(3, t);
+}
+
+// Up-calls answered deny in C because the heap had no room for them (hv.heap_denials).
+static uint32_t heap_denials;
+
+// The oldest message, if it is an up-call: taken and answered deny without
+// the heap, so no vCPU waits on a full heap. False for any other message.
+static bool deny_upcall(const struct mail *m)
+{
+    struct partition *p = partition_get(m->index);
+    if (m->event != MAIL_UPCALL || !p) {
+        return false;
+    }
+    mailbox_drop();
+    partition_answer(p, UPCALL_DENY, 0);
+    heap_denials++;
+    return true;
+}
+
+// hv.mailbox() -> [(i, event, detail)]: what the CPUs posted since the last call, oldest first:
+// "upcall" (detail: the exit, for policy), "exited" (its exit code), "faulted" and "timeout" (why),
+// "denied" (its first port denied in C since its start, as [(port, "in"|"out", count)]).
+// A message leaves the box only once Python holds it. When the heap has no room
+// for one, an up-call is answered deny in C (counted by hv.heap_denials) and
+// any other message waits in the box for the next call.
+static mp_obj_t hv_mailbox(void)
+{
     mgmt_take_notice();
-    while (mailbox_take(&m)) {
-        struct partition *p = partition_get(m.index);
-        if (!p || m.event > MAIL_DENIED) {
-            continue;
+    struct mail m;
+    nlr_buf_t nlr;
+    mp_obj_t list = MP_OBJ_NULL;
+    if (nlr_push(&nlr) == 0) {
+        list = mp_obj_new_list(0, NULL);
+        nlr_pop();
+    } else {
+        while (mailbox_peek(&m) && deny_upcall(&m)) {
         }
-        mp_obj_t detail;
-        if (m.event == MAIL_UPCALL) {
-            detail = upcall_detail(p);
-        } else if (m.event == MAIL_DENIED) {
-            detail = deny_keys(p, 1);
-        } else if (m.event == MAIL_EXITED) {
-            detail = mp_obj_new_int_from_uint(p->exit_code);
-        } else {
-            detail = str_obj(p->reason);
+        nlr_jump(nlr.ret_val);
+    }
+    while (mailbox_peek(&m)) {
+        if (nlr_push(&nlr) == 0) {
+            mp_obj_t message = mail_obj(&m);
+            if (message != MP_OBJ_NULL) {
+                mp_obj_list_append(list, message);
+            }
+            nlr_pop();
+            mailbox_drop();
+        } else if (!deny_upcall(&m)) {
+            break;
         }
-        mp_obj_t t[3] = { mp_obj_new_int(m.index), str_obj(names[m.event]), detail };
-        mp_obj_list_append(list, mp_obj_new_tuple(3, t));
     }
     return list;
 }
 MP_DEFINE_CONST_FUN_OBJ_0(hv_mailbox_obj, hv_mailbox);
+
+// hv.heap_denials() -> int: up-calls hv.mailbox answered deny in C since boot, because the
+// MicroPython heap had no room for them. A small int: reading it needs no heap.
+static mp_obj_t hv_heap_denials(void)
+{
+    return MP_OBJ_NEW_SMALL_INT(heap_denials);
+}
+MP_DEFINE_CONST_FUN_OBJ_0(hv_heap_denials_obj, hv_heap_denials);
 
 // hv.part_claim(i, first, last): ports first..last go up to policy (an "upcall" each) instead of
 // the default deny in C; ValueError when the partition's claims are full.

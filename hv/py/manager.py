@@ -69,13 +69,18 @@ def memory_error():
 
 
 def memory_errors_log():
-    """Log the MemoryErrors counted since the last call, if the heap allows it now."""
+    """Log the MemoryErrors counted since the last call, if the heap allows it now.
+
+    They are Python's (memory_error) and C's: up-calls hv.mailbox answered deny
+    because the heap had no room even for the message (hv.heap_denials).
+    """
     global _memory_errors_logged
-    if memory_errors != _memory_errors_logged:
+    total = memory_errors + hv.heap_denials()
+    if total != _memory_errors_logged:
         try:
             event("MemoryError: the heap was exhausted %d time(s); the exits met then were denied"
-                  % (memory_errors - _memory_errors_logged), show=True)
-            _memory_errors_logged = memory_errors
+                  % (total - _memory_errors_logged), show=True)
+            _memory_errors_logged = total
         except MemoryError:
             pass
 

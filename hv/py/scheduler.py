@@ -13,27 +13,31 @@ plans = []
 
 
 def _handle(index, event, detail):
-    name = hv.part_info(index)["name"]
     if event == "upcall":
         # Deny unless policy answers; answered in `finally`, so that nothing raised on the
         # way (a MemoryError in the handler itself included) leaves the vCPU waiting.
-        action, value = "deny", 0
+        action, value, why = "deny", 0, None
         try:
+            name = hv.part_info(index)["name"]
             # The user's policy first (guarded: its failure is a deny), then ours.
             answer = usermods.answer(index, name, detail)
             action, value = answer if answer is not None else policy.decide(name, detail)
         except MemoryError:
             manager.memory_error()
         except Exception as e:  # a policy bug must not take the hypervisor down: deny
-            manager.unexpected("policy for %s" % name, e)
+            manager.unexpected("policy for partition %d" % index, e)
         finally:
-            why = usermods.limit_reached(index)
+            try:
+                why = usermods.limit_reached(index)
+            except MemoryError:
+                manager.memory_error()
             if why is not None:
                 action, value = "stop", 0
             hv.part_resolve(index, action, value)
         if action == "stop":
             manager.ended(index, True, why or "stopped by policy (%s exit)" % detail["kind"])
         return
+    name = hv.part_info(index)["name"]
     if event == "denied":
         # C answered it (all ones, write dropped) and counts the repeats: one line a start.
         for port, direction, _count in detail:
@@ -62,22 +66,18 @@ def tick(in_command=False):
     waits for the prompt. An exception here is logged in one line, never
     raised: the console must go on.
     """
-    global _failures, _later
+    global _later
     if not in_command:
         manager.memory_errors_log()
-    mail = _later + hv.mailbox()
-    _later = []
-    for index, event, detail in mail:
-        if in_command and event != "upcall":
-            _later.append((index, event, detail))
-            continue
-        try:
-            _handle(index, event, detail)
-        except MemoryError:
-            manager.memory_error()
-        except Exception as e:  # one message's failure loses none of the others
-            _failures += 1
-            manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)
+    kept = None
+    if _later and not in_command:
+        # Before the box is read: with the heap full, a MemoryError here loses no mail.
+        kept, _later = _later, []
+    # hv.mailbox answers up-calls deny itself when the heap has no room for them.
+    mail = hv.mailbox()
+    if kept:
+        _answer(kept, False)
+    _answer(mail, in_command)
     if not in_command:
         # Partitions whose modules failed too often are stopped here, at the
         # prompt, never from inside a command's mail callback.
@@ -88,6 +88,21 @@ def tick(in_command=False):
             if manager.restart_due:
                 hv.wake_at(min(due[0] for due in manager.restart_due.values()))
     return False
+
+
+def _answer(mail, in_command):
+    global _failures
+    for index, event, detail in mail:
+        try:
+            if in_command and event != "upcall":
+                _later.append((index, event, detail))
+            else:
+                _handle(index, event, detail)
+        except MemoryError:
+            manager.memory_error()
+        except Exception as e:  # one message's failure loses none of the others
+            _failures += 1
+            manager.unexpected("the scheduler", e, show=_failures <= FAILURES_SHOWN)
 
 
 def _owner_id(owner):
