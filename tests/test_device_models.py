@@ -129,3 +129,12 @@ def test_device_models_interrupt_their_own_guest_and_answer_its_mmio(boot_config
     assert rows["hello"]["interrupts"] == 0 and rows["hello"]["state"] == "running", rows["hello"]
     stats = console.command("devices")
     assert "devices/irqdev.py" in stats and "devices/regs.py" in stats, stats
+
+
+def test_the_line_levels_python_passes_are_the_ones_c_takes() -> None:
+    root = Path(__file__).resolve().parent.parent
+    enum = re.search(r"enum vioapic_drive \{([^}]*)\}", (root / "hv" / "vlapic.h").read_text()).group(1)
+    names = [n.strip() for n in enum.split(",")]
+    source = (root / "hv" / "py" / "irqline.py").read_text()
+    assert re.search(r"^LOW, HIGH, PULSE = 0, 1, 2", source, re.MULTILINE)
+    assert names == ["VIOAPIC_LOW", "VIOAPIC_HIGH", "VIOAPIC_PULSE"]
