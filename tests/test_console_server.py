@@ -27,9 +27,45 @@ BOOT_S = 60  # the first exchange waits for the shell: QEMU boots Taipan in a fe
 
 @dataclass
 class Served:
-    """One Taipan behind ser2net: its raw TCP and RFC 2217 targets."""
+    """One Taipan behind ser2net: its raw TCP and RFC 2217 targets, and ser2net's process and pty."""
     raw: str
     rfc2217: str
+    server: subprocess.Popen
+    pty: str
+
+    def settle(self) -> None:
+        """Wait until ser2net has ended every session: until then the port of a session that just
+        closed answers the next client "Port's device already in use". A session shows in ser2net's
+        open files as an accepted socket beside the two listening ones, and the pty while it is open;
+        idle for a moment means no client is still waiting to be accepted."""
+        idle_since = [None]
+
+        def idle() -> bool:
+            if _sessions(self.server.pid, self.pty):
+                idle_since[0] = None
+                return False
+            idle_since[0] = idle_since[0] or time.monotonic()
+            return time.monotonic() - idle_since[0] > 0.5
+
+        _wait_for("ser2net kept a session open", idle, 30, lambda: self.server.poll() is None)
+
+
+def _sessions(pid: int, pty: str) -> bool:
+    """Whether ser2net (process pid, its two accepters listening) holds a client or the pty."""
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.append(str(fd.readlink()))
+        except FileNotFoundError:  # closed while we looked
+            pass
+    return pty in links or sum(link.startswith("socket:") for link in links) > 2
+
+
+def _listening(port: int) -> bool:
+    """Whether a socket listens on 127.0.0.1:port, read from /proc/net/tcp: a probe by connecting
+    would itself be a session of ser2net's."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(row.split()[1] == f"0100007F:{port:04X}" and row.split()[3] == "0A" for row in rows)
 
 
 def _wait_for(what: str, done, patience: float, alive) -> None:
@@ -71,15 +107,9 @@ def served(config: str, workdir: Path) -> Iterator[Served]:
         server = subprocess.Popen(["ser2net", "-n", "-u", "-c", str(conf), "-P", str(workdir / "ser2net.pid")],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        def listening() -> bool:
-            with socket.socket() as probe:
-                return probe.connect_ex(("127.0.0.1", rfc)) == 0
-
-        _wait_for("ser2net did not listen", listening, 10, lambda: server.poll() is None)
-        # The probe was a client: until ser2net has closed its session and the pty, it
-        # refuses the next one ("Port already in use").
-        time.sleep(2)
-        yield Served(f"tcp:127.0.0.1:{raw}", f"rfc2217://127.0.0.1:{rfc}")
+        _wait_for("ser2net did not listen", lambda: _listening(raw) and _listening(rfc), 10,
+                  lambda: server.poll() is None)
+        yield Served(f"tcp:127.0.0.1:{raw}", f"rfc2217://127.0.0.1:{rfc}", server, pty[0])
     finally:
         for proc in (server, qemu):
             if proc is not None:
@@ -88,9 +118,16 @@ def served(config: str, workdir: Path) -> Iterator[Served]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def demo_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with served("demo", tmp_path_factory.mktemp("demo")) as machine:
         yield machine
+
+
+@pytest.fixture
+def demo(demo_machine: Served) -> Served:
+    """The module's demo machine, with the sessions of the test before closed."""
+    demo_machine.settle()
+    return demo_machine
 
 
 def partition_names(ps_output: str) -> set[str]:
