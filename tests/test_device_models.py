@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import config_path, ps_json
-from tests.test_user_python import VENDORS, _modules
+from tests.test_user_python import VENDORS, _json_line, _modules
 from toolchain import config, ptable, user_modules
 
 HELLO = '[[partitions]]\nname = "a"\nmemory = "16M"\nimage = "guest:hello"\n'
@@ -127,8 +127,10 @@ def test_device_models_interrupt_their_own_guest_and_answer_its_mmio(boot_config
     # One exit per access: every load above and the three stores, each counted as "mmio".
     assert rows["devirq"]["exits"].get("mmio", 0) == len(MMIO) + 3, rows["devirq"]["exits"]
     assert rows["hello"]["interrupts"] == 0 and rows["hello"]["state"] == "running", rows["hello"]
-    stats = console.command("devices")
-    assert "devices/irqdev.py" in stats and "devices/regs.py" in stats, stats
+    listed = _json_line(console.command("devices --json"))["modules"]
+    assert [(m["path"], m["ports"], m["mmio"], m["irq"], m["loaded"], m["failures"]) for m in listed] == [
+        ("devices/irqdev.py", [0x510, 0x510], None, 5, True, 0),
+        ("devices/regs.py", None, [0xFED10000, 0xFED10FFF], None, True, 0)]
 
 
 def test_the_line_levels_python_passes_are_the_ones_c_takes() -> None:
