@@ -2,7 +2,7 @@
 
 Contained (docs/security.md): the kind ends as guests/hostile says (faulted at the address
 it names, exited(0) after every architectural answer came, or running on), the neighbour
-keeps at least 90% of its tick rate, the console answers, the machine never resets (hello's
+keeps at least 90% of the tick rate it has beside a well-behaved spinner, the console answers, the machine never resets (hello's
 count only grows), and every hostile partition is in `events`.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ VENDORS = [pytest.param("amd", id="amd-qemu"), pytest.param("intel", id="intel-b
 # Seconds: how long all the kinds may take to reach their outcome, and the window in which
 # hello's tick rate is counted, before the hostiles start and again while they run.
 PATIENCE = {"amd": 150, "intel": 300}
-WINDOW = {"amd": 4.0, "intel": 12.0}
+WINDOW = {"amd": 6.0, "intel": 12.0}
 NEIGHBOUR_SHARE = 0.9
 
 
@@ -39,10 +39,13 @@ def hello_count(console) -> int:
     return int(counts[-1]) if counts else -1
 
 
-def hello_clock(console) -> tuple[int, int]:
-    """(hello's count, microseconds of the machine's own time since hello started)."""
+def hello_clock(console) -> tuple[int, float]:
+    """(hello's count, microseconds of the machine's own time since hello started). The count
+    and the clock come from two commands: the clock is read before and after the count and
+    taken halfway, so a slow console round trip does not pass for hello's own pace."""
+    before = ps_json(console)["hello"]["uptime_us"]
     count = hello_count(console)
-    return count, ps_json(console)["hello"]["uptime_us"]
+    return count, (before + ps_json(console)["hello"]["uptime_us"]) / 2
 
 
 def hello_rate(console, seconds: float) -> tuple[float, int]:
@@ -117,7 +120,7 @@ def run_suite(boot_config, vendor: str, config: str) -> None:
     assert beside >= NEIGHBOUR_SHARE * alone, f"hello: {alone:.1f} lines/s alone, {beside:.1f} beside the hostiles"
     # No reset: hello's count only grew (a reset would start it again from 0).
     assert count_before <= count_beside <= hello_count(console)
-    assert recs["hello"]["state"] == "running"
+    assert recs["hello"]["state"] == recs["busy"]["state"] == "running"
     events = console.command("events", timeout=PATIENCE[vendor])
     missing = [n for n in parts if not re.search(rf"^{n} ", events, re.MULTILINE)]
     assert not missing, f"not in events: {missing}\n{events}"

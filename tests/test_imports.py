@@ -10,7 +10,7 @@ PACKAGES = ("toolchain", "boot", "arch", "guests")
 # Helpers that import nothing of ours but each other: assembling, constants,
 # layout arithmetic, table encodings, host I/O.
 LEAVES = {
-    "acpi_tables", "asm_offsets", "bitmaps", "cpuid", "emulator", "fb_font", "hwcheck", "iso", "keystone_asm",
+    "acpi_tables", "apt", "asm_offsets", "bitmaps", "cpuid", "emulator", "fb_font", "hwcheck", "iso", "keystone_asm",
     "layout", "micropython", "msrs", "nested_paging", "placement", "progress", "schema", "serial_line",
     "tables_region", "terminal", "vmcb", "vmcs",
 }

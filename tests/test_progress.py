@@ -9,6 +9,7 @@ import pytest
 from conftest import taipan
 
 from toolchain import micropython
+from toolchain.apt import measure_download
 from toolchain.progress import Progress
 
 
@@ -55,7 +56,7 @@ def test_the_download_is_measured_by_the_bytes_arrived(tmp_path):
     (partial / micropython.ORIG_TARBALL).write_bytes(b"\0" * (micropython.ORIG_BYTES // 2))
     out = io.StringIO()
     with Progress(out, tty=False).step("download") as step:
-        micropython._measure_download(tmp_path)(step)
+        measure_download(tmp_path, {micropython.ORIG_TARBALL: micropython.ORIG_BYTES})(step)
     assert step.fraction == pytest.approx(0.5, abs=0.001)
     assert "(3.0 of 6.0 MB)" in out.getvalue()
 
@@ -72,3 +73,22 @@ def test_taipan_build_in_a_log_prints_each_step_then_where_the_image_is(taipan_e
     last = run.stdout.splitlines()[-1]
     assert re.fullmatch(r"taipan build: build/taipan\.elf for configs/demo\.toml, built and verified in "
                         r"\d+\.\ds", last), run.stdout
+
+
+def test_a_download_of_several_files_counts_each_up_to_its_size(tmp_path):
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "kernel.deb").write_bytes(b"\0" * 3_000_000)
+    (tmp_path / "busybox.deb").write_bytes(b"\0" * 1_500_000)  # more than pinned: counted as its size
+    step = Progress(io.StringIO(), tty=False)
+    with step.step("download") as measured:
+        measure_download(tmp_path, {"kernel.deb": 6_000_000, "busybox.deb": 1_000_000})(measured)
+    assert measured.fraction == pytest.approx(4 / 7)
+    assert measured.note == "4.0 of 7.0 MB"
+
+
+def test_images_linux_reports_its_steps_one_line_each_off_a_terminal():
+    run = taipan("images", "linux")
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"^Linux images: the kernel and a busybox initramfs: done in \d+\.\ds$", run.stderr, re.M), run.stderr
+    assert "\r" not in run.stderr
+    assert "kernel: build/images/linux/vmlinuz" in run.stdout

@@ -166,13 +166,14 @@ def test_msr_policy_grants_one_partition_its_msr_and_denies_the_rest(boot_config
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_failing_user_python_is_contained(boot_config, vendor) -> None:
     console = boot_config(vendor, "bad-policy")
-    for name in ("raiser", "looper", "hog"):
+    failing = ("raiser", "looper", "hog", "leaker")
+    for name in failing:
         assert f"{name} started" in console.command(f"start {name}", timeout=120)
-    parts = wait_ps(console, lambda p: all(p[n]["state"] == "stopped" for n in ("raiser", "looper", "hog")),
-                    240, "the three failing policies' partitions to be stopped")
+    parts = wait_ps(console, lambda p: all(p[n]["state"] == "stopped" for n in failing),
+                    240, "the failing policies' partitions to be stopped")
     events = console.command("events")
     for name, path in (("raiser", "policies/raises.py"), ("looper", "policies/loops.py"),
-                       ("hog", "policies/hogs.py")):
+                       ("hog", "policies/hogs.py"), ("leaker", "policies/leaks.py")):
         # The last failed exit is answered "stop": the C side says where it stopped.
         assert parts[name]["reason"].startswith("stopped by policy at exit ")
         assert f"{name} stopped: its policy {path} failed 2 times (last: on_msr raised " in events
@@ -183,14 +184,24 @@ def test_failing_user_python_is_contained(boot_config, vendor) -> None:
                      r"budget at policies/loops\.py line \d \(failure 1 of 2", events)
     assert re.search(r"hog: policies/hogs\.py on_msr raised MemoryError: .* at policies/hogs\.py "
                      r"line \d \(failure 1 of 2", events)
+    # A module whose globals hold the heap is loaded afresh as its MemoryError is answered, so
+    # the heap is free again (for the console first of all).
+    assert re.search(r"leaker: policies/leaks\.py on_msr raised MemoryError: .* \(failure 1 of 2; answered "
+                     r"deny; reloaded to free the heap\)", events)
+    assert _heap_used_mib(console) < 4
     # Each exit its policy failed on was denied: the guest saw #GP and went on to the next MSR.
-    for name in ("raiser", "looper", "hog"):
+    for name in failing:
         assert f"{name} rdmsr 53 #GP" in console.command(f"log {name}")
     # The rest goes on: hello keeps printing and the console answers.
     before = ps_json(console)["hello"]["console_bytes"]
     time.sleep(2)
     assert ps_json(console)["hello"]["console_bytes"] > before
     assert "hog" in console.command("devices")
+
+
+def _heap_used_mib(console) -> float:
+    number, unit = re.search(r"heap: .* total, ([\d.]+) (B|KiB|MiB) used", console.command("mem")).groups()
+    return float(number) / {"B": 1 << 20, "KiB": 1024, "MiB": 1}[unit]
 
 
 def _slices(console) -> dict[str, int]:

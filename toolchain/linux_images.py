@@ -6,11 +6,12 @@ import gzip
 import io
 import os
 import stat
-import subprocess
 import tarfile
 from pathlib import Path
 
+from toolchain.apt import AptError, apt_get, measure_download
 from toolchain.micropython import sha256_of
+from toolchain.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 # The pinned packages: Debian 12's point-release archive carries these; the
@@ -19,9 +20,11 @@ KERNEL_ABI = "6.1.0-50-amd64"
 KERNEL_PACKAGE = f"linux-image-{KERNEL_ABI}"
 KERNEL_VERSION = "6.1.176-1"
 KERNEL_SHA256 = "7b5597492a0a65aee61985a492e6bcc3f2cde830072a0e3b3d8c7e1b90279bd3"
+KERNEL_BYTES = 70_305_560
 BUSYBOX_PACKAGE = "busybox-static"
 BUSYBOX_VERSION = "1:1.35.0-4+deb12u1+b1"
 BUSYBOX_SHA256 = "3d3fdbe91d4660c873e14b092c213fe81c1da6362daa236eb25d0171eb108744"
+BUSYBOX_BYTES = 928_188
 SOURCES = ("deb http://deb.debian.org/debian bookworm main\n"
            "deb http://deb.debian.org/debian-security bookworm-security main\n")
 # Points at a kernel (bzImage or PVH vmlinux) the user already has, instead of the download.
@@ -45,42 +48,38 @@ class ImageError(Exception):
 
 
 def _apt(workdir: Path, *args: str) -> None:
-    # A private apt configuration under build/, as toolchain/micropython.py
-    # uses: the system's apt state is never read or written.
-    cmd = ["apt-get", "-q",
-           "-o", f"Dir::Etc::sourcelist={workdir / 'sources.list'}",
-           "-o", "Dir::Etc::sourceparts=/dev/null",
-           "-o", f"Dir::State::Lists={workdir / 'lists'}",
-           "-o", f"Dir::Cache={workdir / 'cache'}",
-           "-o", "APT::Sandbox::User=root", *args]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if result.returncode != 0:
-        stderr = result.stderr.strip()
-        gone = "Version '" in stderr or "Unable to locate" in stderr or "Can't select" in stderr
+    try:
+        apt_get(workdir, *args)
+    except AptError as error:
+        gone = any(sign in error.stderr for sign in ("Version '", "Unable to locate", "Can't select"))
         hint = (f"\nthe pinned version is gone from Debian's archive; set {KERNEL_ENV}=PATH to "
                 f"a kernel you have (a bzImage or PVH vmlinux) and {BUSYBOX_ENV}=PATH to a static "
                 "busybox, or update the pins in toolchain/linux_images.py") if gone else ""
-        raise ImageError(f"apt-get {' '.join(args)} failed:\n{stderr}{hint}")
+        raise ImageError(f"{error}{hint}") from None
 
 
 def _deb_name(package: str, version: str) -> str:
     return f"{package}_{version.replace(':', '%3a')}_amd64.deb"
 
 
-def fetch(workdir: Path) -> dict[str, Path]:
+def fetch(workdir: Path, progress: Progress | None = None) -> dict[str, Path]:
     """Download both pinned .debs with apt's own client; return them, their sha256 checked."""
     workdir = workdir.resolve()
-    debs = {KERNEL_PACKAGE: (KERNEL_VERSION, KERNEL_SHA256),
-            BUSYBOX_PACKAGE: (BUSYBOX_VERSION, BUSYBOX_SHA256)}
-    paths = {name: workdir / _deb_name(name, version) for name, (version, _) in debs.items()}
-    if not all(path.exists() for path in paths.values()):
-        for sub in ("lists/partial", "cache/archives/partial"):
-            (workdir / sub).mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    debs = {KERNEL_PACKAGE: (KERNEL_VERSION, KERNEL_SHA256, KERNEL_BYTES),
+            BUSYBOX_PACKAGE: (BUSYBOX_VERSION, BUSYBOX_SHA256, BUSYBOX_BYTES)}
+    paths = {name: workdir / _deb_name(name, version) for name, (version, _, _) in debs.items()}
+    missing = {name: pin for name, pin in debs.items() if not paths[name].exists()}
+    if missing:
+        progress = progress or Progress(quiet=True)
         (workdir / "sources.list").write_text(SOURCES)
-        _apt(workdir, "update")
-        _apt(workdir, "download", *(f"{name}={version}" for name, (version, _) in debs.items()
-                                    if not paths[name].exists()))
-    for name, (_, expected) in debs.items():
+        with progress.step("Linux images: Debian's package index (apt-get update)"):
+            _apt(workdir, "update")
+        with progress.step(f"Linux images: downloading {', '.join(missing)}") as step:
+            step.poll = measure_download(workdir, {paths[name].name: size for name, (_, _, size) in missing.items()})
+            _apt(workdir, "download", *(f"{name}={version}" for name, (version, _, _) in missing.items()))
+            step.poll(step)
+    for name, (_, expected, _) in debs.items():
         actual = sha256_of(paths[name])
         if actual != expected:
             raise ImageError(f"{paths[name].name}: sha256 {actual} is not the pinned {expected}; "
@@ -137,26 +136,27 @@ def initramfs(busybox: bytes, init: str = INIT_SCRIPT) -> bytes:
     return gzip.compress(archive, mtime=0)
 
 
-def build(build_dir: Path) -> dict[str, Path]:
+def build(build_dir: Path, progress: Progress | None = None) -> dict[str, Path]:
     """build/images/linux/{vmlinuz, initramfs.cpio.gz}: from the environment's files or Debian's."""
     out = build_dir / "images" / "linux"
     out.mkdir(parents=True, exist_ok=True)
     kernel_env, busybox_env = os.environ.get(KERNEL_ENV), os.environ.get(BUSYBOX_ENV)
-    debs = {} if kernel_env and busybox_env else fetch(build_dir / "linux-debs")
+    debs = {} if kernel_env and busybox_env else fetch(build_dir / "linux-debs", progress)
     kernel = (Path(kernel_env).read_bytes() if kernel_env
               else deb_member(debs[KERNEL_PACKAGE], f"boot/vmlinuz-{KERNEL_ABI}"))
     busybox = (Path(busybox_env).read_bytes() if busybox_env
                else deb_member(debs[BUSYBOX_PACKAGE], "bin/busybox"))
     paths = {"kernel": out / "vmlinuz", "initrd": out / "initramfs.cpio.gz"}
-    for key, data in (("kernel", kernel), ("initrd", initramfs(busybox))):
-        if not paths[key].exists() or paths[key].read_bytes() != data:
-            paths[key].write_bytes(data)
+    with (progress or Progress(quiet=True)).step("Linux images: the kernel and a busybox initramfs"):
+        for key, data in (("kernel", kernel), ("initrd", initramfs(busybox))):
+            if not paths[key].exists() or paths[key].read_bytes() != data:
+                paths[key].write_bytes(data)
     return paths
 
 
 def cmd_images(args: argparse.Namespace) -> int:
     try:
-        paths = build(ROOT / "build")
+        paths = build(ROOT / "build", Progress())
     except (ImageError, OSError) as error:
         print(f"taipan images linux: {error}")
         return 1

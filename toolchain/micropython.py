@@ -6,10 +6,10 @@ import os
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
-from toolchain.progress import Progress, Step
+from toolchain.apt import AptError, apt_get, measure_download
+from toolchain.progress import Progress
 
 PACKAGE = "micropython"
 VERSION = "1.25.0+ds-1"
@@ -43,49 +43,23 @@ def check_tarball(path: Path, expected: str = ORIG_SHA256) -> None:
         )
 
 
-def _apt(workdir: Path, *args: str) -> None:
-    workdir = workdir.resolve()
-    # A private apt configuration: its own sources, lists and cache under build/,
-    # so fetching source touches nothing of the system's apt state.
-    cmd = [
-        "apt-get", "-q",
-        "-o", f"Dir::Etc::sourcelist={workdir / 'sources.list'}",
-        "-o", "Dir::Etc::sourceparts=/dev/null",
-        "-o", f"Dir::State::Lists={workdir / 'lists'}",
-        "-o", f"Dir::Cache={workdir / 'cache'}",
-        "-o", "APT::Sandbox::User=root",
-        *args,
-    ]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SourceError(f"{' '.join(cmd[:2] + list(args))} failed:\n{result.stderr.strip()}")
-
-
-def _measure_download(workdir: Path) -> Callable[[Step], None]:
-    """How much of the tarball has arrived, wherever apt keeps it while fetching."""
-    def poll(step: Step) -> None:
-        sizes = [p.stat().st_size for p in workdir.rglob(ORIG_TARBALL + "*") if p.is_file()]
-        if sizes:
-            step.update(max(sizes) / ORIG_BYTES, f"{max(sizes) / 1e6:.1f} of {ORIG_BYTES / 1e6:.1f} MB")
-    return poll
-
-
 def download(workdir: Path, progress: Progress | None = None) -> Path:
     """Fetch the pinned source package with apt's own client; return the checked tarball."""
     tarball = workdir / ORIG_TARBALL
     if tarball.exists():
         check_tarball(tarball)
         return tarball
-    (workdir / "lists" / "partial").mkdir(parents=True, exist_ok=True)
-    (workdir / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     (workdir / "sources.list").write_text(SOURCES_LINE)
     progress = progress or Progress(quiet=True)
-    with progress.step("MicroPython source: Debian's source index (apt-get update)"):
-        _apt(workdir, "update")
-    with progress.step(f"MicroPython source: downloading {ORIG_TARBALL}") as step:
-        step.poll = _measure_download(workdir)
-        _apt(workdir, "source", "--download-only", f"{PACKAGE}={VERSION}")
-        step.poll(step)
+    try:
+        with progress.step("MicroPython source: Debian's source index (apt-get update)"):
+            apt_get(workdir, "update")
+        with progress.step(f"MicroPython source: downloading {ORIG_TARBALL}") as step:
+            step.poll = measure_download(workdir, {ORIG_TARBALL: ORIG_BYTES})
+            apt_get(workdir, "source", "--download-only", f"{PACKAGE}={VERSION}")
+            step.poll(step)
+    except AptError as error:
+        raise SourceError(str(error)) from None
     if not tarball.exists():
         raise SourceError(f"apt-get source did not produce {ORIG_TARBALL} in {workdir}")
     check_tarball(tarball)

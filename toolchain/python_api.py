@@ -51,7 +51,9 @@ The module runs under the same guard as Taipan's own policy. Each call into it
 python_budget_ms` (100 ms by default); an exception, a MemoryError or a run past
 the budget is logged with the file and line, the exit is denied, and after the
 partition's `python_failures` (3) the partition is stopped with the reason (a
-scheduler module is unloaded after 3, and the plans in force stay). The
+scheduler module is unloaded after 3, and the plans in force stay). After a
+MemoryError the module is also loaded afresh from its bytes, its failures still
+counted: its globals may hold what filled the heap. The
 hypervisor and the other partitions go on. `stats` counts the calls into a
 partition's module and their failures; `policy NAME reload` loads it again from
 the table's bytes, between two exits.

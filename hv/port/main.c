@@ -76,7 +76,20 @@ static struct {
     mp_obj_dict_t *first, *rest;
     mp_map_t saved;             // __main__'s own globals while swapped
     bool swapped;
+    bool overlong;              // bytes past PORT_LINE_MAX were dropped from this line
 } completion;
+
+// A line's bytes and readline's 16 lines of history stay bounded whatever
+// arrives: past the limit printable bytes are dropped (and not echoed), as a
+// terminal's line discipline does; editing keys and Enter still work.
+bool port_line_takes(int c)
+{
+    if (completion.line && completion.line->len >= PORT_LINE_MAX && c >= ' ' && c != 0x7f) {
+        completion.overlong = true;
+        return false;
+    }
+    return true;
+}
 
 void port_completion_begin(void)
 {
@@ -105,17 +118,20 @@ void port_completion_end(void)
 
 // The shell's line: readline with completion from the shell's words; an
 // exception (Ctrl-A's SystemExit) leaves __main__ as it was before passing on.
-int port_input(vstr_t *line, const char *prompt, mp_obj_t first_words, mp_obj_t later_words)
+int port_input(vstr_t *line, const char *prompt, mp_obj_t first_words, mp_obj_t later_words,
+               bool *overlong)
 {
     completion.line = line;
     completion.first = MP_OBJ_TO_PTR(first_words);
     completion.rest = MP_OBJ_TO_PTR(later_words);
+    completion.overlong = false;
     nlr_buf_t nlr;
     if (nlr_push(&nlr) == 0) {
         int ret = port_readline(line, prompt);
         nlr_pop();
         port_completion_end();
         completion.line = NULL;
+        *overlong = completion.overlong;
         return ret;
     }
     port_completion_end();
@@ -149,6 +165,26 @@ void port_repl(void)
     }
 }
 
+// One turn of the console: the raw REPL, or the shell (the bare REPL if the
+// shell fails). Nonzero asks for a soft reboot.
+static int console_turn(void)
+{
+    if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {
+        return pyexec_raw_repl();
+    }
+    if (pyexec_frozen_module("main.py", true) & PYEXEC_FORCED_EXIT) {
+        return 1;
+    }
+    if (pyexec_mode_kind != PYEXEC_MODE_RAW_REPL) {
+        // The shell only returns to leave for the raw REPL; anything
+        // else is a fault in it. Restarting it could fail the same way
+        // forever, so the operator gets the bare REPL to look around.
+        printk("taipan: the shell stopped; this is MicroPython's REPL (Ctrl-D restarts the shell)\n");
+        return pyexec_friendly_repl();
+    }
+    return 0;
+}
+
 void mp_port_main(void)
 {
     heap_init();
@@ -162,20 +198,20 @@ void mp_port_main(void)
         port_set_idle(MP_OBJ_NULL);
         readline_init0();
         for (;;) {
-            if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {
-                if (pyexec_raw_repl() != 0) {
+            // pyexec's REPLs read their lines with no handler around them: a
+            // line that outgrows the heap would otherwise end in nlr_jump_fail.
+            nlr_buf_t nlr;
+            if (nlr_push(&nlr) == 0) {
+                int reboot = console_turn();
+                nlr_pop();
+                if (reboot) {
                     break;
                 }
-            } else if (pyexec_frozen_module("main.py", true) & PYEXEC_FORCED_EXIT) {
-                break;
-            } else if (pyexec_mode_kind != PYEXEC_MODE_RAW_REPL) {
-                // The shell only returns to leave for the raw REPL; anything
-                // else is a fault in it. Restarting it could fail the same way
-                // forever, so the operator gets the bare REPL to look around.
-                printk("taipan: the shell stopped; this is MicroPython's REPL (Ctrl-D restarts the shell)\n");
-                if (pyexec_friendly_repl() != 0) {
-                    break;
-                }
+            } else {
+                mp_printf(&mp_plat_print, "\ntaipan: the console's input raised ");
+                mp_obj_print_exception(&mp_plat_print, MP_OBJ_FROM_PTR(nlr.ret_val));
+                mp_printf(&mp_plat_print, "taipan: back to the shell\n");
+                pyexec_mode_kind = PYEXEC_MODE_FRIENDLY_REPL;
             }
         }
         mp_printf(&mp_plat_print, "MPY: soft reboot\n");

@@ -272,14 +272,20 @@ static mp_obj_t words_dict(mp_obj_t words)
 // console, with editing, history and TAB completion (the first word from
 // first_words, the others from later_words). KeyboardInterrupt for Ctrl-C,
 // EOFError for Ctrl-D on an empty line, like input(); bytes, because a line
-// is whatever arrived on the wire.
+// is whatever arrived on the wire. A line longer than 4096 bytes raises
+// OverflowError once it ends: none of it is for running.
 static mp_obj_t hv_input(mp_obj_t prompt, mp_obj_t first_words, mp_obj_t later_words)
 {
     mp_obj_t first = words_dict(first_words);
     mp_obj_t later = words_dict(later_words);
     vstr_t line;
     vstr_init(&line, 32);
-    int ret = port_input(&line, mp_obj_str_get_str(prompt), first, later);
+    bool overlong;
+    int ret = port_input(&line, mp_obj_str_get_str(prompt), first, later, &overlong);
+    if (overlong) {
+        mp_raise_msg_varg(&mp_type_OverflowError, MP_ERROR_TEXT("a line holds at most %d bytes; "
+                          "this one was longer and nothing of it ran"), PORT_LINE_MAX);
+    }
     if (ret == CHAR_CTRL_C) {
         mp_raise_type(&mp_type_KeyboardInterrupt);
     }

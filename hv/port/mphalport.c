@@ -188,8 +188,11 @@ int mp_hal_stdin_rx_chr(void)
         if (c == '\t') {
             port_completion_begin();
         }
-        if (c >= 0) {
+        if (c >= 0 && port_line_takes(c)) {
             return line_key(c);
+        }
+        if (c >= 0) {
+            continue;
         }
         c = idle_once(false);
         if (c >= 0) {

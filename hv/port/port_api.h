@@ -20,12 +20,18 @@ void port_wait_until(uint64_t deadline_tsc);
 // Whether a key arrived within the last second.
 bool port_typing(void);
 // The shell's input(): readline, TAB completing the first word from
-// first_words and later ones from later_words (dicts keyed by qstr).
+// first_words and later ones from later_words (dicts keyed by qstr). A line
+// holds at most PORT_LINE_MAX bytes: *overlong says that more were typed
+// (and dropped), so the caller runs none of it.
+#define PORT_LINE_MAX 4096
 struct _vstr_t;
-int port_input(struct _vstr_t *line, const char *prompt, mp_obj_t first_words, mp_obj_t later_words);
+int port_input(struct _vstr_t *line, const char *prompt, mp_obj_t first_words, mp_obj_t later_words,
+               bool *overlong);
 // Around the TAB readline is handed (mphalport.c): the shell's words in place of __main__'s.
 void port_completion_begin(void);
 void port_completion_end(void);
+// Whether readline may take key c: not a printable byte once the shell's line is full.
+bool port_line_takes(int c);
 
 // A time budget around user Python (hv.run_guarded): past deadline_tsc the VM's
 // loop hook raises `overrun` in it. Guards nest; each end restores the one before.

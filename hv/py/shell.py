@@ -900,6 +900,9 @@ def _read_line():
     except (KeyboardInterrupt, EOFError):
         print()
         return None
+    except OverflowError as e:
+        print("error: %s" % e)
+        return None
     try:
         return raw.decode()
     except UnicodeError:

@@ -1,4 +1,6 @@
 # The user's Python from the system description: the modules the signed table lists, loaded from their .mpy bytes, called under a guard.
+import gc
+
 import hv
 import irqline
 import manager
@@ -150,11 +152,21 @@ def owner_name(mod):
 
 def _failed(mod, what, e):
     mod.failures += 1
+    freed = ""
+    if isinstance(e, MemoryError):
+        # Its globals may hold what filled the heap: let go of them before anything else
+        # (this very report needs the heap), and start it again from its signed bytes, its
+        # failures still counted. A module that cannot load stays unloaded.
+        mod.module = mod.device = None
+        gc.collect()
+        failures = mod.failures
+        freed = "; %s to free the heap" % ("reloaded" if what != "loading" and load(mod) else "unloaded")
+        mod.failures = failures
     name = owner_name(mod)
     mod.last_error = "%s raised %s: %s%s" % (what, type(e).__name__, e, (" at " + where(e)) if where(e) else "")
     manager.last_traceback = "%s (%s):\n%s" % (mod.path, what, manager.traceback_text(e))
-    manager.event("%s: %s %s (failure %d of %d; answered deny)" % (
-        name, mod.path, mod.last_error, mod.failures, mod.failure_limit), show=True)
+    manager.event("%s: %s %s (failure %d of %d; answered deny%s)" % (
+        name, mod.path, mod.last_error, mod.failures, mod.failure_limit, freed), show=True)
     if mod.failures >= mod.failure_limit and mod.owner == OWNER_PLATFORM:
         # No partition to stop: the plans stay as they are, the module runs no more.
         mod.module = None
