@@ -87,8 +87,8 @@ def test_device_models_take_a_port_range_no_one_else_has(tmp_path: Path, capsys)
         'partitions[0].devices[1].ports = "0x3f8": may not be given to a guest: 0x3f8-0x3ff is '
         "the hypervisor's UART (COM1), each guest's virtual UART",
         "partitions[0].devices[2] = {'model': 'wd.py'}: must be a table "
-        '{ model = "FILE.py", ports = "0xA-0xB" }',
-        "partitions[0].devices[4].ports = 0x520: overlaps this partition's devices[0]"]
+        '{ model = "FILE.py", ports = "0xA-0xB" or mmio = "0xA-0xB", irq = N }',
+        "partitions[0].devices[4].ports = 0x520: overlaps this partition's devices[3]"]
     table = ptable.build_table(config.load(config_path(WATCHDOG_EXAMPLE)),
                                modules=_modules(config_path(WATCHDOG_EXAMPLE)))
     assert [(m["kind"], m["owner"], m["ports"]) for m in table.modules()] == [
