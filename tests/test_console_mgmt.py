@@ -10,11 +10,10 @@ import time
 
 import pexpect
 import pytest
-from conftest import PROMPT, REPL_PROMPT, ps_json, wait_ps
+from conftest import PROMPT, REPL_PROMPT, VENDORS_BOCHS_SLOW, ps_json, wait_ps
 
 pytestmark = pytest.mark.boot
 
-VENDORS = [pytest.param("amd", id="amd-qemu"), pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 PATIENCE = {"amd": 60, "intel": 240}
 CTRL_RBRACKET = "\x1d"
 CTRL_Y = "\x19"
@@ -48,7 +47,7 @@ def counters(text: str, name: str) -> list[int]:
     return [int(n) for n in re.findall(rf"hello from {name} (\d+)\n", text)]
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_background_console_is_intact_after_detach_and_reattach(boot_config, vendor):
     console = boot_config(vendor, "demo")
     first, note = attach(console, "hello2", 5, vendor)
@@ -86,7 +85,7 @@ def test_small_ring_counts_dropped_bytes_and_the_configured_escape_returns(boot_
     console.wait_prompt()
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_ps_and_stats_json_parse_and_hold_the_states(boot_config, vendor):
     console = boot_config(vendor, "exit")
     parts = wait_json(console, lambda p: p["exit"]["state"] == "exited", vendor, "exit to end")
@@ -107,7 +106,7 @@ def test_ps_and_stats_json_parse_and_hold_the_states(boot_config, vendor):
     assert info["partitions"] == ["exit", "hello"] and info["backend"] in ("AMD-V+NPT", "VT-x+EPT")
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_on_fault_restarts_the_attacker_up_to_its_limit_then_leaves_it_faulted(boot_config, vendor):
     console = boot_config(vendor, "restart")
     parts = wait_json(console, lambda p: p["attacker"]["restarts"] == 2 and p["attacker"]["state"] == "faulted",

@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import VENDORS, VENDORS_BOCHS_SLOW
 
 from tests.conftest import config_path, ps_json, wait_ps
 from toolchain import build, cli, config, micropython, ptable, user_modules
 
 ROOT = Path(__file__).resolve().parent.parent
-VENDORS = [pytest.param("amd", id="amd-qemu"),
-           pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 MSR_EXAMPLE = "examples/msr-policy"
 LOAD_EXAMPLE = "examples/load-scheduler"
 WATCHDOG_EXAMPLE = "examples/watchdog"
@@ -163,7 +162,7 @@ def test_msr_policy_grants_one_partition_its_msr_and_denies_the_rest(boot_config
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_failing_user_python_is_contained(boot_config, vendor) -> None:
     console = boot_config(vendor, "bad-policy")
     failing = ("raiser", "looper", "hog", "leaker")
@@ -210,7 +209,7 @@ def _slices(console) -> dict[str, int]:
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_load_scheduler_moves_slices_to_the_busy_partition(boot_config, vendor) -> None:
     console = boot_config(vendor, LOAD_EXAMPLE)
     # Nobody types: the idle console still wakes for the module's ticks (hv.wake_at).
