@@ -10,6 +10,8 @@
 #include "vplatform.h"
 
 #define PARTITIONS_MAX 16
+/* Guest-physical ranges a partition's Python device models answer (hv.part_claim_mmio). */
+#define PART_MMIO_CLAIMS 8
 
 enum partition_state {
     PART_CREATED,       /* described by the table, memory reserved, never started */
@@ -68,6 +70,15 @@ struct partition {
         uint32_t levels;                 /* each pin's input level now */
         uint64_t redir[24];              /* the redirection table */
     } ioapic;
+    /* IOAPIC pins its Python device models drive (hv.part_irq): CPU 0 writes
+     * them, the partition's CPU applies them before each entry (vioapic_poll_lines). */
+    struct vioapic_lines {
+        uint32_t pins;                   /* every pin a device has driven */
+        uint32_t levels;                 /* held high */
+        uint32_t pulses;                 /* one edge each, taken once */
+    } lines;
+    struct { uint64_t first, last; } mmio_claims[PART_MMIO_CLAIMS];
+    uint32_t mmio_claim_count;
 };
 
 /* Find the table, check its header, copy its tables region, reserve every partition's memory. */

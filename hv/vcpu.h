@@ -36,6 +36,7 @@ enum exit_kind {
     EXIT_INVALID_OPCODE, /* a VMX or SVM instruction: the vCPU has neither, so the guest gets #UD */
     EXIT_INTR_WINDOW,   /* the guest can take the interrupt it could not before (VMX window / SVM VINTR) */
     EXIT_CR_READ,       /* MOV from CR8 (VMX): cr, cr_gpr (the destination's x86 number), insn_len set */
+    EXIT_MMIO,          /* a decoded MOV on a device model's MMIO range: gpa, size (1-8), write, mmio_value, mmio_reg, insn_len */
     EXIT_KIND_COUNT
 };
 
@@ -60,6 +61,9 @@ struct exit_info {
     /* EXIT_PAGE_FAULT */
     uint64_t gpa;
     bool read, write, exec;
+    /* EXIT_MMIO: what a write stores; the register (x86 number) a read loads */
+    uint64_t mmio_value;
+    uint8_t mmio_reg;
     /* EXIT_ENTRY_FAILED */
     uint32_t error;          /* VM-instruction error number, or the SVM exit code (e.g. -1 VMEXIT_INVALID) */
     char what[160];          /* the failure in words: the error's meaning and the offending state */

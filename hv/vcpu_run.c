@@ -39,6 +39,7 @@ static const char *const exit_names[EXIT_KIND_COUNT] = {
     [EXIT_PREEMPT] = "preempt", [EXIT_ENTRY_FAILED] = "entry_failed", [EXIT_OTHER] = "other",
     [EXIT_CR_WRITE] = "cr_write", [EXIT_XSETBV] = "xsetbv", [EXIT_INVALID_OPCODE] = "invalid_opcode",
     [EXIT_INTR_WINDOW] = "intr_window", [EXIT_CR_READ] = "cr_read",
+    [EXIT_MMIO] = "mmio",
 };
 
 const char *partition_exit_name(enum exit_kind kind)
@@ -204,10 +205,11 @@ static uint64_t all_ones(uint8_t size)
     return size >= 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
 }
 
-/* The UART's IRQ 4 line (ISA IRQ 4 is IOAPIC pin 4, as on a PC) and the APIC timer, as of `now`. */
+/* The UART's IRQ 4 line (ISA IRQ 4 is IOAPIC pin 4, as on a PC), the device models' lines and the APIC timer, as of `now`. */
 void partition_poll_interrupts(struct partition *p, uint64_t now)
 {
     vioapic_set_pin(p, VUART_IRQ, vuart_irq_line(p));
+    vioapic_poll_lines(p);
     vlapic_timer_poll(&p->vcpu, now);
 }
 
@@ -231,7 +233,16 @@ static enum run_event halt(struct partition *p, uint64_t now)
     return RUN_HALTED;
 }
 
-static enum run_event mmio(struct partition *p, const struct exit_info *e)
+static bool mmio_claimed(const struct partition *p, uint64_t gpa)
+{
+    for (uint32_t i = 0; i < p->mmio_claim_count; i++) {
+        if (p->mmio_claims[i].first <= gpa && gpa <= p->mmio_claims[i].last)
+            return true;
+    }
+    return false;
+}
+
+static enum run_event mmio(struct partition *p, struct exit_info *e)
 {
     if (vlapic_mmio_owns(&p->vcpu, e->gpa) || (e->gpa & ~0xfffull) == VIOAPIC_BASE) {
         if (vmmio_emulate(&p->vcpu, e))
@@ -239,6 +250,20 @@ static enum run_event mmio(struct partition *p, const struct exit_info *e)
         char why[sizeof(p->reason)];
         snprintk(why, sizeof(why), "an access to the %s page at RIP %#llx the MMIO decoder does not know",
                  (e->gpa & ~0xfffull) == VIOAPIC_BASE ? "IOAPIC" : "APIC", (unsigned long long)e->rip);
+        partition_stop(p, PART_FAULTED, why);
+        return RUN_FAULTED;
+    }
+    /* A device model's range: the decoded access goes up to it, the slow path by design. */
+    if (mmio_claimed(p, e->gpa)) {
+        if (vmmio_decode_exit(&p->vcpu, e)) {
+            /* Counted as what it turned out to be, beside the APIC pages' page faults. */
+            p->exits[EXIT_PAGE_FAULT]--;
+            p->exits[EXIT_MMIO]++;
+            return RUN_UPCALL;
+        }
+        char why[sizeof(p->reason)];
+        snprintk(why, sizeof(why), "an access to device MMIO at %#llx, RIP %#llx, the MMIO decoder does not know",
+                 (unsigned long long)e->gpa, (unsigned long long)e->rip);
         partition_stop(p, PART_FAULTED, why);
         return RUN_FAULTED;
     }
@@ -438,6 +463,10 @@ void partition_resolve(struct partition *p, enum upcall_action action, uint64_t 
             r->rax = (uint32_t)value;
             r->rdx = value >> 32;
         }
+        break;
+    case EXIT_MMIO:
+        /* Denied, a read gets all ones (an absent device), a write is dropped. */
+        vmmio_complete(&p->vcpu, e, action == UPCALL_EMULATE ? value : ~0ull);
         break;
     case EXIT_CPUID:
         /* Policy may only choose the answer the fast path gives: a guest

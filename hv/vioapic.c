@@ -64,6 +64,36 @@ void vioapic_set_pin(struct partition *p, unsigned pin, bool level)
         vioapic_deliver(p, pin);
 }
 
+void vioapic_drive(struct partition *p, unsigned pin, enum vioapic_drive how)
+{
+    uint32_t bit = 1u << pin;
+    __atomic_fetch_or(&p->lines.pins, bit, __ATOMIC_RELEASE);
+    if (how == VIOAPIC_PULSE)
+        __atomic_fetch_or(&p->lines.pulses, bit, __ATOMIC_RELEASE);
+    else if (how == VIOAPIC_HIGH)
+        __atomic_fetch_or(&p->lines.levels, bit, __ATOMIC_RELEASE);
+    else
+        __atomic_fetch_and(&p->lines.levels, ~bit, __ATOMIC_RELEASE);
+}
+
+void vioapic_poll_lines(struct partition *p)
+{
+    uint32_t pins = __atomic_load_n(&p->lines.pins, __ATOMIC_ACQUIRE);
+    if (!pins)
+        return;
+    /* A pulse is one rising edge even when CPU 0 raised and lowered the line between two entries. */
+    uint32_t pulses = __atomic_exchange_n(&p->lines.pulses, 0, __ATOMIC_ACQ_REL);
+    uint32_t levels = __atomic_load_n(&p->lines.levels, __ATOMIC_ACQUIRE);
+    for (unsigned pin = 0; pin < VIOAPIC_PINS; pin++) {
+        uint32_t bit = 1u << pin;
+        if (!(pins & bit))
+            continue;
+        if (pulses & bit)
+            vioapic_set_pin(p, pin, true);
+        vioapic_set_pin(p, pin, levels & bit);
+    }
+}
+
 void vioapic_eoi(struct partition *p, uint8_t vector)
 {
     for (unsigned pin = 0; pin < VIOAPIC_PINS; pin++) {

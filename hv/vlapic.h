@@ -48,11 +48,21 @@ void vioapic_mmio(struct partition *p, uint32_t offset, bool write, uint32_t *va
 void vioapic_set_pin(struct partition *p, unsigned pin, bool level);
 /* The APIC's EOI for a level-triggered vector: pins routed to it may fire again. */
 void vioapic_eoi(struct partition *p, uint8_t vector);
+/* A device model's line on `pin`, from CPU 0: lowered, held high, or pulsed (one edge). */
+enum vioapic_drive { VIOAPIC_LOW, VIOAPIC_HIGH, VIOAPIC_PULSE };
+void vioapic_drive(struct partition *p, unsigned pin, enum vioapic_drive how);
+/* On the partition's CPU: the device models' lines to their pins, pulses taken once. */
+void vioapic_poll_lines(struct partition *p);
 
 /* hv/vmmio.c: the exit's MMIO instruction (MOV to or from memory) decoded,
  * the device's register read or written, RIP stepped. False: not an access
  * the decoder knows, the caller faults the partition. */
 bool vmmio_emulate(struct vcpu *v, const struct exit_info *e);
+/* An access to a device model's MMIO range decoded into e (kind EXIT_MMIO),
+ * for policy; false: not an access the decoder knows. */
+bool vmmio_decode_exit(struct vcpu *v, struct exit_info *e);
+/* The answer to a decoded MMIO read, loaded into its register. */
+void vmmio_complete(struct vcpu *v, const struct exit_info *e, uint64_t value);
 
 /* hv/vevent.c: before an entry, the APIC's interrupt or NMI queued if the
  * guest can take it now (`open`: IF set and no interrupt shadow; `nmi_open`:

@@ -1,4 +1,4 @@
-/* MMIO exits of the APIC and IOAPIC pages: the faulting MOV decoded from the guest's own code, the device register read or written, RIP stepped. */
+/* MMIO exits: the faulting MOV decoded from the guest's own code; the APIC and IOAPIC registers read or written here, a device model's access handed up. */
 #include "libc.h"
 #include "partition.h"
 #include "vcpu_state.h"
@@ -110,23 +110,45 @@ static bool mmio_decode(const uint8_t *b, uint32_t got, bool long64, struct mmio
     return true;
 }
 
-bool vmmio_emulate(struct vcpu *v, const struct exit_info *e)
+/* The MOV at RIP and the register it names (NULL for an immediate); false: not decoded. */
+static bool vmmio_fetch(struct vcpu *v, const struct exit_info *e, struct mmio_insn *d, uint64_t **reg)
 {
     const struct vcpu_ops *ops = partition_backend();
     uint8_t b[15];
     bool long64 = ops->reg_get(v, VREG_EFER) & EFER_LMA;
     /* Code segments of the guests that map devices are flat: RIP is the linear address. */
     uint32_t got = vmem_fetch(v, e->rip, b, sizeof(b));
-    struct mmio_insn d;
-    if (!mmio_decode(b, got, long64, &d))
+    if (!mmio_decode(b, got, long64, d))
         return false;
     /* Byte registers 4-7 are AH..BH or SPL..DIL depending on REX: not decoded. */
-    if (d.size == 1 && d.reg >= 4 && d.reg < 8)
+    if (d->size == 1 && d->reg >= 4 && d->reg < 8)
         return false;
-    uint64_t *reg = d.has_imm ? NULL : vcpu_gpr(v, d.reg);
-    if (!d.has_imm && !reg)
+    *reg = d->has_imm ? NULL : vcpu_gpr(v, d->reg);
+    return d->has_imm || *reg;
+}
+
+/* What a decoded write stores: the register's low bytes, or the immediate (imm32 sign-extended for 64 bits). */
+static uint64_t written_value(const struct mmio_insn *d, const uint64_t *reg)
+{
+    if (d->has_imm)
+        return d->size == 8 ? (uint64_t)(int64_t)(int32_t)d->imm : d->imm;
+    return d->size == 8 ? *reg : *reg & ((1ull << (d->size * 8)) - 1);
+}
+
+/* A load into reg: 32- and 64-bit ones fill the register (zero-extended), 8- and 16-bit ones merge. */
+static void load_register(uint64_t *reg, uint8_t size, uint64_t value)
+{
+    uint64_t mask = size == 8 ? ~0ull : (1ull << (size * 8)) - 1;
+    *reg = size >= 4 ? value & mask : (*reg & ~mask) | (value & mask);
+}
+
+bool vmmio_emulate(struct vcpu *v, const struct exit_info *e)
+{
+    struct mmio_insn d;
+    uint64_t *reg;
+    if (!vmmio_fetch(v, e, &d, &reg))
         return false;
-    uint32_t value = d.write ? (d.has_imm ? d.imm : (uint32_t)*reg) : 0;
+    uint32_t value = d.write ? (uint32_t)written_value(&d, reg) : 0;
     uint32_t offset = (uint32_t)(e->gpa & 0xfff);
     /* The APIC and IOAPIC registers are 32 bits wide: a narrower or wider
      * access reaches the dword it starts in. */
@@ -136,11 +158,31 @@ bool vmmio_emulate(struct vcpu *v, const struct exit_info *e)
         vioapic_mmio(v->part, offset & ~3u, d.write, &value);
     else
         return false;
-    if (!d.write) {
-        uint64_t mask = d.size == 8 ? ~0ull : (1ull << (d.size * 8)) - 1;
-        /* A 32-bit load zero-extends into the 64-bit register; 8- and 16-bit ones merge. */
-        *reg = d.size == 4 || d.size == 8 ? (uint64_t)value : (*reg & ~mask) | (value & mask);
-    }
-    ops->advance_rip(v, d.len);
+    if (!d.write)
+        load_register(reg, d.size, value);
+    partition_backend()->advance_rip(v, d.len);
     return true;
+}
+
+bool vmmio_decode_exit(struct vcpu *v, struct exit_info *e)
+{
+    struct mmio_insn d;
+    uint64_t *reg;
+    if (e->exec || !vmmio_fetch(v, e, &d, &reg))
+        return false;
+    e->kind = EXIT_MMIO;
+    e->write = d.write;
+    e->read = !d.write;
+    e->size = d.size;
+    e->insn_len = d.len;
+    e->mmio_reg = (uint8_t)d.reg;
+    e->mmio_value = d.write ? written_value(&d, reg) : 0;
+    return true;
+}
+
+void vmmio_complete(struct vcpu *v, const struct exit_info *e, uint64_t value)
+{
+    uint64_t *reg = vcpu_gpr(v, e->mmio_reg);
+    if (!e->write && reg)
+        load_register(reg, e->size, value);
 }

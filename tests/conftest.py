@@ -61,6 +61,14 @@ def config_cpus(name: str) -> int:
     return config.load(config_path(name), test_hooks=True).platform.cpus
 
 
+# The two vendors of every guest-facing test: AMD-V and NPT under QEMU TCG, VT-x and EPT under Bochs.
+VENDORS = [pytest.param("amd", id="amd-qemu"), pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
+# The same with the Bochs run in the slow mark (`make test ARGS="-m slow"` runs it): for a check
+# whose VT-x part another Bochs test of the default run covers, or that takes Bochs minutes, so
+# the default suite stays under 30 minutes.
+VENDORS_BOCHS_SLOW = [pytest.param("amd", id="amd-qemu"),
+                      pytest.param("intel", id="intel-bochs", marks=[pytest.mark.bochs, pytest.mark.slow])]
+
 class Console:
     """The serial console of a booted Taipan, as a person at a terminal sees it."""
 

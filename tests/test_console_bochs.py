@@ -20,5 +20,6 @@ def test_bochs_banner_shows_vt_x_with_ept_and_the_prompt_answers(bochs):
     assert "error: unknown command 'xyzzy'" in bochs.command("xyzzy", timeout=120)
 
 
+@pytest.mark.slow  # the line discipline is the same code on both vendors: test_console covers it under QEMU
 def test_bochs_takes_cr_lf_and_crlf_each_as_one_enter(bochs):
     check_enter_forms(bochs, timeout=120)

@@ -8,11 +8,10 @@ import re
 import time
 
 import pytest
-from conftest import REPL_PROMPT
+from conftest import REPL_PROMPT, VENDORS_BOCHS_SLOW
 
 pytestmark = pytest.mark.boot
 
-VENDORS = [pytest.param("amd", id="amd-qemu"), pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 # Typed at `py` as one line, so that it is compiled before the heap is gone: fill the heap to
 # its last 16 bytes, hold it for HOLD_MS while the kicker's OUTs to the watchdog's port come
 # up to Python, then let it go.
@@ -33,7 +32,7 @@ def _heap_used_kib(console) -> float:
     return float(number) * {"B": 1 / 1024, "KiB": 1, "MiB": 1024}[unit]
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_exits_met_with_the_heap_exhausted_are_denied_and_counted_and_the_console_lives(boot_config, vendor):
     console = boot_config(vendor, "examples/watchdog")
     upcalls = _keeps(console)["upcalls"]

@@ -12,14 +12,13 @@ import time
 import tomllib
 
 import pytest
-from conftest import REPL_PROMPT, config_path, ps_json
+from conftest import REPL_PROMPT, VENDORS, config_path, ps_json
 
 from guests.hostile import KINDS
 from toolchain import layout
 
 pytestmark = pytest.mark.boot
 
-VENDORS = [pytest.param("amd", id="amd-qemu"), pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 # Seconds: how long all the kinds may take to reach their outcome, and the window in which
 # hello's tick rate is counted, before the hostiles start and again while they run.
 PATIENCE = {"amd": 150, "intel": 300}

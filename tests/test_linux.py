@@ -6,15 +6,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ps_json, wait_ps
+from conftest import VENDORS_BOCHS_SLOW, ps_json, wait_ps
 
 from toolchain import linux_images
 
 pytestmark = pytest.mark.boot
 
 ROOT = Path(__file__).resolve().parent.parent
-VENDORS = [pytest.param("amd", id="amd-qemu"),
-           pytest.param("intel", id="intel-bochs", marks=[pytest.mark.bochs, pytest.mark.slow])]
 # Wall time to the shell: about 50 s under QEMU TCG on this shared host.
 PATIENCE = {"amd": 400, "intel": 3600}
 SHELL = "/ # "
@@ -53,7 +51,7 @@ def local_timer(text: str) -> int:
     return int(match.group(1))
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_debian_kernel_reaches_its_shell_keeps_time_and_powers_off(boot_config, vendor):
     started = time.monotonic()
     console = boot_config(vendor, "linux", memory_mb=512)

@@ -6,10 +6,10 @@ import re
 import time
 
 import pytest
+from conftest import VENDORS, VENDORS_BOCHS_SLOW
 
 pytestmark = pytest.mark.boot
 
-VENDORS = [pytest.param("amd", id="amd-qemu"), pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 # Guests run while the console waits, and Bochs runs them about 30 times slower than QEMU.
 PATIENCE = {"amd": 60, "intel": 240}
 
@@ -83,7 +83,7 @@ def test_stop_and_start_and_output_resumes(boot_config, vendor):
     assert console.command("start nosuch") == "error: no partition named 'nosuch' (see 'ps')\n"
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_console_attaches_to_a_partition_and_ctrl_bracket_detaches(boot_config, vendor):
     console = boot_config(vendor, "demo")
     console.type("console hello2\r")

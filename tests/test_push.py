@@ -21,6 +21,7 @@ from tests.conftest import (
     BOCHS_CHAR_DELAY,
     BOOT_TIMEOUT,
     ROOT,
+    VENDORS,
     config_cpus,
     config_image,
     config_path,
@@ -30,8 +31,6 @@ from toolchain import build, cli, config, emulator, iso, ptable, push, user_modu
 from toolchain.client import Console, LineError
 
 MSR_EXAMPLE = "examples/msr-policy"
-VENDORS = [pytest.param("amd", id="amd-qemu"),
-           pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 # lab may now read MSR 0x34 too: the msrprobe guest prints what it read.
 GRANTS_0X34 = '''\
 import manager

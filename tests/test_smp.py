@@ -6,11 +6,10 @@ import re
 import time
 
 import pytest
-from conftest import PROMPT, REPL_PROMPT, ps_json, wait_ps
+from conftest import PROMPT, REPL_PROMPT, VENDORS, VENDORS_BOCHS_SLOW, ps_json, wait_ps
 
 pytestmark = pytest.mark.boot
 
-VENDORS = [pytest.param("amd", id="amd-qemu"), pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 # Bochs emulates every CPU in one host thread, far slower than QEMU.
 PATIENCE = {"amd": 60, "intel": 300}
 # QEMU runs four CPUs (configs/smp.toml); Bochs two (configs/tests/smp2.toml).
@@ -58,7 +57,7 @@ def leave_repl(console) -> None:
     console.child.expect_exact(PROMPT, timeout=60)
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_partitions_on_their_own_cpus_keep_printing_while_python_loops_for_10_seconds(boot_config, vendor):
     name, dedicated, sharer = SMP_CONFIG[vendor]
     console = boot_config(vendor, name)

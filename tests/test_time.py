@@ -12,7 +12,16 @@ from pathlib import Path
 import pexpect
 import pexpect.fdpexpect
 import pytest
-from conftest import BOCHS_CHAR_DELAY, REPL_PROMPT, Console, _qemu, config_cpus, config_image
+from conftest import (
+    BOCHS_CHAR_DELAY,
+    REPL_PROMPT,
+    VENDORS,
+    VENDORS_BOCHS_SLOW,
+    Console,
+    _qemu,
+    config_cpus,
+    config_image,
+)
 
 from toolchain import emulator, iso
 
@@ -23,8 +32,6 @@ BASE_EPOCH = calendar.timegm(BASE.timetuple())
 # its BIOS and GRUB first), and the tests run for a while after that.
 BOOT_SLACK_S = 120
 
-VENDORS = [pytest.param("amd", id="amd-qemu"),
-           pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 # Bochs's clock is its own (clock: sync=none): its TSC, PIT and RTC follow the
 # instructions it executes, not the host's wall clock, so only QEMU's sleeps
 # are also timed from outside.
@@ -154,7 +161,7 @@ def test_sleeps_take_their_time_by_the_wall_clock_under_qemu(rtc_boot) -> None:
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_localtime_and_time_follow_the_emulators_rtc(rtc_boot, vendor: str) -> None:
     console = rtc_boot(vendor)
     info = console.command("info")
@@ -210,7 +217,7 @@ def test_info_names_the_tsc_rate_and_its_source(rtc_boot, vendor: str) -> None:
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_ticks_diff_and_ticks_add_wrap_at_the_period(rtc_boot, vendor: str) -> None:
     console = repl(rtc_boot(vendor))
     # The period is a power of two: ticks_add(0, -1) is its last value.

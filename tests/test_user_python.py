@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import VENDORS, VENDORS_BOCHS_SLOW
 
 from tests.conftest import config_path, ps_json, wait_ps
 from toolchain import build, cli, config, micropython, ptable, user_modules
 
 ROOT = Path(__file__).resolve().parent.parent
-VENDORS = [pytest.param("amd", id="amd-qemu"),
-           pytest.param("intel", id="intel-bochs", marks=pytest.mark.bochs)]
 MSR_EXAMPLE = "examples/msr-policy"
 LOAD_EXAMPLE = "examples/load-scheduler"
 WATCHDOG_EXAMPLE = "examples/watchdog"
@@ -87,8 +86,8 @@ def test_device_models_take_a_port_range_no_one_else_has(tmp_path: Path, capsys)
         'partitions[0].devices[1].ports = "0x3f8": may not be given to a guest: 0x3f8-0x3ff is '
         "the hypervisor's UART (COM1), each guest's virtual UART",
         "partitions[0].devices[2] = {'model': 'wd.py'}: must be a table "
-        '{ model = "FILE.py", ports = "0xA-0xB" }',
-        "partitions[0].devices[4].ports = 0x520: overlaps this partition's devices[0]"]
+        '{ model = "FILE.py", ports = "0xA-0xB" or mmio = "0xA-0xB", irq = N }',
+        "partitions[0].devices[4].ports = 0x520: overlaps this partition's devices[3]"]
     table = ptable.build_table(config.load(config_path(WATCHDOG_EXAMPLE)),
                                modules=_modules(config_path(WATCHDOG_EXAMPLE)))
     assert [(m["kind"], m["owner"], m["ports"]) for m in table.modules()] == [
@@ -163,7 +162,7 @@ def test_msr_policy_grants_one_partition_its_msr_and_denies_the_rest(boot_config
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_failing_user_python_is_contained(boot_config, vendor) -> None:
     console = boot_config(vendor, "bad-policy")
     failing = ("raiser", "looper", "hog", "leaker")
@@ -210,7 +209,7 @@ def _slices(console) -> dict[str, int]:
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("vendor", VENDORS_BOCHS_SLOW)
 def test_load_scheduler_moves_slices_to_the_busy_partition(boot_config, vendor) -> None:
     console = boot_config(vendor, LOAD_EXAMPLE)
     # Nobody types: the idle console still wakes for the module's ticks (hv.wake_at).

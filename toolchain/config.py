@@ -69,16 +69,24 @@ class ConfigError(Exception):
 
 @dataclass
 class DeviceConfig:
-    """One of a partition's `devices`: a Python model answering a port range."""
+    """One of a partition's `devices`: a Python model answering a port range or an MMIO range, maybe with an IOAPIC pin."""
 
     model: str        # as written
     path: Path        # resolved
-    first: int
+    first: int        # its ports (0, 0 for an MMIO device)
     last: int
+    irq: int | None = None
+    mmio: tuple[int, int] | None = None   # first and last guest-physical byte
 
     def values(self) -> dict[str, Any]:
-        span = f"{self.first:#x}" if self.first == self.last else f"{self.first:#x}-{self.last:#x}"
-        return {"model": self.model, "ports": span}
+        out: dict[str, Any] = {"model": self.model}
+        if self.mmio:
+            out["mmio"] = f"{self.mmio[0]:#x}-{self.mmio[1]:#x}"
+        else:
+            out["ports"] = f"{self.first:#x}" if self.first == self.last else f"{self.first:#x}-{self.last:#x}"
+        if self.irq is not None:
+            out["irq"] = self.irq
+        return out
 
 
 @dataclass
@@ -355,28 +363,88 @@ def _port_span(check: _Checker, path: str, item: Any) -> tuple[int, int] | None:
     return first, last
 
 
+_MMIO = re.compile(r"(0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)")
+_DEVICE_SHAPE = "must be a table { model = \"FILE.py\", ports = \"0xA-0xB\" or mmio = \"0xA-0xB\", irq = N }"
+
+
+def _mmio_span(check: _Checker, path: str, item: Any, memory: int | None) -> tuple[int, int] | None:
+    """A device's "0xA-0xB" guest-physical range as (first, last), or None after saying what is wrong."""
+    match = _MMIO.fullmatch(item) if isinstance(item, str) else None
+    if match is None:
+        check.error(path, item, "must be a range string such as \"0xfed10000-0xfed10fff\"")
+        return None
+    first, last = int(match.group(1), 16), int(match.group(2), 16)
+    if first > last or first % schema.MMIO_PAGE or (last + 1) % schema.MMIO_PAGE:
+        check.error(path, item, "must be whole 4 KiB pages: the first address page-aligned, the "
+                    "last one byte before a page boundary")
+        return None
+    if last >= schema.MMIO_LIMIT:
+        check.error(path, item, f"must lie below {schema.MMIO_LIMIT:#x} (64 GiB), where every "
+                    "guest can address it")
+        return None
+    if memory is not None and first < memory:
+        check.error(path, item, f"overlaps the partition's memory (0x0-{memory - 1:#x})")
+        return None
+    reserved = next((what for lo, hi, what in schema.RESERVED_MMIO if first <= hi and lo <= last), None)
+    if reserved is not None:
+        check.error(path, item, f"overlaps {reserved}")
+        return None
+    return first, last
+
+
+def _irq(check: _Checker, path: str, item: Any, taken: dict[int, int]) -> int | None:
+    """A device's IOAPIC pin, or None after saying what is wrong."""
+    if not isinstance(item, int) or isinstance(item, bool) or not 0 <= item < schema.IOAPIC_PINS:
+        check.error(path, item, f"must be an IOAPIC pin, 0 to {schema.IOAPIC_PINS - 1}")
+        return None
+    if item == schema.UART_IRQ:
+        check.error(path, item, f"is the pin of the partition's virtual UART (IRQ {schema.UART_IRQ})")
+        return None
+    if item in taken:
+        check.error(path, item, f"is already devices[{taken[item]}]'s pin")
+        return None
+    return item
+
+
 def _devices(check: _Checker, items: list[Any], prefix: str,
-             passed: list[tuple[int, int]]) -> list[DeviceConfig]:
-    """The partition's device models: each a .py file and a port range no one else has."""
+             passed: list[tuple[int, int]], memory: int | None) -> list[DeviceConfig]:
+    """The partition's device models: each a .py file and a port or MMIO range no one else has, maybe a pin."""
     devices: list[DeviceConfig] = []
+    numbers: list[int] = []   # each accepted device's place in `items`, as errors name it
+    pins: dict[int, int] = {}
     for number, item in enumerate(items):
         path = f"{prefix}devices[{number}]"
-        if not isinstance(item, dict) or set(item) != {"model", "ports"} \
-                or not isinstance(item["model"], str):
-            check.error(path, item, "must be a table { model = \"FILE.py\", ports = \"0xA-0xB\" }")
+        keys = set(item) if isinstance(item, dict) else set()
+        if not keys or not keys <= {"model", "ports", "mmio", "irq"} or "model" not in keys \
+                or len(keys & {"ports", "mmio"}) != 1 or not isinstance(item["model"], str):
+            check.error(path, item, _DEVICE_SHAPE)
             continue
         model = _python_file(check, path + ".model", item["model"])
-        span = _port_span(check, path + ".ports", item["ports"])
-        if model is None or span is None:
-            continue
-        first, last = span
-        clash = next((f"ports {lo:#x}-{hi:#x}" for lo, hi in passed if first <= hi and lo <= last), None)
-        clash = clash or next((f"devices[{n}]" for n, d in enumerate(devices)
-                               if first <= d.last and d.first <= last), None)
-        if clash:
-            check.error(path + ".ports", item["ports"], f"overlaps this partition's {clash}")
-            continue
-        devices.append(DeviceConfig(item["model"], model, first, last))
+        irq = _irq(check, path + ".irq", item["irq"], pins) if "irq" in item else None
+        if "mmio" in item:
+            mmio = _mmio_span(check, path + ".mmio", item["mmio"], memory)
+            clash = mmio and next((f"devices[{n}]" for n, d in zip(numbers, devices, strict=True)
+                                   if d.mmio and mmio[0] <= d.mmio[1] and d.mmio[0] <= mmio[1]), None)
+            if clash:
+                check.error(path + ".mmio", item["mmio"], f"overlaps this partition's {clash}")
+            if model is None or mmio is None or clash or ("irq" in item and irq is None):
+                continue
+            devices.append(DeviceConfig(item["model"], model, 0, 0, irq, mmio))
+        else:
+            span = _port_span(check, path + ".ports", item["ports"])
+            if model is None or span is None or ("irq" in item and irq is None):
+                continue
+            first, last = span
+            clash = next((f"ports {lo:#x}-{hi:#x}" for lo, hi in passed if first <= hi and lo <= last), None)
+            clash = clash or next((f"devices[{n}]" for n, d in zip(numbers, devices, strict=True)
+                                   if not d.mmio and first <= d.last and d.first <= last), None)
+            if clash:
+                check.error(path + ".ports", item["ports"], f"overlaps this partition's {clash}")
+                continue
+            devices.append(DeviceConfig(item["model"], model, first, last, irq))
+        numbers.append(number)
+        if irq is not None:
+            pins[irq] = number
     return devices
 
 
@@ -544,7 +612,7 @@ def _partition(check: _Checker, index: int, table: dict[str, Any],
 
     policy = v["policy"]
     policy_path = _python_file(check, prefix + "policy", policy)
-    devices = _devices(check, v["devices"], prefix, ports) if v["devices"] else []
+    devices = _devices(check, v["devices"], prefix, ports, memory) if v["devices"] else []
 
     if len(check.errors) != before:
         return None

@@ -29,8 +29,10 @@ MAGIC = b"TAIPANPT"
 # (was `cpus`) and its home `cpu`.
 # 4: the user's Python modules (compiled .mpy bytes, their sha256 and path), and
 #    tsc_khz_gpa per partition (a linux partition's command line gets the TSC rate).
-# 5: header flags after the plans: PT_HEADER_DEV for an image built with --dev.
-VERSION = 5
+# 5: a device module's IOAPIC pin (`irq`, PT_MODULE_NO_IRQ without one) and its
+#    guest-physical MMIO range.
+# 6: header flags after the plans: PT_HEADER_DEV for an image built with --dev.
+VERSION = 6
 MAX_CHUNKS = 8
 # A partition's passed-through I/O ports as inclusive ranges; the config
 # refuses more than fit here, after merging adjacent ports.
@@ -69,6 +71,7 @@ DEFINES: list[tuple[str, str]] = [
     ("PT_MODULE_SCHEDULER", f"{MODULE_KINDS['scheduler']}u"),
     ("PT_MODULE_DEVICE", f"{MODULE_KINDS['device']}u"),
     ("PT_MODULE_OWNER_PLATFORM", f"{user_modules.OWNER_PLATFORM:#x}u"),
+    ("PT_MODULE_NO_IRQ", f"{user_modules.NO_IRQ:#x}u"),
     ("PT_KIND_RAW", f"{KINDS['raw']}u"),
     ("PT_KIND_MULTIBOOT", f"{KINDS['multiboot']}u"),
     ("PT_KIND_LINUX", f"{KINDS['linux']}u"),
@@ -148,11 +151,15 @@ STRUCTS: dict[str, list[Field]] = {
         Field("budget_ms", "uint32_t", comment="how long one call may run"),
         Field("first_port", "uint16_t", comment="a device's ports, inclusive"),
         Field("last_port", "uint16_t"),
-        Field("reserved", "uint8_t", 4),
+        Field("irq", "uint8_t", comment="a device's IOAPIC pin, or PT_MODULE_NO_IRQ"),
+        Field("reserved", "uint8_t", 3),
         Field("blob_offset", "uint64_t", comment="its .mpy bytes in the blob"),
         Field("size", "uint64_t"),
         Field("sha256", "uint8_t", 32, "of the .mpy bytes"),
         Field("path", "char", 96, "as the TOML names it, NUL-terminated"),
+        Field("first_mmio", "uint64_t", comment="a device's guest-physical MMIO range, inclusive; "
+              "both 0 without one"),
+        Field("last_mmio", "uint64_t"),
     ],
     "pt_header": [
         Field("magic", "char", 8, "PT_MAGIC, not NUL-terminated"),
@@ -352,7 +359,7 @@ class PartitionTable:
         return self.blob[start:start + self.header["config_size"]].decode()
 
     def modules(self) -> list[dict[str, Any]]:
-        """The user modules: kind, owner, path, sha256 (hex), failure_limit, budget_ms, mpy bytes."""
+        """The user modules: kind, owner, path, sha256 (hex), failure_limit, budget_ms, a device's ports, irq and mmio, mpy bytes."""
         out = []
         for number in range(self.header["module_count"]):
             record = unpack("pt_module", self.blob, self.header["modules_offset"]
@@ -362,7 +369,8 @@ class PartitionTable:
                         "path": record["path"].split(b"\0", 1)[0].decode(),
                         "sha256": bytes(record["sha256"]).hex(),
                         "failure_limit": record["failure_limit"], "budget_ms": record["budget_ms"],
-                        "ports": (record["first_port"], record["last_port"]), "mpy": mpy})
+                        "ports": (record["first_port"], record["last_port"]), "irq": record["irq"],
+                        "mmio": (record["first_mmio"], record["last_mmio"]), "mpy": mpy})
         return out
 
     def ports(self, index: int) -> list[tuple[int, int]]:
@@ -520,7 +528,8 @@ def build_table(config: SystemConfig, *, config_path: Path | str | None = None,
         records.append(pack("pt_module", {
             "kind": MODULE_KINDS[module.kind], "owner": module.owner,
             "failure_limit": module.failure_limit, "budget_ms": module.budget_ms,
-            "first_port": module.ports[0], "last_port": module.ports[1],
+            "first_port": module.ports[0], "last_port": module.ports[1], "irq": module.irq,
+            "first_mmio": module.mmio[0], "last_mmio": module.mmio[1],
             "blob_offset": HEADER_SIZE + len(body), "size": len(module.mpy),
             "sha256": list(hashlib.sha256(module.mpy).digest()), "path": module.path.encode()}))
         body += module.mpy

@@ -19,10 +19,10 @@ VIEWS = ("VERSION", "part_count", "part_info", "part_state", "cpus", "plan_get",
 ACTIONS = ("part_start", "part_stop", "part_resolve", "plan_set", "sched_yield", "mailbox",
            "console_read", "console_input", "journal_read", "set_idle", "write", "poll_char",
            "typing", "input", "interruptible", "repl", "reboot", "peek", "ptable", "ptable_trust",
-           "load_module", "run_guarded", "wake_at", "part_claim")
+           "load_module", "run_guarded", "wake_at", "part_claim", "part_claim_mmio", "part_irq")
 # hv/py functions shown, by section.
 POLICY = (("usermods", "answer"), ("usermods", "notify"), ("usermods", "push"))
-DEVICE = (("usermods", "device_answer"),)
+DEVICE = (("usermods", "device_answer"), ("irqline", "IrqLine"))
 PLAN = (("usermods", "tick"), ("scheduler", "change"), ("scheduler", "install"), ("plan", "check"),
         ("plan", "check_change"), ("plan", "describe"))
 READ = (("manager", "count"), ("manager", "names"), ("manager", "find"), ("manager", "info"),
@@ -67,6 +67,12 @@ that grants one partition the read of one MSR and logs and denies the rest; and
 `examples/load-scheduler/`, a scheduler that gives CPU 0's slices by the
 partitions' measured load.
 
+A device model may also answer an MMIO range (`mmio = "0xfed10000-0xfed10fff"`
+instead of `ports`) and interrupt its own guest through a pin of the partition's
+virtual IOAPIC (`irq = 5`, docs/interrupts.md); `configs/tests/devirq.toml` and
+its two models in `configs/tests/devices/` are tested on both vendors
+(tests/test_device_models.py).
+
 While developing a policy, an image built with `taipan build --dev` (or booted
 by `taipan run --dev`) takes a new one over the serial line: `taipan ctl TARGET
 push FILE --partition NAME` compiles FILE with the same mpy-cross (a syntax error
@@ -76,20 +82,23 @@ and swaps them in between two exits; `devices` then lists FILE and its hash as
 "pushed", and `events` records the replacement. An image built without `--dev`
 refuses (ctl exits 1 with the reason): run-time replacement is a development
 convenience, never the default (docs/host-tools.md).
-
-Not built yet (issue 11): a device model raising a guest interrupt (it needs the
-virtual IOAPIC of the virtual-platform work) and MMIO device models.
 """
 
 
-def _functions(module: str) -> dict[str, ast.FunctionDef]:
+def _functions(module: str) -> dict[str, ast.FunctionDef | ast.ClassDef]:
     tree = ast.parse((HV_PY / f"{module}.py").read_text(), f"hv/py/{module}.py")
-    return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)}
 
 
-def _signature(node: ast.FunctionDef) -> str:
-    args = node.args
-    names = [a.arg for a in args.args]
+def _signature(node: ast.FunctionDef | ast.ClassDef) -> str:
+    """name(args) of a function, or of a class as its __init__ takes them (without self)."""
+    if isinstance(node, ast.ClassDef):
+        init = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+        args = init.args
+        names = [a.arg for a in args.args][1:]
+    else:
+        args = node.args
+        names = [a.arg for a in args.args]
     defaults = [ast.unparse(d) for d in args.defaults]
     shown = names[:len(names) - len(defaults)] + [
         f"{n}={d}" for n, d in zip(names[len(names) - len(defaults):], defaults, strict=True)]

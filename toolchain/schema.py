@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from toolchain import layout
+from toolchain import acpi_tables, layout
 
 # A key's `type`, as the docs and the type-check errors spell it.
 TYPES = {
@@ -85,6 +85,17 @@ PLATFORM_PORTS = ((0x20, 0x21, "the master PIC: unmasking IRQ0 sends the timer i
                   (0xA0, 0xA1, "the slave PIC"),
                   (0xCF8, 0xCFF, "PCI configuration space (0xcf9 resets the machine; with no "
                                  "IOMMU it gives bus-master DMA over the hypervisor)"))
+# A device model's `irq`: a pin of the partition's virtual IOAPIC (hv/vioapic.c), but
+# never the pin its virtual UART drives.
+IOAPIC_PINS = acpi_tables.IOAPIC_PINS
+UART_IRQ = 4
+# A device model's `mmio`: whole 4 KiB pages (an access traps by page) below 64 GiB,
+# 2^36, the narrowest physical address width of a 64-bit x86 CPU, so any guest's page
+# tables reach it; never its RAM or the pages its virtual APIC and IOAPIC answer.
+MMIO_PAGE = 0x1000
+MMIO_LIMIT = 1 << 36
+RESERVED_MMIO = ((acpi_tables.LAPIC_BASE, acpi_tables.LAPIC_BASE + MMIO_PAGE - 1, "the virtual local APIC's page"),
+                 (acpi_tables.IOAPIC_BASE, acpi_tables.IOAPIC_BASE + MMIO_PAGE - 1, "the virtual IOAPIC's page"))
 RESTART_LIMIT_MAX = 1000
 # The machine's CPUs the table holds a plan for (PT_CPUS_MAX).
 CPUS_MAX = 16
@@ -194,7 +205,12 @@ PARTITIONS = Section("partitions", True, (
         "by mpy-cross and signed into the table with its sha256", default_doc="none"),
     Key("devices", "devices", "Python device models (docs/python-api.md), each `{ model = "
         "\"devices/watchdog.py\", ports = \"0x510-0x51f\" }`: the guest's IN and OUT there go "
-        "to the model's `Device`; ports as for `ports`, never also passed through", default=[]),
+        "to the model's `Device`; ports as for `ports`, never also passed through. Instead of "
+        "`ports`, `mmio = \"0xfed10000-0xfed10fff\"`: the guest's loads and stores there go to "
+        "it; whole 4 KiB pages below 64 GiB, outside the partition's memory and the APIC "
+        "(0xfee00000) and IOAPIC (0xfec00000) pages, no two devices' overlapping. `irq = 5`: "
+        "the IOAPIC pin (0-23, not the UART's 4, one device each) the model raises "
+        "(docs/interrupts.md)", default=[]),
     Key("python_failures", "integer", "failures of its `policy` (an exception, MemoryError, "
         "a run past `[scheduler] python_budget_ms`) before the partition is stopped with "
         "the reason", default=3, minimum=1, maximum=1000),

@@ -14,6 +14,8 @@ from toolchain.config import ConfigError, SystemConfig
 KINDS = ("policy", "scheduler", "device")
 # The owner of the platform's scheduler module, which serves no one partition.
 OWNER_PLATFORM = 0xFF
+# A device module's irq when its entry names none.
+NO_IRQ = 0xFF
 # Failures of the scheduler module before it is unloaded (the plans in force stay).
 SCHEDULER_FAILURES = 3
 # The name the module's code objects carry, shown in tracebacks on the metal.
@@ -30,6 +32,8 @@ class UserModule:
     failure_limit: int
     budget_ms: int
     ports: tuple[int, int] = (0, 0)   # a device's first and last port
+    irq: int = NO_IRQ                  # a device's IOAPIC pin
+    mmio: tuple[int, int] = (0, 0)    # a device's first and last guest-physical MMIO byte
 
     @property
     def sha256(self) -> str:
@@ -64,16 +68,18 @@ def _compile(mpy_cross: Path, source: Path, shown: str, key: str, config_path: P
 
 def compile_all(config: SystemConfig, mpy_cross: Callable[[], Path]) -> list[UserModule]:
     """Every user module of `config`, compiled; ConfigError naming the file and line of a syntax error."""
-    wanted = [("policy", p.index, p.policy, p.policy_path, p.key("policy"), p.python_failures, (0, 0))
+    none: dict[str, object] = {}
+    wanted = [("policy", p.index, p.policy, p.policy_path, p.key("policy"), p.python_failures, none)
               for p in config.partitions if p.policy and p.policy_path]
     wanted += [("device", p.index, d.model, d.path, f"{p.key('devices')}[{n}].model", p.python_failures,
-                (d.first, d.last)) for p in config.partitions for n, d in enumerate(p.devices)]
+                {"ports": (d.first, d.last), "irq": NO_IRQ if d.irq is None else d.irq,
+                 "mmio": d.mmio or (0, 0)}) for p in config.partitions for n, d in enumerate(p.devices)]
     if config.platform.scheduler and config.platform.scheduler_path:
         wanted.append(("scheduler", OWNER_PLATFORM, config.platform.scheduler,
-                       config.platform.scheduler_path, "platform.scheduler", SCHEDULER_FAILURES, (0, 0)))
+                       config.platform.scheduler_path, "platform.scheduler", SCHEDULER_FAILURES, none))
     modules: list[UserModule] = []
     errors: list[str] = []
-    for kind, owner, shown, source, key, failures, ports in wanted:
+    for kind, owner, shown, source, key, failures, device in wanted:
         if len(shown) > SHOWN_MAX:
             errors.append(f"{config.path}: {key} = \"{shown}\": the path must be at most "
                           f"{SHOWN_MAX} characters")
@@ -84,7 +90,7 @@ def compile_all(config: SystemConfig, mpy_cross: Callable[[], Path]) -> list[Use
             errors += error.errors
             continue
         modules.append(UserModule(kind, owner, shown, mpy, failures, config.scheduler.python_budget_ms,
-                                  ports))
+                                  **device))
     if errors:
         raise ConfigError(errors)
     return modules

@@ -354,6 +354,8 @@ static const mp_rom_map_elem_t hv_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_sched_yield), MP_ROM_PTR(&hv_sched_yield_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_resolve), MP_ROM_PTR(&hv_part_resolve_obj) },
     { MP_ROM_QSTR(MP_QSTR_part_claim), MP_ROM_PTR(&hv_part_claim_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_claim_mmio), MP_ROM_PTR(&hv_part_claim_mmio_obj) },
+    { MP_ROM_QSTR(MP_QSTR_part_irq), MP_ROM_PTR(&hv_part_irq_obj) },
     { MP_ROM_QSTR(MP_QSTR_console_read), MP_ROM_PTR(&hv_console_read_obj) },
     { MP_ROM_QSTR(MP_QSTR_console_tail), MP_ROM_PTR(&hv_console_tail_obj) },
     { MP_ROM_QSTR(MP_QSTR_console_input), MP_ROM_PTR(&hv_console_input_obj) },

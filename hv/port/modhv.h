@@ -16,6 +16,8 @@ MP_DECLARE_CONST_FUN_OBJ_1(hv_plan_table_obj);
 MP_DECLARE_CONST_FUN_OBJ_0(hv_sched_yield_obj);
 MP_DECLARE_CONST_FUN_OBJ_3(hv_part_resolve_obj);
 MP_DECLARE_CONST_FUN_OBJ_3(hv_part_claim_obj);
+MP_DECLARE_CONST_FUN_OBJ_3(hv_part_claim_mmio_obj);
+MP_DECLARE_CONST_FUN_OBJ_3(hv_part_irq_obj);
 MP_DECLARE_CONST_FUN_OBJ_2(hv_console_read_obj);
 MP_DECLARE_CONST_FUN_OBJ_2(hv_console_tail_obj);
 MP_DECLARE_CONST_FUN_OBJ_2(hv_console_input_obj);

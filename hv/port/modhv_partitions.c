@@ -5,10 +5,13 @@
 #include "py/obj.h"
 #include "py/objstr.h"
 #include "py/runtime.h"
+#include "cpus.h"
 #include "mailbox.h"
 #include "mgmt.h"
 #include "partition.h"
+#include "sched.h"
 #include "tsc.h"
+#include "vlapic.h"
 #include "vuart.h"
 #include "modhv.h"
 
@@ -149,11 +152,13 @@ static mp_obj_t upcall_detail(const struct partition *p)
     store(detail, MP_QSTR_kind, str_obj(partition_exit_name(e->kind)));
     store(detail, MP_QSTR_reason, mp_obj_new_int_from_uint(e->raw_reason));
     store(detail, MP_QSTR_rip, mp_obj_new_int_from_ull(e->rip));
+    bool mmio = e->kind == EXIT_MMIO;
     store(detail, MP_QSTR_port, mp_obj_new_int(e->port));
+    store(detail, MP_QSTR_addr, mp_obj_new_int_from_ull(mmio ? e->gpa : 0));
     store(detail, MP_QSTR_size, mp_obj_new_int(e->size));
-    store(detail, MP_QSTR_input, mp_obj_new_bool(e->in));
+    store(detail, MP_QSTR_input, mp_obj_new_bool(mmio ? !e->write : e->in));
     store(detail, MP_QSTR_msr, mp_obj_new_int_from_uint(e->msr));
-    store(detail, MP_QSTR_value, mp_obj_new_int_from_ull(p->vcpu.regs.rax));
+    store(detail, MP_QSTR_value, mp_obj_new_int_from_ull(mmio ? e->mmio_value : p->vcpu.regs.rax));
     return detail;
 }
 
@@ -253,6 +258,38 @@ static mp_obj_t hv_part_claim(mp_obj_t index, mp_obj_t first, mp_obj_t last)
     return mp_const_none;
 }
 MP_DEFINE_CONST_FUN_OBJ_3(hv_part_claim_obj, hv_part_claim);
+
+// hv.part_claim_mmio(i, first, last): guest-physical first..last (outside its memory) goes up to
+// policy, each decoded access an "mmio" upcall, instead of stopping the partition; ValueError
+// when the range is empty or the partition's MMIO claims are full.
+static mp_obj_t hv_part_claim_mmio(mp_obj_t index, mp_obj_t first, mp_obj_t last)
+{
+    struct partition *p = part_arg(index);
+    uint64_t a = (uint64_t)mp_obj_get_int_truncated(first), b = (uint64_t)mp_obj_get_int_truncated(last);
+    if (a > b || p->mmio_claim_count >= PART_MMIO_CLAIMS)
+        mp_raise_ValueError(MP_ERROR_TEXT("bad MMIO range, or the partition's MMIO claims are full"));
+    p->mmio_claims[p->mmio_claim_count].first = a;
+    p->mmio_claims[p->mmio_claim_count].last = b;
+    __atomic_store_n(&p->mmio_claim_count, p->mmio_claim_count + 1, __ATOMIC_RELEASE);
+    return mp_const_none;
+}
+MP_DEFINE_CONST_FUN_OBJ_3(hv_part_claim_mmio_obj, hv_part_claim_mmio);
+
+// hv.part_irq(i, pin, level): a device model's line to pin 0-23 of partition i's own IOAPIC:
+// level 0 lowers it, 1 raises and holds it, 2 pulses it (one rising edge, even if the vCPU does
+// not run between). Its CPU applies it before the vCPU's next entry, woken now if it halts.
+// ValueError for another level, a pin out of range, or the UART's pin 4.
+static mp_obj_t hv_part_irq(mp_obj_t index, mp_obj_t pin_in, mp_obj_t level_in)
+{
+    struct partition *p = part_arg(index);
+    mp_int_t pin = mp_obj_get_int(pin_in), level = mp_obj_get_int(level_in);
+    if (pin < 0 || pin >= VIOAPIC_PINS || pin == VUART_IRQ || level < VIOAPIC_LOW || level > VIOAPIC_PULSE)
+        mp_raise_ValueError(MP_ERROR_TEXT("pin must be 0-23 but not the UART's 4, level 0, 1 or 2"));
+    vioapic_drive(p, (unsigned)pin, (enum vioapic_drive)level);
+    sched_kick(cpu_get(p->cpu));
+    return mp_const_none;
+}
+MP_DEFINE_CONST_FUN_OBJ_3(hv_part_irq_obj, hv_part_irq);
 
 // hv.part_resolve(i, action, value): policy's answer to an upcall: "emulate", "deny" or "stop";
 // the partition's CPU applies it before its next entry.

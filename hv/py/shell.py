@@ -505,6 +505,10 @@ def cmd_stats(args):
             print("  reason    %s" % rec["reason"])
 
 
+def _device_ports(mod):
+    return list(mod.ports) if mod.kind == "device" and not mod.mmio[1] else None
+
+
 def cmd_devices(args):
     args, opts = _options(args, "devices [--json]", flags=("--json",))
     if args:
@@ -512,7 +516,9 @@ def cmd_devices(args):
     recs = [{"partition": usermods.owner_name(m), "kind": m.kind, "path": m.path,
              "sha256": m.sha256, "loaded": m.module is not None, "pushed": m.pushed, "loads": m.loads,
              "runs": m.runs, "failures": m.failures, "failure_limit": m.failure_limit,
-             "last_error": m.last_error} for m in usermods.modules]
+             "last_error": m.last_error, "ports": _device_ports(m),
+             "mmio": list(m.mmio) if m.mmio[1] else None,
+             "irq": m.irq if m.irq != usermods.NO_IRQ else None} for m in usermods.modules]
     if "--json" in opts:
         _json({"modules": recs})
         return

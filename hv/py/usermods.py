@@ -2,15 +2,20 @@
 import gc
 
 import hv
+import irqline
 import manager
 
 # struct pt_header and struct pt_module (toolchain/ptable.py; tests/test_user_modules.py
 # checks these against it).
 MODULE_COUNT_AT = 116
 MODULES_OFFSET_AT = 120
-MODULE_SIZE = 160
+MODULE_SIZE = 176
+MODULE_IRQ_AT = 12
 MODULE_PATH_AT = 64
 MODULE_PATH_SIZE = 96
+MODULE_MMIO_AT = 160
+# struct pt_module's irq for a device with no IOAPIC pin.
+NO_IRQ = 0xFF
 HEADER_FLAGS_AT = 2432
 HEADER_FLAG_DEV = 1  # built with --dev: `taipan ctl TARGET push` may replace a policy
 KINDS = ("policy", "scheduler", "device")
@@ -26,7 +31,7 @@ ACTIONS = ("emulate", "deny", "stop")
 class UserModule:
     """One module of the table: where it came from, its loaded module, how often it ran and failed."""
 
-    def __init__(self, kind, owner, path, sha256, mpy, failure_limit, budget_ms, ports):
+    def __init__(self, kind, owner, path, sha256, mpy, failure_limit, budget_ms, ports, irq, mmio):
         self.kind = kind
         self.owner = owner
         self.path = path
@@ -35,6 +40,8 @@ class UserModule:
         self.failure_limit = failure_limit
         self.budget_us = budget_ms * 1000
         self.ports = ports  # a device's (first, last)
+        self.irq = irq  # a device's IOAPIC pin, or NO_IRQ
+        self.mmio = mmio  # a device's (first, last) guest-physical bytes, or (0, 0)
         self.module = None
         self.device = None  # a device model's Device instance
         self.next_tick = 0  # ms: when its Device.tick is due
@@ -75,7 +82,8 @@ def _records(blob):
         path = bytes(blob[at + MODULE_PATH_AT:at + MODULE_PATH_AT + MODULE_PATH_SIZE])
         yield UserModule(KINDS[blob[at]], blob[at + 1], path.split(b"\0", 1)[0].decode(),
                          bytes(blob[at + 32:at + 64]).hex(), bytes(blob[offset:offset + size]),
-                         _u16(blob, at + 2), _u32(blob, at + 4), (_u16(blob, at + 8), _u16(blob, at + 10)))
+                         _u16(blob, at + 2), _u32(blob, at + 4), (_u16(blob, at + 8), _u16(blob, at + 10)),
+                         blob[at + MODULE_IRQ_AT], (_u64(blob, at + MODULE_MMIO_AT), _u64(blob, at + MODULE_MMIO_AT + 8)))
 
 
 def init():
@@ -94,8 +102,12 @@ def init():
             sched = mod
         elif mod.kind == "device":
             devices.setdefault(mod.owner, []).append(mod)
-            # Its ports come up to Python; every other port a guest touches is denied in C.
-            hv.part_claim(mod.owner, mod.ports[0], mod.ports[1])
+            # Its ports or MMIO range come up to Python; every other port a guest touches
+            # is denied in C, every other address outside its memory stops it.
+            if mod.mmio[1]:
+                hv.part_claim_mmio(mod.owner, mod.mmio[0], mod.mmio[1])
+            else:
+                hv.part_claim(mod.owner, mod.ports[0], mod.ports[1])
         else:
             policies[mod.owner] = mod
         load(mod)
@@ -116,6 +128,8 @@ def load(mod):
             mod.module = None
             _failed(mod, "Device()", device)
             return False
+        if mod.irq != NO_IRQ:
+            device.irq = irqline.IrqLine(mod.owner, mod.irq)
         mod.device = device
     if ok:
         mod.module = result
@@ -264,29 +278,35 @@ CALLBACKS = {"io": "on_io", "msr_read": "on_msr", "msr_write": "on_msr", "cpuid"
 
 
 def device_answer(mod, exit):
-    """A device model's answer to an IN or OUT on its ports, as (action, value).
+    """A device model's answer to an access to its ports or MMIO range, as (action, value).
 
-    A device model (a partition's `devices = [{ model = FILE, ports = RANGE }]`)
-    defines `class Device`, made once per partition as `Device(name)` when the
-    module loads. An IN on its ports calls `read(port, size)`, which answers
-    the int the guest reads; an OUT calls `write(port, size, value)`, whose
-    answer is ignored. Its `tick(now_ms)`, if it has one, runs every
-    `PERIOD_MS` of the class (100 by default) and may answer "restart" or
-    "stop" for its partition; timers are `time.ticks_ms()` and
-    `time.ticks_diff` against a deadline kept in the Device. Failures count
-    against the partition's `python_failures` as a policy's do; a failed IN
-    reads all ones, a failed OUT is dropped. Raising a guest interrupt needs the
-    virtual IOAPIC of the virtual-platform work and is not offered yet.
+    A device model (a partition's `devices = [{ model = FILE, ports = RANGE }]`,
+    or `mmio = RANGE` instead of `ports`) defines `class Device`, made once per
+    partition as `Device(name)` when the module loads. A read calls
+    `read(addr, size)`, which answers the int the guest reads; a write calls
+    `write(addr, size, value)`, whose answer is ignored. For ports, `addr` is
+    the port and an IN or OUT is the access (size 1, 2 or 4); for MMIO, `addr`
+    is the guest-physical address and a MOV load or store is the access (size
+    1, 2, 4 or 8; `value` is what the guest stores, an immediate sign-extended
+    to 64 bits for an 8-byte store). With `irq = PIN` in its entry the Device
+    gets `self.irq`, an `irqline.IrqLine` for that pin of its partition's
+    IOAPIC, set right after `Device(name)` returns. Its `tick(now_ms)`, if it
+    has one, runs every `PERIOD_MS` of the class (100 by default) and may
+    raise its line or answer "restart" or "stop" for its partition; timers are
+    `time.ticks_ms()` and `time.ticks_diff` against a deadline kept in the
+    Device. Failures count against the partition's `python_failures` as a
+    policy's do; a failed read reads all ones, a failed write is dropped.
     """
     had = mod.failures
+    addr = exit["addr"] if exit["kind"] == "mmio" else exit["port"]
     if exit["input"]:
-        ok, value = call(mod, "read", (exit["port"], exit["size"]))
+        ok, value = call(mod, "read", (addr, exit["size"]))
         if ok and isinstance(value, int) and not isinstance(value, bool):
             return ("emulate", value)
         if ok:
             _failed(mod, "read", ValueError("answered %r: not an int" % (value,)))
     else:
-        ok, _ = call(mod, "write", (exit["port"], exit["size"], exit["value"]))
+        ok, _ = call(mod, "write", (addr, exit["size"], exit["value"]))
         if ok:
             return ("emulate", 0)
     return ("deny", 0) if mod.failures > had or not ok else None
@@ -298,8 +318,9 @@ def answer(index, name, exit):
     The exit goes to the callback CALLBACKS names for its kind, called as
     `callback(name, exit)`: `name` is the partition's, `exit` a dict with `kind`
     ("io", "msr_read", "msr_write", "cpuid"), `reason` (the vendor's exit code),
-    `rip`, `port`, `size` and `input` (I/O), `msr`, and `value` (the guest's RAX:
-    what an OUT or WRMSR writes). The callback may answer:
+    `rip`, `port`, `size` and `input` (I/O), `addr` (MMIO's guest-physical
+    address), `msr`, and `value` (what an OUT or WRMSR writes, the guest's RAX;
+    for MMIO what the store writes). The callback may answer:
 
     - None: Taipan's own policy decides (deny, logged once);
     - an int: emulate, with that value as what an IN or RDMSR reads;
@@ -312,13 +333,14 @@ def answer(index, name, exit):
     after the partition's `python_failures` it is stopped with the reason.
     MSR exits reach a policy only for MSRs the virtual CPU does not own
     (docs/vcpu.md); CPUID only from partitions built with the cpuid_upcall test
-    hook. `on_mmio` is for MMIO exits handed up: none are today, since an EPT or
-    NPT violation stops the partition in C.
+    hook. MMIO exits are handed up only from a device model's `mmio` range and
+    go to that Device (device_answer); an access anywhere else outside the
+    partition's memory stops it in C, so `on_mmio` is not called today.
     """
-    if exit["kind"] == "io":
-        for dev in devices.get(index, ()):
-            if dev.ports[0] <= exit["port"] <= dev.ports[1]:
-                return device_answer(dev, exit)
+    for dev in devices.get(index, ()):
+        if exit["kind"] == "io" and not dev.mmio[1] and dev.ports[0] <= exit["port"] <= dev.ports[1] \
+                or exit["kind"] == "mmio" and dev.mmio[0] <= exit["addr"] <= dev.mmio[1]:
+            return device_answer(dev, exit)
     mod = policies.get(index)
     callback = CALLBACKS.get(exit["kind"])
     if mod is None or callback is None:

@@ -185,7 +185,7 @@ irq_\vector:
     iretq
     .endm
 
-    .irp v, 2,0x40,0x41,0x44,0xff
+    .irp v, 2,0x40,0x41,0x44,0x45,0xff
     irq \v
     .endr
 
@@ -193,7 +193,7 @@ irq_\vector:
     .align 8
     .global irq_table
 irq_table:
-    .irp v, 2,0x40,0x41,0x44,0xff
+    .irp v, 2,0x40,0x41,0x44,0x45,0xff
     .quad \v, irq_\v
     .endr
     .quad 0, 0

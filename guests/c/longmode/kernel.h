@@ -35,5 +35,24 @@ int checks_report(void);
 void idt_set(unsigned vector, uint64_t handler);
 __attribute__((noreturn)) void finish(int code);
 
-/* virq.c: the interrupt checks, for the "virq" command-line word. */
+/* virq.c: the interrupt checks, for the "virq" command-line word, and what devirq.c shares of them. */
+#define APIC_SVR 0xf0
+#define APIC_TMR 0x180
+#define IOAPIC_PAGE 0xfec00000ull
+#define VEC_UART 0x44
+#define VEC_DEVICE 0x45
+#define VEC_SPURIOUS 0xff
 __attribute__((noreturn)) void virq_mode(void);
+extern volatile uint32_t irq_counts[256];   /* interrupts taken, by vector */
+void irq_setup(void);                       /* the IDT's entries for entry.S's stubs */
+void map_devices(void);                     /* the APIC and IOAPIC pages (and the 2 MiB round them), uncached */
+uint32_t apic_read(uint32_t off);
+void apic_write(uint32_t off, uint32_t value);
+uint32_t ioapic_read(uint32_t reg);
+void ioapic_write(uint32_t reg, uint32_t value);
+/* HLT with interrupts on until irq_counts[vector] reaches want. */
+void wait_for(unsigned vector, uint32_t want);
+
+/* devirq.c: Python device models' interrupts and MMIO, for the "devirq" command-line word. */
+__attribute__((noreturn)) void devirq_mode(void);
+void device_irq(void);                      /* VEC_DEVICE's handler, before the EOI */

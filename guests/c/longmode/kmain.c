@@ -359,8 +359,10 @@ static int cmdline_has(uint32_t magic, uint32_t info, const char *word)
 {
     if (magic != 0x2badb002u || !(*(volatile uint32_t *)(uint64_t)info & 4))
         return 0;
-    const char *s = (const char *)(uint64_t)*(volatile uint32_t *)(uint64_t)(info + 16);
-    for (; *s; s++) {
+    const char *line = (const char *)(uint64_t)*(volatile uint32_t *)(uint64_t)(info + 16);
+    for (const char *s = line; *s; s++) {
+        if (s != line && s[-1] != ' ')
+            continue;   /* whole words only: "devirq" is not "virq" */
         const char *a = s, *b = word;
         while (*b && *a == *b)
             a++, b++;
@@ -457,6 +459,8 @@ void kmain(uint32_t magic, uint32_t info)
         fpu_mode(0);
     if (cmdline_has(magic, info, "virq"))
         virq_mode();
+    if (cmdline_has(magic, info, "devirq"))
+        devirq_mode();
     uint64_t efer = 0;
     int vector = rdmsr_probe(MSR_EFER, &efer);
     puts("longmode: in 64-bit mode, EFER=");

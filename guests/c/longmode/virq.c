@@ -4,7 +4,6 @@
 #define APIC_BASE_EXTD (1ull << 10)
 #define APIC_BASE_EN (1ull << 11)
 #define APIC_PAGE 0xfee00000ull
-#define IOAPIC_PAGE 0xfec00000ull
 
 /* xAPIC register offsets; x2APIC MSR = 0x800 + offset / 16. */
 #define APIC_ID 0x20
@@ -12,9 +11,7 @@
 #define APIC_TPR 0x80
 #define APIC_PPR 0xa0
 #define APIC_EOI 0xb0
-#define APIC_SVR 0xf0
 #define APIC_ISR 0x100
-#define APIC_TMR 0x180
 #define APIC_IRR 0x200
 #define APIC_ICR_LO 0x300
 #define APIC_ICR_HI 0x310
@@ -29,8 +26,6 @@
 #define VEC_NMI 2
 #define VEC_TIMER 0x40
 #define VEC_IPI 0x41
-#define VEC_UART 0x44
-#define VEC_SPURIOUS 0xff
 #define LVT_MASKED (1u << 16)
 #define LVT_PERIODIC (1u << 17)
 #define LVT_TSC_DEADLINE (2u << 17)
@@ -51,7 +46,7 @@ extern const uint64_t irq_table[][2];
 extern uint64_t pdpt[512];
 
 static uint64_t pd_high[512] __attribute__((aligned(4096)));
-static volatile uint32_t counts[256];
+volatile uint32_t irq_counts[256];
 static volatile uint8_t uart_byte;
 static volatile uint8_t uart_iir;
 static volatile uint32_t uart_rte, uart_tmr;   /* pin 4's entry and the vector's TMR word, seen by the handler */
@@ -75,14 +70,14 @@ static uint64_t hypercall_tsc_khz(void)
     return rax;
 }
 
-static uint32_t apic_read(uint32_t off)
+uint32_t apic_read(uint32_t off)
 {
     if (x2)
         return (uint32_t)rdmsr(X2APIC_MSR(off));
     return *(volatile uint32_t *)(APIC_PAGE + off);
 }
 
-static void apic_write(uint32_t off, uint32_t value)
+void apic_write(uint32_t off, uint32_t value)
 {
     if (x2)
         wrmsr_probe(X2APIC_MSR(off), value);
@@ -90,13 +85,13 @@ static void apic_write(uint32_t off, uint32_t value)
         *(volatile uint32_t *)(APIC_PAGE + off) = value;
 }
 
-static void ioapic_write(uint32_t reg, uint32_t value)
+void ioapic_write(uint32_t reg, uint32_t value)
 {
     *(volatile uint32_t *)IOAPIC_PAGE = reg;
     *(volatile uint32_t *)(IOAPIC_PAGE + 0x10) = value;
 }
 
-static uint32_t ioapic_read(uint32_t reg)
+uint32_t ioapic_read(uint32_t reg)
 {
     *(volatile uint32_t *)IOAPIC_PAGE = reg;
     return *(volatile uint32_t *)(IOAPIC_PAGE + 0x10);
@@ -132,7 +127,9 @@ static void cr8_checks(void)
 /* Called by the stubs in entry.S with interrupts off. */
 void irq_handler(uint64_t vector)
 {
-    counts[vector & 0xff]++;
+    irq_counts[vector & 0xff]++;
+    if (vector == VEC_DEVICE)
+        device_irq();
     if (vector == VEC_UART) {
         uart_rte = ioapic_read(0x10 + 2 * 4);
         uart_tmr = apic_read(APIC_TMR + (VEC_UART / 32) * 0x10);
@@ -146,7 +143,7 @@ void irq_handler(uint64_t vector)
 }
 
 /* The two device pages, uncached, in a page directory for 3-4 GiB. */
-static void map_devices(void)
+void map_devices(void)
 {
     pd_high[(APIC_PAGE >> 21) & 511] = (APIC_PAGE & ~0x1fffffull) | 0x9b;     /* present, writable, PWT, PCD, 2 MiB */
     pd_high[(IOAPIC_PAGE >> 21) & 511] = (IOAPIC_PAGE & ~0x1fffffull) | 0x9b;
@@ -155,10 +152,10 @@ static void map_devices(void)
     __asm__ volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) : : "memory");
 }
 
-/* HLT with interrupts on until counts[vector] reaches `want` (the STI shadow covers the HLT, so nothing slips between). */
-static void wait_for(unsigned vector, uint32_t want)
+/* HLT with interrupts on until irq_counts[vector] reaches `want` (the STI shadow covers the HLT, so nothing slips between). */
+void wait_for(unsigned vector, uint32_t want)
 {
-    while (counts[vector] < want)
+    while (irq_counts[vector] < want)
         __asm__ volatile("sti; hlt; cli" : : : "memory");
 }
 
@@ -181,7 +178,7 @@ static void timer_checks(const char *mode)
     /* One-shot: 1 ms at the TSC's rate (divide by 1). */
     apic_write(APIC_TIMER_DIVIDE, DIVIDE_BY_1);
     apic_write(APIC_LVT_TIMER, VEC_TIMER);
-    uint32_t before = counts[VEC_TIMER];
+    uint32_t before = irq_counts[VEC_TIMER];
     uint64_t t0 = rdtsc();
     apic_write(APIC_TIMER_INITIAL, (uint32_t)tsc_khz);
     check(x2 ? "x2APIC timer counts down" : "xAPIC timer counts down",
@@ -200,10 +197,10 @@ static void timer_checks(const char *mode)
         __asm__ volatile("pause");
     __asm__ volatile("cli" ::: "memory");
     check(x2 ? "x2APIC one-shot fires once" : "xAPIC one-shot fires once",
-          counts[VEC_TIMER] == before + 1, "count=", counts[VEC_TIMER] - before);
+          irq_counts[VEC_TIMER] == before + 1, "count=", irq_counts[VEC_TIMER] - before);
 
     /* Periodic: PERIODS interrupts of 1 ms each, waited for by HLT. */
-    before = counts[VEC_TIMER];
+    before = irq_counts[VEC_TIMER];
     apic_write(APIC_LVT_TIMER, VEC_TIMER | LVT_PERIODIC);
     t0 = rdtsc();
     apic_write(APIC_TIMER_INITIAL, (uint32_t)tsc_khz);
@@ -219,7 +216,7 @@ static void timer_checks(const char *mode)
 static void ipi_checks(void)
 {
     /* With IF = 0 the self-IPI waits in IRR; STI delivers it after the instruction that follows. */
-    uint32_t before = counts[VEC_IPI];
+    uint32_t before = irq_counts[VEC_IPI];
     if (x2)
         wrmsr_probe(X2APIC_SELF_IPI, VEC_IPI);
     else
@@ -227,13 +224,13 @@ static void ipi_checks(void)
     for (volatile int i = 0; i < 100000; i++)
         ;
     check(x2 ? "x2APIC self-IPI waits while IF=0" : "xAPIC self-IPI waits while IF=0",
-          counts[VEC_IPI] == before, "count=", counts[VEC_IPI] - before);
+          irq_counts[VEC_IPI] == before, "count=", irq_counts[VEC_IPI] - before);
     uint32_t irr = apic_read(APIC_IRR + (VEC_IPI / 32) * 0x10);
     check(x2 ? "x2APIC IRR holds the self-IPI" : "xAPIC IRR holds the self-IPI",
           (irr >> (VEC_IPI % 32)) & 1, "irr=", irr);
     __asm__ volatile("sti; nop; cli" ::: "memory");
     check(x2 ? "x2APIC self-IPI delivered after STI" : "xAPIC self-IPI delivered after STI",
-          counts[VEC_IPI] == before + 1, "count=", counts[VEC_IPI] - before);
+          irq_counts[VEC_IPI] == before + 1, "count=", irq_counts[VEC_IPI] - before);
     uint32_t isr = apic_read(APIC_ISR + (VEC_IPI / 32) * 0x10);
     check(x2 ? "x2APIC ISR clear after EOI" : "xAPIC ISR clear after EOI", !((isr >> (VEC_IPI % 32)) & 1), "isr=", isr);
     /* TPR above the vector's class holds it back; lowering TPR lets it in. */
@@ -245,11 +242,11 @@ static void ipi_checks(void)
         apic_write(APIC_ICR_LO, ICR_SELF | VEC_IPI);
     __asm__ volatile("sti; nop; nop; nop; cli" ::: "memory");
     check(x2 ? "x2APIC TPR holds the IPI back" : "xAPIC TPR holds the IPI back",
-          counts[VEC_IPI] == before + 1, "count=", counts[VEC_IPI] - before);
+          irq_counts[VEC_IPI] == before + 1, "count=", irq_counts[VEC_IPI] - before);
     apic_write(APIC_TPR, 0);
     __asm__ volatile("sti; nop; cli" ::: "memory");
     check(x2 ? "x2APIC IPI taken once TPR drops" : "xAPIC IPI taken once TPR drops",
-          counts[VEC_IPI] == before + 2, "count=", counts[VEC_IPI] - before);
+          irq_counts[VEC_IPI] == before + 2, "count=", irq_counts[VEC_IPI] - before);
 }
 
 static void xapic_checks(void)
@@ -268,12 +265,12 @@ static void xapic_checks(void)
     ipi_checks();
     cr8_checks();
     /* An NMI to its own APIC ID (the self shorthand takes fixed IPIs only): its handler runs, no EOI. */
-    uint32_t before = counts[VEC_NMI];
+    uint32_t before = irq_counts[VEC_NMI];
     apic_write(APIC_ICR_HI, 0);
     apic_write(APIC_ICR_LO, ICR_NMI);
     for (volatile int i = 0; i < 1000; i++)
         ;
-    check("xAPIC self-NMI delivered with IF=0", counts[VEC_NMI] == before + 1, "count=", counts[VEC_NMI] - before);
+    check("xAPIC self-NMI delivered with IF=0", irq_counts[VEC_NMI] == before + 1, "count=", irq_counts[VEC_NMI] - before);
 }
 
 static void x2apic_checks(void)
@@ -306,7 +303,7 @@ static void x2apic_checks(void)
 
     /* TSC-deadline: 2 ms ahead on the guest's own TSC. */
     apic_write(APIC_LVT_TIMER, VEC_TIMER | LVT_TSC_DEADLINE);
-    uint32_t before = counts[VEC_TIMER];
+    uint32_t before = irq_counts[VEC_TIMER];
     uint64_t t0 = rdtsc();
     wrmsr_probe(MSR_TSC_DEADLINE, t0 + 2 * tsc_khz);
     /* It reads back until it fires (a neighbour's slice may have used the 2 ms: then IRR has the vector). */
@@ -336,10 +333,10 @@ static void uart_checks(void)
     ioapic_write(0x10 + 2 * 4, VEC_UART);       /* edge, fixed, physical, unmasked */
     outb(COM1 + UART_MCR, MCR_OUT2 | 0x3);     /* DTR, RTS, and OUT2 that lets the IRQ out */
     /* THR empty: enabling its interrupt raises it at once. */
-    uint32_t before = counts[VEC_UART];
+    uint32_t before = irq_counts[VEC_UART];
     outb(COM1 + UART_IER, 0x02);
     __asm__ volatile("sti; nop; cli" ::: "memory");
-    uint32_t taken = counts[VEC_UART] - before;
+    uint32_t taken = irq_counts[VEC_UART] - before;
     uint8_t iir = inb(COM1 + UART_IIR);
     /* Off before printing: every byte sent would raise THR empty again, as on the hardware. */
     outb(COM1 + UART_IER, 0);
@@ -348,10 +345,10 @@ static void uart_checks(void)
 
     /* Level-triggered: TMR set and remote IRR held from delivery to the EOI, once per assertion. */
     ioapic_write(0x10 + 2 * 4, VEC_UART | (1u << 15));
-    before = counts[VEC_UART];
+    before = irq_counts[VEC_UART];
     outb(COM1 + UART_IER, 0x02);
     __asm__ volatile("sti; nop; nop; nop; cli" ::: "memory");
-    taken = counts[VEC_UART] - before;
+    taken = irq_counts[VEC_UART] - before;
     uint32_t rte = ioapic_read(0x10 + 2 * 4);
     outb(COM1 + UART_IER, 0);
     check("IOAPIC level pin: one interrupt, TMR set", taken == 1 && ((uart_tmr >> (VEC_UART % 32)) & 1), "tmr=", uart_tmr);
@@ -359,11 +356,16 @@ static void uart_checks(void)
     ioapic_write(0x10 + 2 * 4, VEC_UART);
 }
 
+void irq_setup(void)
+{
+    for (int i = 0; irq_table[i][1]; i++)
+        idt_set((unsigned)irq_table[i][0], irq_table[i][1]);
+}
+
 __attribute__((noreturn)) void virq_mode(void)
 {
     check_prefix = "virq";
-    for (int i = 0; irq_table[i][1]; i++)
-        idt_set((unsigned)irq_table[i][0], irq_table[i][1]);
+    irq_setup();
     tsc_khz = hypercall_tsc_khz();
     puts("virq: tsc_khz=");
     putdec((int64_t)tsc_khz);
@@ -374,7 +376,7 @@ __attribute__((noreturn)) void virq_mode(void)
     int failed = checks_report();
     /* The receive interrupt: the test types a byte on `console NAME`. */
     puts("virq: waiting for a byte\n");
-    uint32_t before = counts[VEC_UART];
+    uint32_t before = irq_counts[VEC_UART];
     outb(COM1 + UART_IER, 0x01);
     wait_for(VEC_UART, before + 1);
     puts("virq: uart rx interrupt: byte=");
