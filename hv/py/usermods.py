@@ -168,7 +168,8 @@ def push(name, path, mpy, sha256):
     digest = hashlib.sha256(mpy).digest().hex()
     if digest != sha256:
         raise ValueError("%s arrived altered: sha256 %s, not the %s sent" % (path, digest[:12], sha256[:12]))
-    new = UserModule("policy", index, path, digest, mpy, old.failure_limit, old.budget_us // 1000, (0, 0))
+    new = UserModule("policy", index, path, digest, mpy, old.failure_limit, old.budget_us // 1000, (0, 0),
+                     NO_IRQ, (0, 0))
     new.pushed = True
     module = path.rsplit("/", 1)[-1].split(".")[0]
     ok, result = hv.run_guarded(hv.load_module, (module, mpy), new.budget_us)
