@@ -174,12 +174,15 @@ def boot_config(request, tmp_path: Path) -> Iterator:
     TCG, -cpu EPYC: AMD-V+NPT) or "intel" (Bochs from a GRUB ISO: VT-x+EPT)."""
     stack: list = []
 
-    def boot(vendor: str, name: str, cpus: int | None = None, memory_mb: int = 256) -> Console:
-        """cpus: the emulator's CPU count, by default what the configuration plans."""
+    def boot(vendor: str, name: str, cpus: int | None = None, memory_mb: int = 256,
+             tcg_single_thread: bool = False) -> Console:
+        """cpus: the emulator's CPU count, by default what the configuration plans;
+        tcg_single_thread: QEMU runs them in one host thread (emulator.qemu_argv)."""
         elf = config_image(name)
         cpus = cpus or config_cpus(name)
         if vendor == "amd":
-            child = _qemu(elf, cpu="EPYC", memory_mb=memory_mb, smp=cpus, no_reboot=True)
+            child = _qemu(elf, cpu="EPYC", memory_mb=memory_mb, smp=cpus, no_reboot=True,
+                          tcg_single_thread=tcg_single_thread)
             stack.append(child.terminate)
             return Console(child).boot()
         missing = emulator.bochs_missing()

@@ -89,7 +89,7 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
               serial: str = "stdio", accel: str = "tcg", append: str | None = None,
               no_reboot: bool = False, rtc_base: str | None = None,
               extra: Sequence[str] = (), cdrom: Path | None = None, firmware: str = "bios",
-              vars_file: Path | None = None) -> list[str]:
+              vars_file: Path | None = None, tcg_single_thread: bool = False) -> list[str]:
     """The qemu-system-x86_64 command line that boots `kernel` through multiboot1 (-kernel).
 
     With `cdrom` QEMU boots that ISO instead (GRUB, multiboot2), by BIOS or,
@@ -98,13 +98,19 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
     through (`-cpu host`), useful only where the host offers nested VMX/SVM.
     Without `no_reboot` a guest's reboot restarts the machine, as the console's
     `reboot` command expects. `rtc_base` starts the CMOS clock at a given UTC
-    time (see rtc_base_datetime) instead of the host's.
+    time (see rtc_base_datetime) instead of the host's. `tcg_single_thread` runs
+    every CPU in one host thread (QEMU's round-robin TCG) instead of one thread
+    each: the host triple fault docs/security.md records is seen only with one
+    thread each.
     """
     if accel not in ("tcg", "kvm"):
         raise ValueError(f"accel must be tcg or kvm, not {accel!r}")
     if firmware not in FIRMWARES:
         raise ValueError(f"firmware must be bios or uefi, not {firmware!r}")
-    argv = ["qemu-system-x86_64", "-accel", accel, "-cpu", "host" if accel == "kvm" else cpu,
+    if tcg_single_thread and accel != "tcg":
+        raise ValueError("tcg_single_thread is a TCG option")
+    argv = ["qemu-system-x86_64", "-accel", "tcg,thread=single" if tcg_single_thread else accel,
+            "-cpu", "host" if accel == "kvm" else cpu,
             "-m", str(memory_mb), "-smp", str(smp)]
     if firmware == "uefi":
         if cdrom is None or vars_file is None:
