@@ -126,12 +126,14 @@ def test_sleep_ms_500_takes_500_ms_of_tsc_time(rtc_boot, vendor: str) -> None:
     assert 450_000 <= us <= 550_000, us
     assert 450 <= ms <= 550, ms
     assert 450_000 <= cpu * 1000 // khz <= 550_000, (cpu, khz)
-    # sleep(s) and sleep_us(us) go the same way; a short sleep does not overshoot by a slice.
+    # sleep(s) and sleep_us(us) go the same way; a short sleep does not wait for
+    # the next 10 ms slice (half of one is the bound: a loaded host delays the
+    # emulator's timer by a millisecond or two, a slice it does not).
     py(console, "u0 = time.ticks_us(); time.sleep(0.25); s = time.ticks_diff(time.ticks_us(), u0); "
                 "u0 = time.ticks_us(); time.sleep_us(300); su = time.ticks_diff(time.ticks_us(), u0)")
     seconds, short = py_value(console, "[s, su]")
     assert 225_000 <= seconds <= 275_000, seconds
-    assert 300 <= short < 1_300, short
+    assert 300 <= short < 5_000, short
     if vendor == "intel":
         # Bochs's TSC counts its instructions: ips per emulated second.
         assert abs(khz - BOCHS_IPS // 1000) * 100 <= BOCHS_IPS // 1000, khz

@@ -202,7 +202,7 @@ def bochs_files(iso: Path, workdir: Path, *, cpu_model: str = "corei7_skylake_x"
     # ("buffer overflow detected") on a machine without a sound card.
     rc.write_text(f"""\
 {memory}
-romimage: file={BOCHS_BIOS}
+romimage: file={BOCHS_BIOS}, options=fastboot
 vgaromimage: file={VGA_BIOS}
 cpu: model={cpu_model}, count={cpus}, ips=100000000, reset_on_triple_fault=0
 ata0-master: type=cdrom, path={iso.resolve()}, status=inserted
