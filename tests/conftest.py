@@ -135,6 +135,14 @@ def ps_json(console: Console, timeout: float = 60) -> dict[str, dict]:
     return {p["name"]: p for p in doc["partitions"]}
 
 
+def logged_counts(console: Console, name: str, word: str = "hello from", lines: int = 3) -> list[int]:
+    """N of each `WORD NAME N` among the partition's last complete log lines. The log shows
+    the line the guest is still writing too ("hello from hello 1" of what becomes 123), so
+    the last line is asked for and left out."""
+    complete = console.command(f"log {name} -n {lines + 1}").splitlines()[:-1]
+    return [int(n) for n in re.findall(rf"{word} {name} (\d+)", "\n".join(complete))]
+
+
 def wait_ps(console: Console, predicate, patience: float, what: str) -> dict[str, dict]:
     """Ask `ps --json` again until predicate(partitions by name) holds; guests run between asks."""
     deadline = time.monotonic() + patience
@@ -175,14 +183,15 @@ def boot_config(request, tmp_path: Path) -> Iterator:
     stack: list = []
 
     def boot(vendor: str, name: str, cpus: int | None = None, memory_mb: int = 256,
-             tcg_single_thread: bool = False) -> Console:
+             tcg_single_thread: bool = False, instruction_clock: bool = False) -> Console:
         """cpus: the emulator's CPU count, by default what the configuration plans;
-        tcg_single_thread: QEMU runs them in one host thread (emulator.qemu_argv)."""
+        tcg_single_thread, instruction_clock: QEMU's (emulator.qemu_argv); Bochs
+        runs in one thread and counts instructions anyway."""
         elf = config_image(name)
         cpus = cpus or config_cpus(name)
         if vendor == "amd":
             child = _qemu(elf, cpu="EPYC", memory_mb=memory_mb, smp=cpus, no_reboot=True,
-                          tcg_single_thread=tcg_single_thread)
+                          tcg_single_thread=tcg_single_thread, instruction_clock=instruction_clock)
             stack.append(child.terminate)
             return Console(child).boot()
         missing = emulator.bochs_missing()

@@ -47,6 +47,11 @@ def test_qemu_argv_options_map_to_flags() -> None:
     assert _flag(qemu_argv(Path("k"), serial="pty"), "-serial") == "pty"
     with pytest.raises(ValueError, match="serial"):
         qemu_argv(Path("k"), serial="tcp:1")
+    clocked = qemu_argv(Path("k"), instruction_clock=True, tcg_single_thread=True)
+    assert (_flag(clocked, "-icount"), _flag(clocked, "-accel")) == ("shift=2,sleep=off", "tcg,thread=single")
+    assert "-icount" not in argv
+    with pytest.raises(ValueError, match="TCG options"):
+        qemu_argv(Path("k"), accel="kvm", instruction_clock=True)
 
 
 def test_kvm_probe_names_its_reason(tmp_path: Path) -> None:

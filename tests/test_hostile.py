@@ -12,7 +12,7 @@ import time
 import tomllib
 
 import pytest
-from conftest import REPL_PROMPT, VENDORS, config_path, ps_json
+from conftest import REPL_PROMPT, VENDORS, config_path, logged_counts, ps_json
 
 from guests.hostile import KINDS
 from toolchain import layout
@@ -34,8 +34,8 @@ def hostiles(config: str) -> dict[str, list[str]]:
 
 
 def hello_count(console) -> int:
-    counts = re.findall(r"hello from hello (\d+)", console.command("log hello -n 3"))
-    return int(counts[-1]) if counts else -1
+    counts = logged_counts(console, "hello")
+    return counts[-1] if counts else -1
 
 
 def hello_clock(console) -> tuple[int, float]:

@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from conftest import VENDORS, VENDORS_BOCHS_SLOW
+from conftest import VENDORS, VENDORS_BOCHS_SLOW, logged_counts
 
 pytestmark = pytest.mark.boot
 
@@ -45,7 +45,7 @@ def wait_for(console, predicate, vendor: str, what: str):
 
 
 def counters(console, name: str) -> list[int]:
-    return [int(n) for n in re.findall(rf"hello from {name} (\d+)", console.command(f"log {name} -n 50"))]
+    return logged_counts(console, name, lines=50)
 
 
 @pytest.mark.parametrize("vendor", VENDORS)

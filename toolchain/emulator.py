@@ -89,7 +89,8 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
               serial: str = "stdio", accel: str = "tcg", append: str | None = None,
               no_reboot: bool = False, rtc_base: str | None = None,
               extra: Sequence[str] = (), cdrom: Path | None = None, firmware: str = "bios",
-              vars_file: Path | None = None, tcg_single_thread: bool = False) -> list[str]:
+              vars_file: Path | None = None, tcg_single_thread: bool = False,
+              instruction_clock: bool = False) -> list[str]:
     """The qemu-system-x86_64 command line that boots `kernel` through multiboot1 (-kernel).
 
     With `cdrom` QEMU boots that ISO instead (GRUB, multiboot2), by BIOS or,
@@ -101,14 +102,16 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
     time (see rtc_base_datetime) instead of the host's. `tcg_single_thread` runs
     every CPU in one host thread (QEMU's round-robin TCG) instead of one thread
     each: the host triple fault docs/security.md records is seen only with one
-    thread each.
+    thread each. `instruction_clock` makes the guest's clocks count TCG's
+    instructions (4 ns each, QEMU's -icount) and skip idle time, as Bochs's
+    do: then the host's load cannot stretch a time window the guest measures.
     """
     if accel not in ("tcg", "kvm"):
         raise ValueError(f"accel must be tcg or kvm, not {accel!r}")
     if firmware not in FIRMWARES:
         raise ValueError(f"firmware must be bios or uefi, not {firmware!r}")
-    if tcg_single_thread and accel != "tcg":
-        raise ValueError("tcg_single_thread is a TCG option")
+    if (tcg_single_thread or instruction_clock) and accel != "tcg":
+        raise ValueError("tcg_single_thread and instruction_clock are TCG options")
     argv = ["qemu-system-x86_64", "-accel", "tcg,thread=single" if tcg_single_thread else accel,
             "-cpu", "host" if accel == "kvm" else cpu,
             "-m", str(memory_mb), "-smp", str(smp)]
@@ -123,6 +126,8 @@ def qemu_argv(kernel: Path, *, cpu: str = "EPYC", memory_mb: int = 128, smp: int
         argv += ["-kernel", str(kernel)]
     if append is not None:
         argv += ["-append", append]
+    if instruction_clock:
+        argv += ["-icount", "shift=2,sleep=off"]
     if rtc_base is not None:
         rtc_base_datetime(rtc_base)  # refuse a malformed base here, by name, not in QEMU's words
         argv += ["-rtc", f"base={rtc_base}"]
