@@ -75,8 +75,10 @@ def test_subsets_name_real_folders() -> None:
 def test_ci_subset_passes_on_qemu(tmp_path: Path, taipan_elf: Path) -> None:
     elf = taipan_elf
     summary_path = tmp_path / "summary.json"
-    status = mptest.run(elf, subset="ci", summary_path=summary_path)
+    # Two QEMU instances, one a core: the shards' summaries merge into one.
+    status = mptest.run(elf, subset="ci", jobs=2, summary_path=summary_path)
     summary = json.loads(summary_path.read_text())
+    assert summary["shards"] == 2 and len(summary["run_tests_status"]) == 2
     assert summary["complete"], "run-tests aborted before its summary"
     assert summary["performed"] > 0
     ran = summary["passed"] + summary["failed"]
