@@ -156,6 +156,7 @@ struct vcpu {
     void *arch;              /* the backend's own state (VMCS or VMCB and friends), from vcpu_create */
     bool launched;           /* VMX: VMLAUNCH done, next entry is VMRESUME */
     struct vcpu_event event; /* injected at the next entry, then cleared by the backend */
+    struct vcpu_event entered; /* what the last entry injected (valid false: nothing), for fault reports */
     struct vcpu_fpu fpu;
     struct vcpu_msrs msrs;
     struct vlapic lapic;

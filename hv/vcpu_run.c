@@ -177,6 +177,18 @@ static enum run_event hypercall(struct partition *p)
     }
 }
 
+/* The event an entry injected, in words. */
+static void entered_event(const struct vcpu_event *ev, char *out, size_t size)
+{
+    if (!ev->valid) {
+        snprintk(out, size, "no event injected");
+        return;
+    }
+    const char *type = ev->type == VEVENT_EXT_INTR ? "interrupt" : ev->type == VEVENT_NMI ? "NMI"
+                     : ev->type == VEVENT_EXCEPTION ? "exception" : "software event";
+    snprintk(out, size, "%s %u injected", type, (unsigned)ev->vector);
+}
+
 static enum run_event fault(struct partition *p, const struct exit_info *e)
 {
     char why[sizeof(p->reason)];
@@ -186,9 +198,15 @@ static enum run_event fault(struct partition *p, const struct exit_info *e)
                  e->write ? "write" : e->exec ? "execute" : "read",
                  (unsigned long long)e->gpa, (unsigned long long)e->rip);
         break;
-    case EXIT_TRIPLE_FAULT:
-        snprintk(why, sizeof(why), "triple fault at RIP %#llx", (unsigned long long)e->rip);
+    case EXIT_TRIPLE_FAULT: {
+        /* The entry's injected event and RSP say whether the guest broke itself (its own
+         * exception met a broken IDT or stack) or was handed an event it could not take. */
+        char event[40];
+        entered_event(&p->vcpu.entered, event, sizeof(event));
+        snprintk(why, sizeof(why), "triple fault at RIP %#llx, RSP %#llx, %s", (unsigned long long)e->rip,
+                 (unsigned long long)ops->reg_get(&p->vcpu, VREG_RSP), event);
         break;
+    }
     case EXIT_ENTRY_FAILED:
         snprintk(why, sizeof(why), "VM entry failed: %s", e->what);
         break;

@@ -139,8 +139,13 @@ def logged_counts(console: Console, name: str, word: str = "hello from", lines: 
     """N of each `WORD NAME N` among the partition's last complete log lines. The log shows
     the line the guest is still writing too ("hello from hello 1" of what becomes 123), so
     the last line is asked for and left out."""
-    complete = console.command(f"log {name} -n {lines + 1}").splitlines()[:-1]
-    return [int(n) for n in re.findall(rf"{word} {name} (\d+)", "\n".join(complete))]
+    deadline = time.monotonic() + 60
+    while True:  # until one line is complete: a guest that just began has only the one
+        complete = console.command(f"log {name} -n {lines + 1}").splitlines()[:-1]
+        found = [int(n) for n in re.findall(rf"{word} {name} (\d+)", "\n".join(complete))]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def wait_ps(console: Console, predicate, patience: float, what: str) -> dict[str, dict]:

@@ -44,11 +44,11 @@ def rtc_boot(taipan_elf: Path, tmp_path: Path) -> Iterator:
     RTC_BASE; the demo system unless a configuration is named."""
     closers: list = []
 
-    def boot(vendor: str, name: str = "demo") -> Console:
+    def boot(vendor: str, name: str = "demo", tcg_single_thread: bool = False) -> Console:
         elf = taipan_elf if name == "demo" else config_image(name)
         if vendor == "amd":
             child = _qemu(elf, cpu="EPYC", memory_mb=256, smp=config_cpus(name), no_reboot=True,
-                          rtc_base=RTC_BASE)
+                          rtc_base=RTC_BASE, tcg_single_thread=tcg_single_thread)
             closers.append(lambda: child.terminate(force=True))
             return Console(child).boot()
         missing = emulator.bochs_missing()
@@ -249,8 +249,10 @@ MARK = ("[sum(hv.part_info(i)['cpu_us'] for i in range(hv.part_count()) if hv.pa
 @pytest.mark.boot
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_sleeping_yields_cpu_0_and_the_partitions_keep_printing(rtc_boot, vendor: str) -> None:
-    # hello2 shares CPU 0 with management, hello1 has CPU 1.
-    console = repl(rtc_boot(vendor, "smp2"))
+    # hello2 shares CPU 0 with management, hello1 has CPU 1. QEMU runs both CPUs in one
+    # host thread: with one each, the open host triple fault of docs/security.md ended a
+    # CI run of this test (QEMU reset, the console gone).
+    console = repl(rtc_boot(vendor, "smp2", tcg_single_thread=True))
     # The console idle at the REPL for 5 s (waiting for a key yields to the partitions)...
     py(console, f"m0 = {MARK}")
     time.sleep(5)

@@ -131,6 +131,7 @@ static void svm_decode_npf(uint64_t info1, uint64_t info2, struct exit_info *e)
 static uint64_t svm_eventinj(struct vcpu *v)
 {
     struct vcpu_event *ev = &v->event;
+    v->entered = *ev;
     if (!ev->valid)
         return 0;
     ev->valid = false;

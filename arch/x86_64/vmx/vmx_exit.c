@@ -291,6 +291,7 @@ static void vmx_requeue_event(struct vcpu *v)
 static void vmx_inject_event(struct vcpu *v)
 {
     struct vcpu_event *ev = &v->event;
+    v->entered = *ev;
     if (!ev->valid) {
         vmx_vmwrite(VMCS_ENTRY_INTR_INFO, 0);
         return;
