@@ -20,6 +20,7 @@
 #define EFER_LME (1ull << 8)
 #define EFER_LMA (1ull << 10)
 #define EFER_SVME (1ull << 12)
+#define OPCODE_HLT 0xf4
 /* EFER bits that are defined (SCE, LME, LMA, NXE, SVME, LMSLE, FFXSR, TCE);
  * VMRUN refuses any other set (APM vol. 2, 15.5.1). */
 #define EFER_DEFINED 0xfd01ull
@@ -216,6 +217,28 @@ static uint32_t svm_insn_len(struct vcpu *v, const uint8_t *vmcb, uint64_t rip, 
 }
 
 /*
+ * STI; HLT with an interrupt pending, the vCPU stopped between them (the slice
+ * timer's exit lands in STI's shadow): on the hardware the HLT runs in the
+ * shadow and the interrupt wakes it, to return after the HLT. QEMU's TCG does
+ * not load the shadow at VMRUN, so the interrupt window opened before the HLT
+ * and the handler returned onto it: the guest halted for good, its wake-up
+ * spent (docs/interrupts.md). So the HLT is completed here, as the CPU would:
+ * RIP past it, the shadow over, and the interrupt delivered now.
+ */
+static void svm_complete_shadowed_hlt(struct vcpu *v, uint8_t *vmcb)
+{
+    if (!(vmcb_read64(vmcb, VMCB_INTERRUPT_SHADOW) & 1) || !(vmcb_read64(vmcb, VMCB_RFLAGS) & RFLAGS_IF))
+        return;
+    uint64_t rip = vmcb_read64(vmcb, VMCB_RIP);
+    uint64_t cs_base = svm_long64(vmcb) ? 0 : vmcb_read64(vmcb, VMCB_CS + VMCB_SEG_BASE);
+    uint8_t opcode;
+    if (vmem_fetch(v, cs_base + rip, &opcode, 1) != 1 || opcode != OPCODE_HLT)
+        return;
+    vmcb_write64(vmcb, VMCB_RIP, rip + 1);
+    vmcb_write64(vmcb, VMCB_INTERRUPT_SHADOW, 0);
+}
+
+/*
  * OUTS's segment, DS unless a prefix overrides it, from the instruction's prefixes
  * (EXITINFO1's SEG needs decode assists, which TCG lacks); and in 64-bit code, where QEMU's
  * TCG sets no address-size bit the APM names, the address size from the 0x67 prefix.
@@ -316,6 +339,8 @@ void svm_vcpu_run(struct vcpu *v, uint64_t deadline_tsc, struct exit_info *e)
      */
     bool window = false;
     if (vevent_interrupt_waiting(v)) {
+        if (!v->event.valid && vlapic_pending(v) >= 0)
+            svm_complete_shadowed_hlt(v, vmcb);
         bool shadow = vmcb_read64(vmcb, VMCB_INTERRUPT_SHADOW) & 1;
         window = vevent_interrupt(v, (vmcb_read64(vmcb, VMCB_RFLAGS) & RFLAGS_IF) && !shadow,
                                   !shadow && !s->nmi_blocked);
