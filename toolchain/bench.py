@@ -223,8 +223,8 @@ TIMER_COUNTS = {"qemu": (20_000, 500), "bochs": (5_000, 200)}
 # management window, one costs milliseconds (about 4.5 ms under QEMU TCG),
 # so 100,000 of them would take the better part of ten minutes a run.
 UPCALL_COUNTS = {"qemu": 10_000, "bochs": 2_000}
-# A bench partition takes seconds under QEMU; the bound is there for the lost wake-up
-# docs/interrupts.md records (a timer run left halted for good), which it names in time.
+# A bench partition takes seconds under QEMU: a run that hangs (as the timer run did
+# before the lost wake-up of docs/interrupts.md was fixed) is named after 3 minutes.
 PARTITION_TIMEOUT_S = {"qemu": 180, "bochs": 3600}
 BENCH_MEMORY_MB = 256
 BOCHS_CPU = "corei7_skylake_x"  # VT-x + EPT + unrestricted guest, as the tests use
